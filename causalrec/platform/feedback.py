@@ -1,0 +1,157 @@
+"""``LoggedFeedback``: the typed, frozen container of logged bandit feedback.
+
+One row per impression (for slates of K items a round has K rows). Arrays are numpy; the
+container validates lengths, dtypes and value ranges once, at construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from causalrec.platform.errors import DataError
+
+__all__ = ["LoggedFeedback"]
+
+
+@dataclass(frozen=True, eq=False)
+class LoggedFeedback:
+    """Logged feedback of a (possibly unknown) logging policy.
+
+    Attributes:
+        round_id: Round (request) index, shape (n_rows,), int64.
+        user_id: User id, shape (n_rows,), int64.
+        position: 0-based slate position, shape (n_rows,), int64.
+        item_id: Shown item, shape (n_rows,), int64.
+        click: Observed clicks (0/1), shape (n_rows,), int8.
+        pscore: ``P(item at this position | user)`` under the logging policy, shape (n_rows,);
+            for K = 1 the exact probability of the shown item. NaN where unknown.
+        pscore_prefix: ``P(a_1..a_k | user)``, the probability of the slate prefix up to and
+            including this position, shape (n_rows,). Equals ``pscore`` when K = 1.
+        user_features: Observed user features, shape (n_rows, n_user_features), float32.
+        expected_reward: Ground-truth click probability of the impression (simulated logs
+            only; NaN otherwise), shape (n_rows,).
+        policy: Name of the policy that chose the impression, shape (n_rows,).
+        n_items: Size of the catalogue.
+        slate_size: Positions per round (K).
+        user_table: Features of every user, shape (n_users, n_user_features), or ``None``.
+        item_table: Features of every item, shape (n_items, n_item_features), or ``None``.
+        metadata: Self-description (simulator config, policy, seed, schema version, ...).
+    """
+
+    round_id: np.ndarray
+    user_id: np.ndarray
+    position: np.ndarray
+    item_id: np.ndarray
+    click: np.ndarray
+    pscore: np.ndarray
+    pscore_prefix: np.ndarray
+    user_features: np.ndarray
+    expected_reward: np.ndarray
+    policy: np.ndarray
+    n_items: int
+    slate_size: int = 1
+    user_table: np.ndarray | None = None
+    item_table: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    _COLUMNS = (
+        "round_id",
+        "user_id",
+        "position",
+        "item_id",
+        "click",
+        "pscore",
+        "pscore_prefix",
+        "expected_reward",
+        "policy",
+    )
+
+    def __post_init__(self) -> None:
+        n = len(self.round_id)
+        for name in (*self._COLUMNS, "user_features"):
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray):
+                raise DataError(f"{name} must be a numpy array; got {type(value).__name__}")
+            if value.shape[:1] != (n,):
+                raise DataError(f"{name} must have {n} rows (as round_id); got shape {value.shape}")
+        for name in ("round_id", "user_id", "position", "item_id", "click"):
+            if getattr(self, name).dtype.kind not in "iu":
+                raise DataError(f"{name} must be integer; got {getattr(self, name).dtype}")
+        if self.user_features.ndim != 2:
+            raise DataError(f"user_features must be 2-d; got shape {self.user_features.shape}")
+        if n == 0:
+            return
+        if self.item_id.min() < 0 or self.item_id.max() >= self.n_items:
+            bad = int(np.flatnonzero((self.item_id < 0) | (self.item_id >= self.n_items))[0])
+            raise DataError(
+                f"item_id must be in [0, n_items={self.n_items}); "
+                f"got {self.item_id[bad]} at row {bad}"
+            )
+        if self.position.min() < 0 or self.position.max() >= self.slate_size:
+            bad = int(np.flatnonzero((self.position < 0) | (self.position >= self.slate_size))[0])
+            raise DataError(
+                f"position must be in [0, slate_size={self.slate_size}); got "
+                f"{self.position[bad]} at row {bad}"
+            )
+        for name in ("pscore", "pscore_prefix"):
+            values = getattr(self, name)
+            invalid = ~np.isnan(values) & ((values <= 0) | (values > 1 + 1e-9))
+            if invalid.any():
+                bad = int(np.flatnonzero(invalid)[0])
+                raise DataError(f"{name} must be in (0, 1]; got {values[bad]} at row {bad}")
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        """Number of impressions."""
+        return len(self.round_id)
+
+    @property
+    def n_rounds(self) -> int:
+        """Number of rounds (requests)."""
+        return int(np.unique(self.round_id).size)
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per impression; user features as columns ``user_feature_0..``."""
+        frame = pd.DataFrame({name: getattr(self, name) for name in self._COLUMNS})
+        for j in range(self.user_features.shape[1]):
+            frame[f"user_feature_{j}"] = self.user_features[:, j]
+        return frame
+
+    def select(self, mask: np.ndarray) -> LoggedFeedback:
+        """Rows where ``mask`` (boolean, shape (n_rows,)) is true, or the rows indexed by it."""
+        values = {name: getattr(self, name)[mask] for name in (*self._COLUMNS, "user_features")}
+        return LoggedFeedback(
+            **values,
+            n_items=self.n_items,
+            slate_size=self.slate_size,
+            user_table=self.user_table,
+            item_table=self.item_table,
+            metadata=self.metadata,
+        )
+
+    @classmethod
+    def concat(cls, parts: list[LoggedFeedback]) -> LoggedFeedback:
+        """Concatenate logs of the same catalogue; tables and metadata come from the first."""
+        if not parts:
+            raise DataError("concat needs at least one LoggedFeedback")
+        first = parts[0]
+        values = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in (*cls._COLUMNS, "user_features")
+        }
+        return cls(
+            **values,
+            n_items=first.n_items,
+            slate_size=first.slate_size,
+            user_table=first.user_table,
+            item_table=first.item_table,
+            metadata=first.metadata,
+        )

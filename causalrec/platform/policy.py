@@ -1,0 +1,354 @@
+"""The policy protocol shared by every part of causalrec, and the generic policies.
+
+A policy maps users to a distribution over slates of ``slate_size`` distinct items. Every policy
+can (1) give the item–position marginals ``action_distribution(users)`` and (2) draw slates with
+their exact probabilities ``sample(users, rng)``. The simulator, OPE, methods and Serve all talk
+to policies through this protocol only.
+
+Generic policies here: :class:`UniformPolicy`, :class:`SoftmaxPolicy` (Plackett–Luce over scores,
+optionally mixed with ε-uniform) and :class:`TopKPolicy` (deterministic top-k, ε-greedy when
+``epsilon > 0``). They rank items by a :class:`UserItemScorer`, which the simulator and fitted
+recommenders provide.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from scipy.special import log_softmax
+from typing_extensions import override
+
+from causalrec.platform import plackett_luce
+from causalrec.platform.alias import AliasTable
+from causalrec.platform.errors import ConfigError, DataError
+
+__all__ = [
+    "Policy",
+    "SlateSample",
+    "SoftmaxPolicy",
+    "TopKPolicy",
+    "UniformPolicy",
+    "UserItemScorer",
+]
+
+#: Largest (n_users x n_items) probability table a policy caches (float64 entries).
+TABLE_BUDGET = 20_000_000
+
+
+@runtime_checkable
+class UserItemScorer(Protocol):
+    """Anything that scores every item for a batch of users (higher = more preferred)."""
+
+    n_users: int
+    n_items: int
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Scores of shape (len(users), n_items) for user ids ``users`` of shape (n,)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SlateSample:
+    """Slates drawn by a policy with their exact probabilities.
+
+    Attributes:
+        actions: Item ids, shape (n, K), distinct within a row, in position order.
+        prefix_pscore: ``P(a_1..a_k | user)`` for k = 1..K, shape (n, K).
+        marginal_pscore: ``P(item a_k at position k | user)``, shape (n, K). For K = 1 both
+            equal the probability of the chosen item.
+    """
+
+    actions: np.ndarray
+    prefix_pscore: np.ndarray
+    marginal_pscore: np.ndarray
+
+
+class Policy(abc.ABC):
+    """A distribution over slates given a user.
+
+    Attributes:
+        name: Short identifier written into logs.
+        n_items: Size of the catalogue.
+        slate_size: Number of distinct items per slate (K).
+    """
+
+    name: str
+    n_items: int
+    slate_size: int
+
+    @abc.abstractmethod
+    def action_distribution(self, users: np.ndarray) -> np.ndarray:
+        """Item–position marginals.
+
+        Args:
+            users: User ids, shape (n,).
+
+        Returns:
+            ``P(item i at position k | user)``: shape (n, n_items) when K = 1, otherwise
+            (n, n_items, K), as Open Bandit Pipeline's ``action_dist``.
+        """
+
+    @abc.abstractmethod
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
+        """Draw one slate per user with its exact probabilities."""
+
+    @property
+    def exact_marginals(self) -> bool:
+        """Whether :meth:`action_distribution` is exact (``False`` if any position uses MC)."""
+        return True
+
+    def marginal_probability(self, users: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``P(item actions[:, k] at position k | user)``, shape (n, K), for given slates."""
+        dist = self._as_3d(self.action_distribution(users))
+        rows = np.arange(len(users))[:, None]
+        return dist[rows, actions, np.arange(actions.shape[1])[None, :]]
+
+    def _as_3d(self, dist: np.ndarray) -> np.ndarray:
+        return dist[:, :, None] if dist.ndim == 2 else dist
+
+    def _format(self, marginal: np.ndarray) -> np.ndarray:
+        return marginal[:, :, 0] if self.slate_size == 1 else marginal
+
+
+def _check_slate_size(slate_size: int, n_items: int) -> None:
+    if not 1 <= slate_size <= n_items:
+        raise ConfigError(f"slate_size must be in [1, n_items={n_items}]; got {slate_size}")
+
+
+def _check_epsilon(epsilon: float) -> None:
+    if not 0.0 <= epsilon <= 1.0:
+        raise ConfigError(f"epsilon must be in [0, 1]; got {epsilon}")
+
+
+def _uniform_prefix(n_items: int, slate_size: int) -> np.ndarray:
+    """P(a_1..a_k) of a uniform slate without replacement, shape (K,)."""
+    return np.cumprod(1.0 / (n_items - np.arange(slate_size)))
+
+
+def _check_users(users: np.ndarray) -> np.ndarray:
+    users = np.asarray(users)
+    if users.ndim != 1 or users.dtype.kind not in "iu":
+        raise DataError(
+            f"users must be a 1-d integer array; got shape {users.shape}, {users.dtype}"
+        )
+    return users
+
+
+class UniformPolicy(Policy):
+    """Uniform random slates without replacement."""
+
+    def __init__(self, n_items: int, slate_size: int = 1, name: str = "uniform"):
+        _check_slate_size(slate_size, n_items)
+        self.n_items, self.slate_size, self.name = n_items, slate_size, name
+
+    @override
+    def action_distribution(self, users: np.ndarray) -> np.ndarray:
+        users = _check_users(users)
+        return self._format(np.full((len(users), self.n_items, self.slate_size), 1 / self.n_items))
+
+    @override
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
+        users = _check_users(users)
+        n = len(users)
+        if self.slate_size == 1:
+            actions = rng.integers(self.n_items, size=(n, 1))
+        else:
+            actions = plackett_luce.gumbel_top_k(np.zeros((n, self.n_items)), self.slate_size, rng)
+        prefix = np.broadcast_to(
+            _uniform_prefix(self.n_items, self.slate_size), (n, self.slate_size)
+        )
+        marginal = np.full((n, self.slate_size), 1.0 / self.n_items)
+        return SlateSample(actions, prefix.copy(), marginal)
+
+
+class SoftmaxPolicy(Policy):
+    """Plackett–Luce slates from ``softmax(scores / temperature)``, mixed with ε-uniform.
+
+    With probability ``epsilon`` the whole slate is uniform without replacement; otherwise it is
+    drawn position by position without replacement from the softmax. Probabilities per user are
+    cached (as a table) when ``n_users * n_items`` is small enough.
+
+    Args:
+        scorer: Provides ``scores(users)`` of shape (n, n_items).
+        temperature: Softmax temperature (> 0).
+        epsilon: Share of uniform slates in [0, 1].
+        slate_size: K.
+        name: Identifier written into logs.
+        mc_draws: Monte Carlo draws for marginals at positions too large to enumerate.
+        seed: Seed for those Monte Carlo draws.
+    """
+
+    def __init__(
+        self,
+        scorer: UserItemScorer,
+        *,
+        temperature: float = 1.0,
+        epsilon: float = 0.0,
+        slate_size: int = 1,
+        name: str = "softmax",
+        mc_draws: int = 20_000,
+        seed: int | None = 0,
+    ):
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0; got {temperature}")
+        _check_epsilon(epsilon)
+        _check_slate_size(slate_size, scorer.n_items)
+        self.scorer, self.temperature, self.epsilon = scorer, temperature, epsilon
+        self.n_items, self.slate_size, self.name = scorer.n_items, slate_size, name
+        self.mc_draws = mc_draws
+        self._mc_rng = np.random.default_rng(np.random.SeedSequence(seed))
+        self._table: np.ndarray | None = None
+        self._alias: AliasTable | None = None
+        self._marginal_cache: dict[int, np.ndarray] = {}
+        self._exact = np.ones(slate_size, dtype=bool)
+        self._use_table = scorer.n_users * scorer.n_items <= TABLE_BUDGET
+
+    # -- probabilities ------------------------------------------------------------------------
+    def softmax_probabilities(self, users: np.ndarray) -> np.ndarray:
+        """Plackett–Luce base probabilities (before ε mixing), shape (n, n_items)."""
+        users = _check_users(users)
+        if self._use_table:
+            return self._probability_table()[users]
+        return self._compute(users)
+
+    def _compute(self, users: np.ndarray) -> np.ndarray:
+        logits = np.asarray(self.scorer.scores(users), dtype=np.float64) / self.temperature
+        return np.exp(log_softmax(logits, axis=1))
+
+    def _probability_table(self) -> np.ndarray:
+        if self._table is None:
+            users = np.arange(self.scorer.n_users)
+            self._table = np.concatenate(
+                [self._compute(users[i : i + 4096]) for i in range(0, len(users), 4096)]
+            )
+        return self._table
+
+    def first_position_probabilities(self, users: np.ndarray) -> np.ndarray:
+        """``P(item at position 1 | user)`` including ε mixing, shape (n, n_items)."""
+        base = self.softmax_probabilities(users)
+        return (1 - self.epsilon) * base + self.epsilon / self.n_items
+
+    @property
+    @override
+    def exact_marginals(self) -> bool:
+        """``False`` once any position's marginals had to be estimated by Monte Carlo."""
+        return bool(self._exact.all())
+
+    @override
+    def action_distribution(self, users: np.ndarray) -> np.ndarray:
+        users = _check_users(users)
+        if self.slate_size == 1:
+            return self.first_position_probabilities(users)
+        base = self.softmax_probabilities(users)
+        out = np.empty((len(users), self.n_items, self.slate_size))
+        for row, user in enumerate(users):
+            cached = self._marginal_cache.get(int(user))
+            if cached is None:
+                cached, exact = plackett_luce.marginals(
+                    base[row], self.slate_size, self._mc_rng, mc_draws=self.mc_draws
+                )
+                self._exact &= exact
+                if self._use_table:
+                    self._marginal_cache[int(user)] = cached
+            out[row] = cached
+        return (1 - self.epsilon) * out + self.epsilon / self.n_items
+
+    # -- sampling -----------------------------------------------------------------------------
+    @override
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
+        users = _check_users(users)
+        if self.slate_size == 1:
+            return self._sample_single(users, rng)
+        n, K = len(users), self.slate_size
+        base = self.softmax_probabilities(users)
+        uniform_rows = rng.random(n) < self.epsilon
+        logits = np.log(np.clip(base, np.finfo(float).tiny, None))
+        logits[uniform_rows] = 0.0
+        actions = plackett_luce.gumbel_top_k(logits, K, rng)
+        prefix = (1 - self.epsilon) * plackett_luce.prefix_probabilities(base, actions)
+        prefix += self.epsilon * _uniform_prefix(self.n_items, K)
+        marginal = self.marginal_probability(users, actions)
+        return SlateSample(actions, prefix, marginal)
+
+    def _sample_single(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
+        if self._use_table:
+            # Alias tables make each draw O(1): one uniform, two look-ups.
+            if self._alias is None:
+                self._alias = AliasTable.build(
+                    (1 - self.epsilon) * self._probability_table() + self.epsilon / self.n_items
+                )
+            actions = self._alias.sample(users, rng)
+            flat = users * self.n_items + actions
+            pscore = (1 - self.epsilon) * self._probability_table().ravel()[flat]
+            pscore += self.epsilon / self.n_items
+        else:
+            u = rng.random(len(users))
+            probs = self.first_position_probabilities(users)
+            cdf = np.cumsum(probs, axis=1)
+            actions = (cdf < (u * cdf[:, -1])[:, None]).sum(axis=1)
+            actions = np.minimum(actions, self.n_items - 1)
+            pscore = probs[np.arange(len(users)), actions]
+        actions = actions[:, None].astype(np.int64)
+        return SlateSample(actions, pscore[:, None], pscore[:, None].copy())
+
+
+class TopKPolicy(Policy):
+    """Deterministic top-k by score; with ``epsilon > 0`` the ε-greedy policy.
+
+    With probability ``epsilon`` the slate is uniform without replacement, otherwise the K
+    highest-scoring items in score order. Ties are broken by the lower item id.
+
+    Args:
+        scorer: Provides ``scores(users)`` of shape (n, n_items).
+        slate_size: K.
+        epsilon: Share of uniform slates in [0, 1].
+        name: Identifier written into logs.
+    """
+
+    def __init__(
+        self,
+        scorer: UserItemScorer,
+        *,
+        slate_size: int = 1,
+        epsilon: float = 0.0,
+        name: str = "top_k",
+    ):
+        _check_epsilon(epsilon)
+        _check_slate_size(slate_size, scorer.n_items)
+        self.scorer, self.epsilon = scorer, epsilon
+        self.n_items, self.slate_size, self.name = scorer.n_items, slate_size, name
+
+    def top_k(self, users: np.ndarray) -> np.ndarray:
+        """The greedy slates, shape (n, K)."""
+        scores = np.asarray(self.scorer.scores(_check_users(users)), dtype=np.float64)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return order[:, : self.slate_size]
+
+    @override
+    def action_distribution(self, users: np.ndarray) -> np.ndarray:
+        greedy = self.top_k(users)
+        n = len(users)
+        out = np.full((n, self.n_items, self.slate_size), self.epsilon / self.n_items)
+        rows = np.arange(n)[:, None]
+        out[rows, greedy, np.arange(self.slate_size)[None, :]] += 1.0 - self.epsilon
+        return self._format(out)
+
+    @override
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
+        greedy = self.top_k(users)
+        n, K = greedy.shape
+        uniform_rows = rng.random(n) < self.epsilon
+        actions = greedy.copy()
+        if uniform_rows.any():
+            actions[uniform_rows] = (
+                UniformPolicy(self.n_items, K).sample(users[uniform_rows], rng).actions
+            )
+        matches_prefix = np.cumprod(actions == greedy, axis=1).astype(bool)
+        prefix = (1 - self.epsilon) * matches_prefix + self.epsilon * _uniform_prefix(
+            self.n_items, K
+        )
+        marginal = (1 - self.epsilon) * (actions == greedy) + self.epsilon / self.n_items
+        return SlateSample(actions.astype(np.int64), prefix, marginal)

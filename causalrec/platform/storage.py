@@ -1,0 +1,380 @@
+"""Parquet storage of logs: atomic writes, streaming writer, validated reader.
+
+A log directory holds::
+
+    OUT/
+      logs/part-00000.parquet ...   impressions (schema in causalrec.platform.schema)
+      users.parquet                 user features (one row per user)
+      items.parquet                 item features (one row per item)
+      summary.json                  what the run measured (written last)
+
+Every file is written under a temporary name and renamed into place, and a whole output
+directory is built in a staging directory beside ``OUT`` and swapped in only when complete, so a
+crash never leaves a partial file at a final path and never destroys a previous run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from causalrec.platform import schema as log_schema_module
+from causalrec.platform.errors import LogFormatError, OutputExistsError
+from causalrec.platform.feedback import LoggedFeedback
+
+__all__ = [
+    "LogWriter",
+    "atomic_output_dir",
+    "read_logs",
+    "write_json_atomic",
+    "write_table_atomic",
+]
+
+LOGS_SUBDIR = "logs"
+USERS_FILE = "users.parquet"
+ITEMS_FILE = "items.parquet"
+SUMMARY_FILE = "summary.json"
+#: Rows per Parquet file: large files (tens to hundreds of MiB), not thousands of small ones.
+ROWS_PER_FILE = 4_194_304
+_COMPRESSION = "snappy"
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_table_atomic(path: str | Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` as Parquet via a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        pq.write_table(table, tmp, compression=_COMPRESSION)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON via a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:
+    """Refuse a non-empty output directory unless ``overwrite``; nothing is touched.
+
+    Raises:
+        OutputExistsError: If ``out`` is a file, or a non-empty directory without ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output path {str(out)!r} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"output directory {str(out)!r} is not empty; pass --overwrite (overwrite=True) to "
+            "replace it"
+        )
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build an output directory in a staging directory and swap it in on success.
+
+    Args:
+        out: Final output directory.
+        overwrite: Replace a non-empty ``out``. Without it a non-empty ``out`` is refused
+            before any work is done.
+
+    Yields:
+        The staging directory to write into. On an exception it is deleted and ``out`` is left
+        exactly as it was.
+    """
+    out = check_output_dir(out, overwrite=overwrite).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    retired = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    if out.exists():
+        os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+class LogWriter:
+    """Stream :class:`LoggedFeedback` chunks into a Parquet dataset directory.
+
+    Each chunk becomes a row group; a file is closed (and atomically renamed into place) once it
+    holds ``rows_per_file`` rows.
+
+    Args:
+        directory: Directory of the ``part-*.parquet`` files (created if missing).
+        n_user_features: Width of the user feature vectors.
+        metadata: JSON-ready self-description stored in every file's key-value metadata.
+        rows_per_file: Rows after which a new file is started.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        n_user_features: int,
+        metadata: dict[str, Any],
+        rows_per_file: int = ROWS_PER_FILE,
+    ):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = log_schema_module.log_schema(n_user_features, metadata)
+        self.rows_per_file = rows_per_file
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._final: Path | None = None
+        self._rows_in_file = 0
+        self.n_files = 0
+        self.n_rows = 0
+
+    def write(self, chunk: LoggedFeedback) -> None:
+        """Append ``chunk`` (split across files when a file fills up)."""
+        table = feedback_to_table(chunk, self.schema)
+        start = 0
+        while start < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(self.rows_per_file - self._rows_in_file, table.num_rows - start)
+            self._writer.write_table(table.slice(start, take), row_group_size=take)
+            self._rows_in_file += take
+            self.n_rows += take
+            start += take
+            if self._rows_in_file >= self.rows_per_file:
+                self._close_file()
+
+    def _open(self) -> None:
+        self._final = self.directory / f"part-{self.n_files:05d}.parquet"
+        self._tmp = _temporary_sibling(self._final)
+        self._writer = pq.ParquetWriter(
+            self._tmp,
+            self.schema,
+            compression=_COMPRESSION,
+            use_dictionary=["policy"],
+            write_statistics=["round_id", "user_id", "item_id", "position"],
+        )
+
+    def _close_file(self) -> None:
+        self._writer.close()
+        os.replace(self._tmp, self._final)
+        self._writer, self._rows_in_file = None, 0
+        self.n_files += 1
+
+    def close(self) -> None:
+        """Finish the current file."""
+        if self._writer is not None:
+            self._close_file()
+
+    def abort(self) -> None:
+        """Drop the file being written (nothing partial stays behind)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+            self._writer = None
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def feedback_to_table(chunk: LoggedFeedback, schema: pa.Schema) -> pa.Table:
+    """Convert a :class:`LoggedFeedback` chunk to an Arrow table of the log schema."""
+    features = np.ascontiguousarray(chunk.user_features, dtype=np.float32)
+    width = schema.field("user_features").type.list_size
+    if features.shape[1] != width:
+        raise LogFormatError(
+            f"user_features has width {features.shape[1]}; the log expects {width}"
+        )
+    names, codes = np.unique(chunk.policy, return_inverse=True)
+    columns = [
+        pa.array(chunk.round_id, pa.int64()),
+        pa.array(chunk.user_id, pa.int64()),
+        pa.array(chunk.position.astype(np.int16), pa.int16()),
+        pa.array(chunk.item_id, pa.int64()),
+        pa.array(chunk.click.astype(np.int8), pa.int8()),
+        pa.array(chunk.pscore, pa.float64(), from_pandas=True),
+        pa.array(chunk.pscore_prefix, pa.float64(), from_pandas=True),
+        pa.FixedSizeListArray.from_arrays(pa.array(features.ravel(), pa.float32()), width),
+        pa.array(chunk.expected_reward, pa.float64(), from_pandas=True),
+        pa.DictionaryArray.from_arrays(
+            pa.array(codes.astype(np.int8), pa.int8()), pa.array(names.astype(str), pa.string())
+        ),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_feature_tables(
+    directory: str | Path,
+    user_features: np.ndarray,
+    item_features: np.ndarray,
+    popularity: np.ndarray | None = None,
+) -> None:
+    """Write ``users.parquet`` and ``items.parquet`` beside a log.
+
+    Args:
+        directory: The log directory.
+        user_features: Shape (n_users, n_user_features).
+        item_features: Shape (n_items, n_item_features).
+        popularity: Ground-truth item popularity, shape (n_items,), if known.
+    """
+    directory = Path(directory)
+    users = np.ascontiguousarray(user_features, dtype=np.float32)
+    items = np.ascontiguousarray(item_features, dtype=np.float32)
+    user_table = pa.Table.from_arrays(
+        [
+            pa.array(np.arange(len(users)), pa.int64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(users.ravel()), users.shape[1]),
+        ],
+        schema=log_schema_module.user_table_schema(users.shape[1]),
+    )
+    item_table = pa.Table.from_arrays(
+        [
+            pa.array(np.arange(len(items)), pa.int64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(items.ravel()), items.shape[1]),
+            pa.array(
+                popularity if popularity is not None else np.full(len(items), np.nan),
+                pa.float64(),
+                from_pandas=True,
+            ),
+        ],
+        schema=log_schema_module.item_table_schema(items.shape[1]),
+    )
+    write_table_atomic(directory / USERS_FILE, user_table)
+    write_table_atomic(directory / ITEMS_FILE, item_table)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LogFormatError(f"cannot read Parquet file {str(path)!r}: {exc}") from None
+
+
+def _check_version(path: Path, schema: pa.Schema) -> dict[str, Any]:
+    metadata = schema.metadata or {}
+    version = metadata.get(log_schema_module.SCHEMA_VERSION_KEY)
+    if version is None:
+        raise LogFormatError(f"{str(path)!r} is not a causalrec log (no schema version metadata)")
+    if int(version) != log_schema_module.LOG_SCHEMA_VERSION:
+        raise LogFormatError(
+            f"{str(path)!r} has log schema version {int(version)}; this causalrec reads version "
+            f"{log_schema_module.LOG_SCHEMA_VERSION}"
+        )
+    return json.loads(metadata.get(log_schema_module.METADATA_KEY, b"{}"))
+
+
+def _features(table: pa.Table, column: str) -> np.ndarray:
+    array = table.column(column).combine_chunks()
+    width = array.type.list_size
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+
+
+def _decode_strings(chunk: pa.Array) -> np.ndarray:
+    if isinstance(chunk, pa.DictionaryArray):
+        names = np.asarray(chunk.dictionary.to_pylist(), dtype=str)
+        return names[chunk.indices.to_numpy(zero_copy_only=False)]
+    return np.asarray(chunk.to_pylist(), dtype=str)
+
+
+def _read_feature_table(path: Path) -> pa.Table | None:
+    return _read_parquet(path) if path.is_file() else None
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """The Parquet part files of a log directory (or the file itself), in order."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    directory = path / LOGS_SUBDIR if (path / LOGS_SUBDIR).is_dir() else path
+    files = sorted(directory.glob("part-*.parquet"))
+    if not files:
+        raise LogFormatError(f"no log files (part-*.parquet) under {str(path)!r}")
+    return files
+
+
+def read_logs(path: str | Path) -> LoggedFeedback:
+    """Read a causalrec log into a :class:`LoggedFeedback`.
+
+    Args:
+        path: A log directory (as written by ``causalrec simulate``), its ``logs/`` folder, or
+            one Parquet part file.
+
+    Returns:
+        The whole log in memory, with the user and item feature tables when present.
+
+    Raises:
+        LogFormatError: If a file is missing, truncated, corrupt, or of another schema version
+            (the message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LogFormatError(f"log path {str(path)!r} does not exist")
+    tables, metadata = [], {}
+    for file in log_files(path):
+        table = _read_parquet(file)
+        metadata = _check_version(file, table.schema)
+        expected = log_schema_module.log_schema(table.schema.field("user_features").type.list_size)
+        if not table.schema.remove_metadata().equals(expected.remove_metadata()):
+            raise LogFormatError(f"{str(file)!r} does not have the causalrec log schema")
+        tables.append(table)
+    table = pa.concat_tables(tables)
+    root = path if path.is_dir() and (path / LOGS_SUBDIR).is_dir() else None
+    users = _read_feature_table(root / USERS_FILE) if root else None
+    items = _read_feature_table(root / ITEMS_FILE) if root else None
+
+    def column(name: str, dtype=None) -> np.ndarray:
+        values = table.column(name).to_numpy()
+        return values.astype(dtype) if dtype is not None else values
+
+    policy = np.concatenate(
+        [_decode_strings(chunk) for chunk in table.column("policy").chunks] or [np.array([], str)]
+    )
+    simulator = metadata.get("simulator", {})
+    return LoggedFeedback(
+        round_id=column("round_id"),
+        user_id=column("user_id"),
+        position=column("position", np.int64),
+        item_id=column("item_id"),
+        click=column("click"),
+        pscore=column("pscore", np.float64),
+        pscore_prefix=column("pscore_prefix", np.float64),
+        user_features=_features(table, "user_features"),
+        expected_reward=column("expected_reward", np.float64),
+        policy=policy,
+        n_items=int(metadata.get("n_items", simulator.get("n_items", 0)))
+        or int(table.column("item_id").to_numpy().max()) + 1,
+        slate_size=int(metadata.get("slate_size", simulator.get("slate_size", 1))),
+        user_table=_features(users, "features") if users is not None else None,
+        item_table=_features(items, "features") if items is not None else None,
+        metadata=metadata,
+    )

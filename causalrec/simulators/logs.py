@@ -1,0 +1,313 @@
+"""Vectorised generation of logged feedback from the simulator, in memory or streamed to Parquet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import causalrec
+from causalrec.platform import schema as log_schema
+from causalrec.platform import storage
+from causalrec.platform.errors import ConfigError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.policy import Policy, SoftmaxPolicy
+from causalrec.simulators.scm import ConfoundedRecSimulator
+
+__all__ = ["LogSummary", "generate_logs", "iter_log_chunks", "summarize", "write_logs"]
+
+#: Rounds simulated per chunk; part of the seeding scheme (changing it changes the draws).
+CHUNK_ROUNDS = 262_144
+
+
+def _check_request(simulator: ConfoundedRecSimulator, policy: Policy, n_rounds: int) -> None:
+    if n_rounds < 1:
+        raise ConfigError(f"n_rounds must be >= 1; got {n_rounds}")
+    if policy.n_items != simulator.n_items or policy.slate_size != simulator.slate_size:
+        raise ConfigError(
+            f"policy {policy.name!r} has n_items={policy.n_items}, slate_size={policy.slate_size};"
+            f" the simulator has n_items={simulator.n_items}, slate_size={simulator.slate_size}"
+        )
+
+
+def log_metadata(
+    simulator: ConfoundedRecSimulator,
+    policy: Policy,
+    n_rounds: int,
+    seed: int | None,
+    uniform_fraction: float,
+) -> dict[str, Any]:
+    """The self-description stored in a log's Parquet metadata (enough to regenerate it)."""
+    metadata: dict[str, Any] = {
+        "causalrec_version": causalrec.__version__,
+        "schema_version": log_schema.LOG_SCHEMA_VERSION,
+        "simulator": simulator.config.model_dump(),
+        "policy": policy.name,
+        "seed": seed,
+        "n_rounds": n_rounds,
+        "n_items": simulator.n_items,
+        "slate_size": simulator.slate_size,
+        "uniform_fraction": uniform_fraction,
+        "chunk_rounds": CHUNK_ROUNDS,
+        "pscore": "exact",
+    }
+    if isinstance(policy, SoftmaxPolicy) and policy.slate_size > 1:
+        metadata["marginal_mc_draws"] = policy.mc_draws
+    return metadata
+
+
+def iter_log_chunks(
+    simulator: ConfoundedRecSimulator,
+    policy: Policy,
+    n_rounds: int,
+    *,
+    seed: int | None = None,
+    uniform_fraction: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Iterator[LoggedFeedback]:
+    """Simulate ``n_rounds`` rounds chunk by chunk, with no per-round Python loop.
+
+    Each chunk draws users, lets ``policy`` (or, in a ``uniform_fraction`` of rounds, the
+    uniform policy) choose slates with their exact probabilities, and draws clicks. Chunk ``j``
+    uses the ``j``-th child of ``SeedSequence(seed)``, so the log depends only on the seed.
+
+    Args:
+        simulator: The world.
+        policy: The logging policy.
+        n_rounds: Number of rounds.
+        seed: Seed of the draws.
+        uniform_fraction: Share of rounds logged by uniform-random exposure; defaults to the
+            simulator's ``uniform_fraction``.
+        metadata: Metadata attached to every chunk.
+
+    Yields:
+        One :class:`LoggedFeedback` per chunk (K rows per round).
+    """
+    _check_request(simulator, policy, n_rounds)
+    if uniform_fraction is None:
+        uniform_fraction = simulator.config.uniform_fraction
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise ConfigError(f"uniform_fraction must be in [0, 1]; got {uniform_fraction}")
+    uniform = simulator.uniform_policy()
+    K = simulator.slate_size
+    n_chunks = -(-n_rounds // CHUNK_ROUNDS)
+    children = np.random.SeedSequence(seed).spawn(n_chunks)
+    for index, child in enumerate(children):
+        rng = np.random.default_rng(child)
+        start = index * CHUNK_ROUNDS
+        n = min(CHUNK_ROUNDS, n_rounds - start)
+        users = simulator.sample_users(n, rng)
+        sample = policy.sample(users, rng)
+        actions, prefix, marginal = sample.actions, sample.prefix_pscore, sample.marginal_pscore
+        names = np.full(n, policy.name)
+        if uniform_fraction > 0:
+            explore = rng.random(n) < uniform_fraction
+            if explore.any():
+                explored = uniform.sample(users[explore], rng)
+                actions, prefix, marginal = actions.copy(), prefix.copy(), marginal.copy()
+                actions[explore] = explored.actions
+                prefix[explore] = explored.prefix_pscore
+                marginal[explore] = explored.marginal_pscore
+                names[explore] = uniform.name
+        clicks, expected = simulator.sample_clicks(users, actions, rng)
+        yield LoggedFeedback(
+            round_id=np.repeat(np.arange(start, start + n, dtype=np.int64), K),
+            user_id=np.repeat(users, K),
+            position=np.tile(np.arange(K, dtype=np.int64), n),
+            item_id=actions.ravel(),
+            click=clicks.ravel(),
+            pscore=marginal.ravel(),
+            pscore_prefix=prefix.ravel(),
+            user_features=np.repeat(simulator.user_features_f32[users], K, axis=0),
+            expected_reward=expected.ravel(),
+            policy=np.repeat(names, K),
+            n_items=simulator.n_items,
+            slate_size=K,
+            metadata=metadata or {},
+        )
+
+
+def generate_logs(
+    simulator: ConfoundedRecSimulator,
+    policy: Policy | None = None,
+    n_rounds: int = 10_000,
+    *,
+    seed: int | None = None,
+    uniform_fraction: float | None = None,
+) -> LoggedFeedback:
+    """Simulate a log in memory (see :func:`iter_log_chunks`).
+
+    Args:
+        simulator: The world.
+        policy: The logging policy; defaults to ``simulator.logging_policy()``.
+        n_rounds: Number of rounds.
+        seed: Seed of the draws.
+        uniform_fraction: Share of uniform-random rounds (default: the simulator config's).
+
+    Returns:
+        The log, with the user and item feature tables attached.
+    """
+    policy = policy or simulator.logging_policy()
+    fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
+    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
+    chunks = list(
+        iter_log_chunks(simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction)
+    )
+    log = LoggedFeedback.concat(chunks)
+    return LoggedFeedback(
+        **{name: getattr(log, name) for name in (*LoggedFeedback._COLUMNS, "user_features")},
+        n_items=log.n_items,
+        slate_size=log.slate_size,
+        user_table=simulator.user_features.astype(np.float32),
+        item_table=simulator.item_features.astype(np.float32),
+        metadata=metadata,
+    )
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What a simulated log shows, for the CLI's final summary.
+
+    Attributes:
+        rows: Impressions written.
+        rounds: Rounds simulated.
+        ctr: Mean click per impression.
+        clicks_per_round: Mean clicks per round.
+        logging_policy_value: Exact expected clicks per round of the logging policy.
+        oracle_value: Exact expected clicks per round of the best top-K policy.
+        mean_inverse_pscore: Mean of 1 / pscore over impressions.
+        max_inverse_pscore: Max of 1 / pscore over impressions.
+        effective_sample_size: Kish ESS of the weights 1 / pscore, (Σw)² / Σw².
+        files: Parquet part files written (0 for an in-memory log).
+    """
+
+    rows: int
+    rounds: int
+    ctr: float
+    clicks_per_round: float
+    logging_policy_value: float
+    oracle_value: float
+    mean_inverse_pscore: float
+    max_inverse_pscore: float
+    effective_sample_size: float
+    files: int = 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-ready dictionary."""
+        return dict(vars(self))
+
+
+class _RunningStats:
+    """Streaming sums for the summary (so a 10M-row log never sits in memory)."""
+
+    def __init__(self) -> None:
+        self.rows = self.rounds = 0
+        self.clicks = self.w_sum = self.w_sq_sum = 0.0
+        self.w_max = 0.0
+
+    def update(self, chunk: LoggedFeedback) -> None:
+        weights = 1.0 / chunk.pscore
+        self.rows += chunk.n_rows
+        self.rounds += chunk.n_rows // chunk.slate_size
+        self.clicks += float(chunk.click.sum())
+        self.w_sum += float(weights.sum())
+        self.w_sq_sum += float(weights @ weights)
+        self.w_max = max(self.w_max, float(weights.max()))
+
+
+def summarize(simulator: ConfoundedRecSimulator, policy: Policy, log: LoggedFeedback) -> LogSummary:
+    """Summarise an in-memory log (see :class:`LogSummary`)."""
+    stats = _RunningStats()
+    stats.update(log)
+    return _finish(simulator, policy, stats, files=0)
+
+
+def _finish(
+    simulator: ConfoundedRecSimulator, policy: Policy, stats: _RunningStats, files: int
+) -> LogSummary:
+    return LogSummary(
+        rows=stats.rows,
+        rounds=stats.rounds,
+        ctr=stats.clicks / stats.rows,
+        clicks_per_round=stats.clicks / stats.rounds,
+        logging_policy_value=simulator.policy_value(policy),
+        oracle_value=simulator.oracle_value(),
+        mean_inverse_pscore=stats.w_sum / stats.rows,
+        max_inverse_pscore=stats.w_max,
+        effective_sample_size=stats.w_sum**2 / stats.w_sq_sum,
+        files=files,
+    )
+
+
+def write_logs(
+    simulator: ConfoundedRecSimulator,
+    out: str | Path,
+    n_rounds: int,
+    *,
+    policy: Policy | None = None,
+    seed: int | None = None,
+    uniform_fraction: float | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    rows_per_file: int = storage.ROWS_PER_FILE,
+) -> LogSummary:
+    """Simulate a log and stream it to a Parquet dataset directory (see :mod:`storage`).
+
+    The output is built in a staging directory and swapped into ``out`` only when complete; a
+    non-empty ``out`` is refused before any work unless ``overwrite``.
+
+    Args:
+        simulator: The world.
+        out: Output directory.
+        n_rounds: Number of rounds.
+        policy: The logging policy; defaults to ``simulator.logging_policy()``.
+        seed: Seed of the draws.
+        uniform_fraction: Share of uniform-random rounds (default: the simulator config's).
+        overwrite: Replace a non-empty ``out``.
+        progress: Show a progress bar.
+        rows_per_file: Rows per Parquet part file.
+
+    Returns:
+        The summary, also written to ``OUT/summary.json``.
+    """
+    from tqdm.auto import tqdm
+
+    policy = policy or simulator.logging_policy()
+    _check_request(simulator, policy, n_rounds)
+    fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
+    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
+    storage.check_output_dir(out, overwrite=overwrite)
+    stats = _RunningStats()
+    with storage.atomic_output_dir(out, overwrite=overwrite) as staging:
+        with (
+            storage.LogWriter(
+                staging / storage.LOGS_SUBDIR,
+                n_user_features=simulator.user_features.shape[1],
+                metadata=metadata,
+                rows_per_file=rows_per_file,
+            ) as writer,
+            tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True) as bar,
+        ):
+            for chunk in iter_log_chunks(
+                simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction
+            ):
+                writer.write(chunk)
+                stats.update(chunk)
+                bar.update(chunk.n_rows // chunk.slate_size)
+        storage.write_feature_tables(
+            staging, simulator.user_features, simulator.item_features, simulator.popularity
+        )
+        summary = _finish(simulator, policy, stats, files=writer.n_files)
+        storage.write_json_atomic(
+            staging / storage.SUMMARY_FILE, {"summary": summary.to_dict(), "metadata": metadata}
+        )
+    return summary
+
+
+def load_metadata(path: str | Path) -> dict[str, Any]:
+    """The self-description of a written log (read from its ``summary.json``)."""
+    return json.loads((Path(path) / storage.SUMMARY_FILE).read_text())["metadata"]
