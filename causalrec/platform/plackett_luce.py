@@ -59,42 +59,75 @@ def prefix_probabilities(probs: np.ndarray, slates: np.ndarray) -> np.ndarray:
         ``P(a_1..a_k)`` for k = 1..K, shape (n, K).
     """
     chosen = np.take_along_axis(probs, slates, axis=1)
-    taken_before = np.cumsum(chosen, axis=1) - chosen
-    remaining = np.clip(1.0 - taken_before, np.finfo(float).tiny, None)
+    remaining = _remaining_mass(probs, slates)
     return np.cumprod(chosen / remaining, axis=1)
+
+
+#: Below this, ``1 - mass`` loses too many digits and the remaining mass is summed directly.
+_CANCELLATION_GUARD = 1e-6
+
+
+def _remaining_mass(probs: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    """Mass left before each position, ``sum of probs outside slate[:k]``, shape (n, K).
+
+    ``1 - cumsum`` cancels catastrophically when the prefix holds almost all the mass (peaked
+    softmaxes); those entries are recomputed by summing the remaining items directly.
+    """
+    chosen = np.take_along_axis(probs, slates, axis=1)
+    remaining = 1.0 - (np.cumsum(chosen, axis=1) - chosen)
+    for row, k in zip(*np.nonzero(remaining < _CANCELLATION_GUARD), strict=True):
+        keep = np.ones(probs.shape[1], dtype=bool)
+        keep[slates[row, :k]] = False
+        remaining[row, k] = np.sort(probs[row, keep]).sum()
+    return np.maximum(remaining, np.finfo(float).tiny)
+
+
+def _remaining_after(p: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
+    """Mass outside each prefix (rows of item ids, shape (m, depth)), guarded as above."""
+    remaining = 1.0 - p[prefixes].sum(axis=1)
+    for row in np.flatnonzero(remaining < _CANCELLATION_GUARD):
+        keep = np.ones(len(p), dtype=bool)
+        keep[prefixes[row]] = False
+        remaining[row] = np.sort(p[keep]).sum()
+    return np.maximum(remaining, np.finfo(float).tiny)
 
 
 def _exact_position_marginal(p: np.ndarray, k: int) -> np.ndarray:
     """P(item i at 0-based position k) for one user by enumerating ordered prefixes.
 
     With W(prefix) = P(prefix) / (1 - mass(prefix)) over ordered prefixes of k distinct items,
-    P(i at k) = p_i * (sum_prefix W - sum_{prefix containing i} W).
+    P(i at k) = p_i * (sum_prefix W - sum_{prefix containing i} W); for items that dominate the
+    weight the second form is summed directly to avoid cancellation.
     """
     n = p.shape[0]
     if k == 0:
         return p.copy()
-    prob = p.copy()  # P(prefix) over axes of length n, zero where indices repeat
-    mass = p.copy()
-    for depth in range(1, k):
+    prob = p.copy()  # P(prefix) over k axes of length n
+    for depth in range(1, k + 1):
         shape = (n,) * depth
-        remaining = np.clip(1.0 - mass, np.finfo(float).tiny, None)
-        next_prob = prob[..., None] * (p.reshape((1,) * depth + (n,)) / remaining[..., None])
-        next_mass = mass[..., None] + p.reshape((1,) * depth + (n,))
-        # zero out prefixes that repeat an item
-        index = np.indices((*shape, n), sparse=True)
-        repeat = np.zeros((*shape, n), dtype=bool)
-        for axis in range(depth):
-            repeat |= index[axis] == index[depth]
-        next_prob[repeat] = 0.0
-        prob, mass = next_prob, next_mass
-    weight = prob / np.clip(1.0 - mass, np.finfo(float).tiny, None)
-    weight[prob == 0.0] = 0.0
+        index = np.indices(shape, sparse=True)
+        repeat = np.zeros(shape, dtype=bool)
+        for axis in range(depth - 1):
+            repeat |= index[axis] == index[depth - 1]
+        prob = np.where(repeat, 0.0, prob)  # a prefix never repeats an item
+        prefixes = np.stack(np.broadcast_arrays(*index), axis=-1).reshape(-1, depth)
+        remaining = _remaining_after(p, prefixes).reshape(shape)
+        if depth == k:
+            weight = prob / remaining
+            break
+        prob = prob[..., None] * (p.reshape((1,) * depth + (n,)) / remaining[..., None])
     total = weight.sum()
     containing = np.zeros(n)
     for axis in range(k):
         other_axes = tuple(a for a in range(k) if a != axis)
         containing += weight.sum(axis=other_axes) if other_axes else weight
-    return np.clip(p * (total - containing), 0.0, 1.0)
+    outside = total - containing
+    # Items that sit in most of the weight (dominant items of a peaked softmax) would lose their
+    # small remainder to cancellation: sum their prefixes-without-them directly.
+    for item in np.flatnonzero(outside < 1e-6 * total):
+        keep = np.flatnonzero(np.arange(n) != item)
+        outside[item] = weight[np.ix_(*([keep] * k))].sum()
+    return np.clip(p * outside, 0.0, 1.0)
 
 
 def marginals(

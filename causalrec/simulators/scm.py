@@ -5,15 +5,16 @@ Structural equations (u a user, i an item, k a 1-based position; see :meth:`caus
 * θ_u ~ N(0, I_d): latent preference; φ_i ~ N(0, I_d / d): latent item traits.
 * x_u = [θ_u[:m] A + σ ε_u, η_u]: observed user features; only the first ``m`` latent dimensions
   are visible, ``η_u ~ N(0, I)`` are nuisance features independent of preference.
-* z_i = [√d φ_i B + σ ε_i, ξ_i]: observed item features, with nuisance ``ξ_i``.
+* z_i = [√d φ_i B + σ ε_i, ξ_i]: observed item features, with nuisance ``ξ_i`` of norm √q.
 * pop_i ∝ rank_i^(-α): Zipf popularity over a random permutation of ranks.
 * r_ui = sigmoid(scale·θ_u·φ_i + b_i + b_0 + c·(log pop_i - mean log pop)): relevance,
   P(click | examined).
 * e_k = k^(-η): examination probability (position-based model).
 * s_ui = ρ[(1-h)·ŝ_ui + h·s^hid_ui] + (1-ρ)·s^nuis_ui: the logger's belief, each part
   standardised. ŝ uses only observed features (θ decoded from x_u, φ from z_i, plus b_i);
-  s^hid uses the latent dimensions of θ_u that x_u does not reveal; s^nuis is a random bilinear
-  form of the nuisance features. ρ is ``confounding`` and h is ``hidden_confounding``.
+  s^hid uses the latent dimensions of θ_u that x_u does not reveal; s^nuis = η_u R ξ_i / √q
+  with a random rotation R, a relevance-independent view of the nuisance features. ρ is
+  ``confounding`` and h is ``hidden_confounding``.
 * exposure ~ (1-ε)·PL(softmax(β·s_ui + γ·log pop_i)) + ε·uniform: the logging policy.
 * click_uik ~ Bernoulli(e_k · r_ui).
 
@@ -79,6 +80,12 @@ class BilinearScorer:
         return (
             np.einsum("nd,nkd->nk", user_rows, self.item_factors[items]) + self.item_offset[items]
         )
+
+
+def _random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random orthogonal matrix of shape (dim, dim) (QR with sign correction)."""
+    q, r = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return q * np.sign(np.diag(r)) if dim else q
 
 
 def _standard_deviation(scorer: BilinearScorer, rng: np.random.Generator, n_pairs: int) -> float:
@@ -147,7 +154,12 @@ class ConfoundedRecSimulator:
             size=(c.n_items, c.item_feature_dim)
         )
         user_nuisance = streams[4].normal(size=(c.n_users, q))
+        # Item nuisance directions all have norm √q, so that (with a rotation below and isotropic
+        # η_u) every item has the same distribution of nuisance exposure over users: without
+        # confounding no item is favoured on average, not even by chance.
         item_nuisance = streams[4].normal(size=(c.n_items, q))
+        norms = np.linalg.norm(item_nuisance, axis=1, keepdims=True)
+        item_nuisance *= np.sqrt(q) / np.where(norms > 0, norms, 1.0)
         self.user_features = np.hstack([user_signal, user_nuisance])
         self.item_features = np.hstack([item_signal, item_nuisance])
         self.user_features_f32 = self.user_features.astype(np.float32)
@@ -173,7 +185,7 @@ class ConfoundedRecSimulator:
             BilinearScorer(c.relevance_scale * theta_hat, phi_hat[:, :m], self.item_bias),
             BilinearScorer(c.relevance_scale * theta[:, m:], phi[:, m:], np.zeros(c.n_items)),
             BilinearScorer(
-                user_nuisance @ streams[7].normal(size=(q, q)) / np.sqrt(max(q, 1)),
+                user_nuisance @ _random_rotation(q, streams[7]) / np.sqrt(max(q, 1)),
                 item_nuisance,
                 np.zeros(c.n_items),
             ),
