@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy, SoftmaxPolicy
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
-__all__ = ["LogSummary", "generate_logs", "iter_log_chunks", "summarize", "write_logs"]
+__all__ = ["LogSummary", "generate_logs", "iter_log_chunks", "write_logs"]
 
 #: Rounds simulated per chunk; part of the seeding scheme (changing it changes the draws).
 CHUNK_ROUNDS = 262_144
@@ -219,13 +218,6 @@ class _RunningStats:
         self.w_max = max(self.w_max, float(weights.max()))
 
 
-def summarize(simulator: ConfoundedRecSimulator, policy: Policy, log: LoggedFeedback) -> LogSummary:
-    """Summarise an in-memory log (see :class:`LogSummary`)."""
-    stats = _RunningStats()
-    stats.update(log)
-    return _finish(simulator, policy, stats, files=0)
-
-
 def _finish(
     simulator: ConfoundedRecSimulator, policy: Policy, stats: _RunningStats, files: int
 ) -> LogSummary:
@@ -280,7 +272,6 @@ def write_logs(
     _check_request(simulator, policy, n_rounds)
     fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
     metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
-    storage.check_output_dir(out, overwrite=overwrite)
     stats = _RunningStats()
     with storage.atomic_output_dir(out, overwrite=overwrite) as staging:
         with (
@@ -306,8 +297,3 @@ def write_logs(
             staging / storage.SUMMARY_FILE, {"summary": summary.to_dict(), "metadata": metadata}
         )
     return summary
-
-
-def load_metadata(path: str | Path) -> dict[str, Any]:
-    """The self-description of a written log (read from its ``summary.json``)."""
-    return json.loads((Path(path) / storage.SUMMARY_FILE).read_text())["metadata"]

@@ -20,6 +20,15 @@ Structural equations (u a user, i an item, k a 1-based position; see :meth:`caus
 
 With ρ = 0 exposure is independent of relevance (unconfounded); with h = 0 the propensity is a
 function of observed features (ignorability holds); with h > 0 it is not.
+
+References:
+    Craswell, Zoeter, Taylor, Ramsey, "An Experimental Comparison of Click Position-Bias
+    Models", WSDM 2008 (the position-based model).
+    Schnabel, Swaminathan, Singh, Chandak, Joachims, "Recommendations as Treatments: Debiasing
+    Learning and Evaluation", ICML 2016 (exposure as a treatment, propensities).
+    Wang, Liang, Charlin, Blei, "Causal Inference for Recommender Systems", RecSys 2020
+    (confounded exposure, substitute confounders).
+    Pearl, "Causality", 2009 (structural causal models and do-interventions).
 """
 
 from __future__ import annotations
