@@ -95,6 +95,18 @@ class Policy(abc.ABC):
     def sample(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
         """Draw one slate per user with its exact probabilities."""
 
+    @abc.abstractmethod
+    def prefix_probability(self, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """Exact ``P(a_1..a_k | user)`` of given slates.
+
+        Args:
+            users: User ids, shape (n,).
+            slates: Item ids, shape (n, k) with k <= slate_size, in position order.
+
+        Returns:
+            Shape (n, k): the probability that the policy's slate starts with ``slates[:, :j+1]``.
+        """
+
     @property
     def exact_marginals(self) -> bool:
         """Whether :meth:`action_distribution` is exact (``False`` if any position uses MC)."""
@@ -157,11 +169,13 @@ class UniformPolicy(Policy):
             actions = rng.integers(self.n_items, size=(n, 1))
         else:
             actions = plackett_luce.gumbel_top_k(np.zeros((n, self.n_items)), self.slate_size, rng)
-        prefix = np.broadcast_to(
-            _uniform_prefix(self.n_items, self.slate_size), (n, self.slate_size)
-        )
         marginal = np.full((n, self.slate_size), 1.0 / self.n_items)
-        return SlateSample(actions, prefix.copy(), marginal)
+        return SlateSample(actions, self.prefix_probability(users, actions), marginal)
+
+    @override
+    def prefix_probability(self, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        shape = np.shape(slates)
+        return np.broadcast_to(_uniform_prefix(self.n_items, shape[1]), shape).copy()
 
 
 class SoftmaxPolicy(Policy):
@@ -268,10 +282,17 @@ class SoftmaxPolicy(Policy):
         logits = np.log(np.clip(base, np.finfo(float).tiny, None))
         logits[uniform_rows] = 0.0
         actions = plackett_luce.gumbel_top_k(logits, K, rng)
-        prefix = (1 - self.epsilon) * plackett_luce.prefix_probabilities(base, actions)
-        prefix += self.epsilon * _uniform_prefix(self.n_items, K)
+        prefix = self._mixed_prefix(base, actions)
         marginal = self.marginal_probability(users, actions)
         return SlateSample(actions, prefix, marginal)
+
+    @override
+    def prefix_probability(self, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        return self._mixed_prefix(self.softmax_probabilities(users), np.asarray(slates))
+
+    def _mixed_prefix(self, base: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        prefix = (1 - self.epsilon) * plackett_luce.prefix_probabilities(base, slates)
+        return prefix + self.epsilon * _uniform_prefix(self.n_items, slates.shape[1])
 
     def _sample_single(self, users: np.ndarray, rng: np.random.Generator) -> SlateSample:
         if self._use_table:
@@ -346,9 +367,16 @@ class TopKPolicy(Policy):
             actions[uniform_rows] = (
                 UniformPolicy(self.n_items, K).sample(users[uniform_rows], rng).actions
             )
-        matches_prefix = np.cumprod(actions == greedy, axis=1).astype(bool)
-        prefix = (1 - self.epsilon) * matches_prefix + self.epsilon * _uniform_prefix(
-            self.n_items, K
-        )
         marginal = (1 - self.epsilon) * (actions == greedy) + self.epsilon / self.n_items
+        prefix = self._prefix(greedy, actions)
         return SlateSample(actions.astype(np.int64), prefix, marginal)
+
+    @override
+    def prefix_probability(self, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        slates = np.asarray(slates)
+        return self._prefix(self.top_k(users)[:, : slates.shape[1]], slates)
+
+    def _prefix(self, greedy: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        matches = np.cumprod(slates == greedy, axis=1)
+        uniform = _uniform_prefix(self.n_items, slates.shape[1])
+        return (1 - self.epsilon) * matches + self.epsilon * uniform

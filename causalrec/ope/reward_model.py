@@ -1,0 +1,275 @@
+"""Reward models q̂(x, a, k) for the direct method and doubly robust estimators.
+
+Three kinds, chosen by :class:`RewardModelConfig`:
+
+* ``logistic``: logistic regression on user features x, item features z_a, their outer product
+  x ⊗ z_a, one-hot item and position. Its logit is bilinear, x W z_aᵀ + x·u + z_a·v + b_a + c_k,
+  so q̂ for every item is a matrix product (fast at any catalogue size).
+* ``hgb``: scikit-learn's HistGradientBoostingClassifier on [x, z_a, a, k].
+* ``mlp``: a small torch MLP on [x, z_a, one-hot a, one-hot k] (CPU or CUDA).
+
+Models are cross-fitted by :func:`cross_fit`: rows are split into K folds (a slate's rows stay
+together) and each fold is scored by a model fitted on the other folds, so no row is scored by a
+model that saw it (Chernozhukov et al. 2018).
+
+References:
+    Chernozhukov, Chetverikov, Demirer, Duflo, Hansen, Newey, Robins, "Double/debiased machine
+    learning for treatment and structural parameters", Econometrics Journal 2018.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+from scipy.special import expit
+
+from causalrec.platform.config import StrictConfig
+from causalrec.platform.errors import DataError
+
+__all__ = ["FeatureSpace", "RewardModel", "RewardModelConfig", "make_reward_model"]
+
+
+class RewardModelConfig(StrictConfig):
+    """Which reward model DM and DR use, and how it is cross-fitted."""
+
+    kind: Literal["logistic", "hgb", "mlp"] = Field("logistic", description="Model family.")
+    n_folds: int = Field(3, ge=2, description="Cross-fitting folds.")
+    l2: float = Field(
+        1.0, gt=0, description="L2 penalty (logistic: 1/C; mlp: weight decay x 1e-4)."
+    )
+    max_iter: int = Field(300, ge=1, description="Iterations (logistic, hgb) or epochs (mlp).")
+    seed: int = Field(0, ge=0, description="Seed of the fold split and of the model.")
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """What a reward model may look at.
+
+    Attributes:
+        item_features: Shape (n_items, d_item); an empty second axis when items have none.
+        n_positions: Number of slate positions (K).
+    """
+
+    item_features: np.ndarray
+    n_positions: int
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.item_features.shape[0]
+
+
+class RewardModel(abc.ABC):
+    """q̂(x, a, k) = P(reward | user features x, item a, position k)."""
+
+    def __init__(self, space: FeatureSpace, config: RewardModelConfig):
+        self.space, self.config = space, config
+
+    @abc.abstractmethod
+    def fit(self, x: np.ndarray, items: np.ndarray, positions: np.ndarray, reward: np.ndarray):
+        """Fit on rows: x (n, d_user), items (n,), positions (n,), reward (n,). Returns self."""
+
+    @abc.abstractmethod
+    def predict_all(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """q̂ for every item: x (m, d_user), positions (m,) -> (m, n_items)."""
+
+    def predict_pairs(self, x: np.ndarray, items: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """q̂ at given items: shapes (m, d_user), (m,), (m,) -> (m,)."""
+        return self.predict_all(x, positions)[np.arange(len(items)), items]
+
+
+def _check_binary(reward: np.ndarray) -> None:
+    if not np.isin(np.unique(reward), (0.0, 1.0)).all():
+        raise DataError("this reward model needs binary rewards (0/1)")
+
+
+class LogisticRewardModel(RewardModel):
+    """Bilinear logistic regression (see the module docstring)."""
+
+    def _design(self, x: np.ndarray, items: np.ndarray, positions: np.ndarray) -> sp.csr_matrix:
+        z = self.space.item_features[items]
+        n = len(items)
+        outer = (x[:, :, None] * z[:, None, :]).reshape(n, -1)
+        one_hot_items = sp.csr_matrix(
+            (np.ones(n), (np.arange(n), items)), shape=(n, self.space.n_items)
+        )
+        one_hot_positions = sp.csr_matrix(
+            (np.ones(n), (np.arange(n), positions)), shape=(n, self.space.n_positions)
+        )
+        dense = sp.csr_matrix(np.hstack([outer, x, z]))
+        return sp.hstack([dense, one_hot_items, one_hot_positions], format="csr")
+
+    def fit(self, x, items, positions, reward):
+        """Fit by L-BFGS (scikit-learn)."""
+        from sklearn.linear_model import LogisticRegression
+
+        _check_binary(reward)
+        self._mean = x.mean(axis=0)
+        self._scale = x.std(axis=0) + 1e-8
+        x = (x - self._mean) / self._scale
+        if np.unique(reward).size < 2:  # a constant outcome: predict it
+            self._constant = float(reward[0])
+            return self
+        self._constant = None
+        model = LogisticRegression(C=1.0 / self.config.l2, max_iter=self.config.max_iter)
+        model.fit(self._design(x, items, positions), reward)
+        d_user, d_item = x.shape[1], self.space.item_features.shape[1]
+        coef = model.coef_[0]
+        sizes = [d_user * d_item, d_user, d_item, self.space.n_items, self.space.n_positions]
+        parts = np.split(coef, np.cumsum(sizes)[:-1])
+        self._bilinear = parts[0].reshape(d_user, d_item)
+        self._user, self._item, self._item_bias, self._position = parts[1:]
+        self._intercept = float(model.intercept_[0])
+        return self
+
+    def predict_all(self, x, positions):
+        """q̂ for every item via the bilinear logit (no per-item loop)."""
+        if self._constant is not None:
+            return np.full((len(x), self.space.n_items), self._constant)
+        x = (x - self._mean) / self._scale
+        z = self.space.item_features
+        logits = (x @ self._bilinear) @ z.T + (z @ self._item + self._item_bias)[None, :]
+        logits += (x @ self._user + self._position[positions] + self._intercept)[:, None]
+        return expit(logits)
+
+
+class _RowwiseRewardModel(RewardModel):
+    """Models that score one (x, item, position) row at a time: predict_all expands in chunks."""
+
+    _CHUNK = 200_000
+
+    def _rows(self, x, items, positions) -> np.ndarray:
+        return np.hstack(
+            [x, self.space.item_features[items], items[:, None], positions[:, None]]
+        ).astype(np.float32)
+
+    @abc.abstractmethod
+    def _predict_rows(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def predict_pairs(self, x, items, positions):
+        """q̂ at given items."""
+        return self._predict_rows(self._rows(x, items, positions))
+
+    def predict_all(self, x, positions):
+        """q̂ for every item, predicting (users x items) rows in chunks."""
+        m, n_items = len(x), self.space.n_items
+        out = np.empty((m, n_items))
+        users_per_chunk = max(1, self._CHUNK // n_items)
+        for start in range(0, m, users_per_chunk):
+            stop = min(start + users_per_chunk, m)
+            count = stop - start
+            rows = self._rows(
+                np.repeat(x[start:stop], n_items, axis=0),
+                np.tile(np.arange(n_items), count),
+                np.repeat(positions[start:stop], n_items),
+            )
+            out[start:stop] = self._predict_rows(rows).reshape(count, n_items)
+        return out
+
+
+class HistGradientBoostingRewardModel(_RowwiseRewardModel):
+    """scikit-learn's HistGradientBoostingClassifier on [x, z_a, a, k]."""
+
+    def fit(self, x, items, positions, reward):
+        """Fit the boosted trees."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        _check_binary(reward)
+        self._constant = float(reward[0]) if np.unique(reward).size < 2 else None
+        if self._constant is None:
+            self._model = HistGradientBoostingClassifier(
+                max_iter=self.config.max_iter,
+                l2_regularization=self.config.l2,
+                random_state=self.config.seed,
+            ).fit(self._rows(x, items, positions), reward)
+        return self
+
+    def _predict_rows(self, rows):
+        if self._constant is not None:
+            return np.full(len(rows), self._constant)
+        return self._model.predict_proba(rows)[:, 1]
+
+
+class MLPRewardModel(_RowwiseRewardModel):
+    """A two-layer torch MLP on [x, z_a, one-hot a, one-hot k] with a logistic loss."""
+
+    def _rows(self, x, items, positions):
+        eye_items = np.eye(self.space.n_items, dtype=np.float32)
+        eye_positions = np.eye(self.space.n_positions, dtype=np.float32)
+        return np.hstack(
+            [x, self.space.item_features[items], eye_items[items], eye_positions[positions]]
+        ).astype(np.float32)
+
+    def fit(self, x, items, positions, reward):
+        """Full-batch Adam on the logistic loss, on CUDA when torch sees it."""
+        import torch
+
+        self._mean = x.mean(axis=0)
+        self._scale = x.std(axis=0) + 1e-8
+        rows = self._rows((x - self._mean) / self._scale, items, positions)
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        generator = torch.Generator().manual_seed(self.config.seed)
+        torch.manual_seed(self.config.seed)
+        self._net = torch.nn.Sequential(
+            torch.nn.Linear(rows.shape[1], 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 1),
+        ).to(self._device)
+        optimizer = torch.optim.Adam(
+            self._net.parameters(), lr=1e-2, weight_decay=self.config.l2 * 1e-4
+        )
+        features = torch.from_numpy(rows).to(self._device)
+        target = torch.from_numpy(reward.astype(np.float32)).to(self._device)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        batch = 8192
+        for _ in range(self.config.max_iter // 10 or 1):
+            order = torch.randperm(len(features), generator=generator).to(self._device)
+            for start in range(0, len(features), batch):
+                index = order[start : start + batch]
+                optimizer.zero_grad()
+                loss = loss_fn(self._net(features[index]).squeeze(1), target[index])
+                loss.backward()
+                optimizer.step()
+        return self
+
+    def predict_all(self, x, positions):
+        """q̂ for every item."""
+        return super().predict_all((x - self._mean) / self._scale, positions)
+
+    def predict_pairs(self, x, items, positions):
+        """q̂ at given items."""
+        return super().predict_pairs((x - self._mean) / self._scale, items, positions)
+
+    def _predict_rows(self, rows):
+        import torch
+
+        with torch.no_grad():
+            logits = self._net(torch.from_numpy(rows).to(self._device)).squeeze(1)
+        return torch.sigmoid(logits).double().cpu().numpy()
+
+
+_KINDS = {
+    "logistic": LogisticRewardModel,
+    "hgb": HistGradientBoostingRewardModel,
+    "mlp": MLPRewardModel,
+}
+
+
+def make_reward_model(space: FeatureSpace, config: RewardModelConfig) -> RewardModel:
+    """An unfitted reward model of ``config.kind``."""
+    return _KINDS[config.kind](space, config)
+
+
+def fold_ids(round_id: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold of each row, shape (n,): rounds (slates) are assigned whole, at random."""
+    rounds, inverse = np.unique(round_id, return_inverse=True)
+    if len(rounds) < n_folds:
+        raise DataError(f"cross-fitting needs at least n_folds={n_folds} rounds; got {len(rounds)}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    assignment = rng.permutation(len(rounds)) % n_folds
+    return assignment[inverse]
