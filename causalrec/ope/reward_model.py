@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
 from pydantic import Field
 from scipy.special import expit
 
@@ -42,7 +41,7 @@ class RewardModelConfig(StrictConfig):
     l2: float = Field(
         1.0, gt=0, description="L2 penalty (logistic: 1/C; mlp: weight decay x 1e-4)."
     )
-    max_iter: int = Field(300, ge=1, description="Iterations (logistic, hgb) or epochs (mlp).")
+    max_iter: int = Field(100, ge=1, description="Iterations (logistic, hgb) or epochs (mlp).")
     seed: int = Field(0, ge=0, description="Seed of the fold split and of the model.")
 
 
@@ -89,42 +88,74 @@ def _check_binary(reward: np.ndarray) -> None:
 
 
 class LogisticRewardModel(RewardModel):
-    """Bilinear logistic regression (see the module docstring)."""
+    """Bilinear logistic regression fitted by L-BFGS (torch, float64).
 
-    def _design(self, x: np.ndarray, items: np.ndarray, positions: np.ndarray) -> sp.csr_matrix:
-        z = self.space.item_features[items]
-        n = len(items)
-        outer = (x[:, :, None] * z[:, None, :]).reshape(n, -1)
-        one_hot_items = sp.csr_matrix(
-            (np.ones(n), (np.arange(n), items)), shape=(n, self.space.n_items)
-        )
-        one_hot_positions = sp.csr_matrix(
-            (np.ones(n), (np.arange(n), positions)), shape=(n, self.space.n_positions)
-        )
-        dense = sp.csr_matrix(np.hstack([outer, x, z]))
-        return sp.hstack([dense, one_hot_items, one_hot_positions], format="csr")
+    logit q̂(x, a, k) = x W z_aᵀ + x·u + z_a·v + b_a + c_k + b_0 with standardised x and z and an
+    L2 penalty ``l2 / (2 n)`` on every coefficient but b_0, i.e. scikit-learn's
+    ``LogisticRegression(C=1/l2)`` on the explicit design [x ⊗ z_a, x, z_a, one-hot a, one-hot k].
+    Fitting touches only the (n, d_user) and (n_items, d_item) matrices, never the n x n_items
+    design, so it takes about a second on 100k rows.
+    """
 
     def fit(self, x, items, positions, reward):
-        """Fit by L-BFGS (scikit-learn)."""
-        from sklearn.linear_model import LogisticRegression
+        """Fit by L-BFGS with a strong-Wolfe line search."""
+        import torch
 
         _check_binary(reward)
         self._mean = x.mean(axis=0)
         self._scale = x.std(axis=0) + 1e-8
-        x = (x - self._mean) / self._scale
-        if np.unique(reward).size < 2:  # a constant outcome: predict it
-            self._constant = float(reward[0])
+        z = self.space.item_features
+        self._z = (z - z.mean(axis=0)) / (z.std(axis=0) + 1e-8)
+        self._constant = float(reward[0]) if np.unique(reward).size < 2 else None
+        if self._constant is not None:
             return self
-        self._constant = None
-        model = LogisticRegression(C=1.0 / self.config.l2, max_iter=self.config.max_iter)
-        model.fit(self._design(x, items, positions), reward)
-        d_user, d_item = x.shape[1], self.space.item_features.shape[1]
-        coef = model.coef_[0]
-        sizes = [d_user * d_item, d_user, d_item, self.space.n_items, self.space.n_positions]
-        parts = np.split(coef, np.cumsum(sizes)[:-1])
-        self._bilinear = parts[0].reshape(d_user, d_item)
-        self._user, self._item, self._item_bias, self._position = parts[1:]
-        self._intercept = float(model.intercept_[0])
+        n, d_user, d_item = len(x), x.shape[1], self._z.shape[1]
+        X = torch.from_numpy((x - self._mean) / self._scale)
+        Z = torch.from_numpy(self._z)
+        item_index = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        position_index = torch.from_numpy(np.asarray(positions, dtype=np.int64))
+        target = torch.from_numpy(np.asarray(reward, dtype=np.float64))
+        params = {
+            "bilinear": torch.zeros(d_user, d_item, dtype=torch.float64),
+            "user": torch.zeros(d_user, dtype=torch.float64),
+            "item": torch.zeros(d_item, dtype=torch.float64),
+            "item_bias": torch.zeros(self.space.n_items, dtype=torch.float64),
+            "position": torch.zeros(self.space.n_positions, dtype=torch.float64),
+            "intercept": torch.zeros(1, dtype=torch.float64),
+        }
+        for tensor in params.values():
+            tensor.requires_grad_(True)
+        optimizer = torch.optim.LBFGS(
+            list(params.values()),
+            max_iter=self.config.max_iter,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+        penalty = self.config.l2 / (2.0 * n)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+
+        z_rows = Z[item_index]
+
+        def closure():
+            optimizer.zero_grad()
+            logits = ((X @ params["bilinear"]) * z_rows).sum(dim=1)
+            logits = logits + X @ params["user"] + z_rows @ params["item"]
+            logits = logits + params["item_bias"][item_index] + params["position"][position_index]
+            logits = logits + params["intercept"]
+            loss = loss_fn(logits, target)
+            loss = loss + penalty * sum(
+                (p**2).sum() for name, p in params.items() if name != "intercept"
+            )
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        fitted = {name: p.detach().numpy().copy() for name, p in params.items()}
+        self._bilinear, self._user, self._item = fitted["bilinear"], fitted["user"], fitted["item"]
+        self._item_bias, self._position = fitted["item_bias"], fitted["position"]
+        self._intercept = float(fitted["intercept"][0])
         return self
 
     def predict_all(self, x, positions):
@@ -132,7 +163,7 @@ class LogisticRewardModel(RewardModel):
         if self._constant is not None:
             return np.full((len(x), self.space.n_items), self._constant)
         x = (x - self._mean) / self._scale
-        z = self.space.item_features
+        z = self._z
         logits = (x @ self._bilinear) @ z.T + (z @ self._item + self._item_bias)[None, :]
         logits += (x @ self._user + self._position[positions] + self._intercept)[:, None]
         return expit(logits)
@@ -206,7 +237,7 @@ class MLPRewardModel(_RowwiseRewardModel):
         ).astype(np.float32)
 
     def fit(self, x, items, positions, reward):
-        """Full-batch Adam on the logistic loss, on CUDA when torch sees it."""
+        """Mini-batch Adam on the logistic loss for ``max_iter`` epochs, on CUDA if available."""
         import torch
 
         self._mean = x.mean(axis=0)
@@ -226,8 +257,8 @@ class MLPRewardModel(_RowwiseRewardModel):
         features = torch.from_numpy(rows).to(self._device)
         target = torch.from_numpy(reward.astype(np.float32)).to(self._device)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        batch = 8192
-        for _ in range(self.config.max_iter // 10 or 1):
+        batch = max(1024, len(features) // 50)  # at most ~50 steps per epoch
+        for _ in range(self.config.max_iter):
             order = torch.randperm(len(features), generator=generator).to(self._device)
             for start in range(0, len(features), batch):
                 index = order[start : start + batch]

@@ -18,7 +18,11 @@ from causalrec.platform.errors import CausalRecError
 __all__ = ["build_parser", "main"]
 
 #: Modules that contribute subcommands, in the order ``causalrec --help`` lists them.
-COMMAND_MODULES = ("causalrec.simulators.cli", "causalrec.platform.data_cli")
+COMMAND_MODULES = (
+    "causalrec.simulators.cli",
+    "causalrec.platform.data_cli",
+    "causalrec.ope.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

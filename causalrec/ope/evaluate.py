@@ -1,0 +1,305 @@
+"""High-level off-policy evaluation of a policy on a log: estimates, intervals, diagnostics.
+
+:func:`evaluate` computes every per-round input straight from the policy protocol, a chunk of
+rows at a time, so the (n_rounds, n_items) arrays of the array-level contract never exist:
+π(a_i | x_i) for the importance weights, Σ_a π(a | x_i) q̂(x_i, a) for the direct-method part and
+the policy mass on items the logger never showed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from causalrec.ope import propensity
+from causalrec.ope.estimators import OffPolicyEstimator
+from causalrec.ope.inputs import RoundInputs
+from causalrec.ope.registry import Estimator, parse_estimators
+from causalrec.ope.reward_model import (
+    FeatureSpace,
+    RewardModelConfig,
+    fold_ids,
+    make_reward_model,
+)
+from causalrec.ope.slate import SlateEstimator
+from causalrec.platform.errors import CausalRecError, DataError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.policy import Policy
+
+__all__ = ["DEFAULT_ESTIMATORS", "OverlapWarning", "RoundDiagnostics", "evaluate", "round_inputs"]
+
+#: Estimators of :func:`evaluate` when none are given (slate estimators are added for K > 1).
+DEFAULT_ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr:tau=100", "dros:lambda_=100")
+#: Slate estimators added for logs with K > 1.
+SLATE_ESTIMATORS = ("iips", "rips", "sips")
+#: Below this effective-sample-size share, or above this unsupported policy mass, overlap is poor.
+POOR_ESS_SHARE = 0.01
+POOR_SUPPORT = 0.05
+_CHUNK_ROWS = 4096
+
+
+class OverlapWarning(UserWarning):
+    """The target policy puts weight where the logger rarely or never acted."""
+
+
+@dataclass(frozen=True)
+class RoundDiagnostics:
+    """Overlap diagnostics of a target policy on a log.
+
+    Attributes:
+        ess: Kish effective sample size of the importance weights, (Σw)² / Σw².
+        ess_share: ``ess / n_rows``.
+        max_weight: Largest importance weight.
+        mean_weight: Mean importance weight (≈ 1 under full support).
+        unsupported_mass: Mean policy mass on items the log never shows (at that position).
+    """
+
+    ess: float
+    ess_share: float
+    max_weight: float
+    mean_weight: float
+    unsupported_mass: float
+
+    @property
+    def warning(self) -> str:
+        """A human-readable overlap warning, or ``""``."""
+        problems = []
+        if self.ess_share < POOR_ESS_SHARE:
+            problems.append(f"effective sample size is {self.ess_share:.2%} of the rows")
+        if self.unsupported_mass > POOR_SUPPORT:
+            problems.append(
+                f"{self.unsupported_mass:.1%} of the policy's mass is on items the log never shows"
+            )
+        return "poor overlap: " + "; ".join(problems) if problems else ""
+
+
+def _reward_model_config(reward_model) -> RewardModelConfig | None:
+    if reward_model is None or isinstance(reward_model, RewardModelConfig):
+        return reward_model
+    if isinstance(reward_model, str):
+        return RewardModelConfig(kind=reward_model)
+    if isinstance(reward_model, dict):
+        return RewardModelConfig.from_dict(reward_model, source="reward_model")
+    raise DataError(
+        f"reward_model must be a kind, a RewardModelConfig or None; got {reward_model!r}"
+    )
+
+
+def _feature_space(logs: LoggedFeedback) -> FeatureSpace:
+    items = logs.item_table
+    if items is None:
+        items = np.zeros((logs.n_items, 0))
+    return FeatureSpace(
+        item_features=np.asarray(items, dtype=np.float64), n_positions=logs.slate_size
+    )
+
+
+def round_inputs(
+    logs: LoggedFeedback,
+    policy: Policy,
+    *,
+    pscore: np.ndarray,
+    reward_model: RewardModelConfig | None,
+) -> tuple[RoundInputs, RoundDiagnostics]:
+    """Per-round inputs of the standard estimators and overlap diagnostics, chunk by chunk."""
+    if policy.n_items != logs.n_items:
+        raise DataError(f"policy has n_items={policy.n_items}; the log has {logs.n_items}")
+    if policy.slate_size < logs.slate_size:
+        raise DataError(f"policy has slate_size={policy.slate_size}; the log has {logs.slate_size}")
+    n = logs.n_rows
+    seen = np.zeros((logs.n_items, logs.slate_size), dtype=bool)
+    seen[logs.item_id, logs.position] = True
+    pi_logged, unsupported = np.empty(n), np.empty(n)
+    q_factual = q_policy = None
+    x = logs.user_features.astype(np.float64)
+
+    def process(rows: np.ndarray, model) -> None:
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start : start + _CHUNK_ROWS]
+            dist = policy.action_distribution(logs.user_id[chunk])
+            dist = dist[:, :, None] if dist.ndim == 2 else dist
+            local = np.arange(len(chunk))
+            positions = logs.position[chunk]
+            at_position = dist[local, :, positions]  # (c, n_items)
+            pi_logged[chunk] = at_position[local, logs.item_id[chunk]]
+            unsupported[chunk] = (at_position * ~seen[:, positions].T).sum(axis=1)
+            if model is not None:
+                q_all = model.predict_all(x[chunk], positions)
+                q_factual[chunk] = q_all[local, logs.item_id[chunk]]
+                q_policy[chunk] = np.einsum("ci,ci->c", at_position, q_all)
+
+    if reward_model is None:
+        process(np.arange(n), None)
+    else:
+        q_factual, q_policy = np.empty(n), np.empty(n)
+        folds = fold_ids(logs.round_id, reward_model.n_folds, reward_model.seed)
+        space = _feature_space(logs)
+        reward = logs.click.astype(np.float64)
+        for fold in range(reward_model.n_folds):
+            train = folds != fold
+            model = make_reward_model(space, reward_model).fit(
+                x[train], logs.item_id[train], logs.position[train], reward[train]
+            )
+            process(np.flatnonzero(~train), model)
+    weight = pi_logged / pscore
+    inputs = RoundInputs(
+        reward=logs.click.astype(np.float64),
+        weight=weight,
+        q_factual=q_factual,
+        q_policy=q_policy,
+    )
+    ess = float(weight.sum() ** 2 / max(float(weight @ weight), np.finfo(float).tiny))
+    diagnostics = RoundDiagnostics(
+        ess=ess,
+        ess_share=ess / n,
+        max_weight=float(weight.max()),
+        mean_weight=float(weight.mean()),
+        unsupported_mass=float(unsupported.mean()),
+    )
+    return inputs, diagnostics
+
+
+def _slate_matrix(logs: LoggedFeedback) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by (round, position) and the slates, shape (n_rounds, K)."""
+    order = np.lexsort((logs.position, logs.round_id))
+    K = logs.slate_size
+    if logs.n_rows % K or not np.array_equal(
+        logs.position[order], np.tile(np.arange(K), logs.n_rows // K)
+    ):
+        raise DataError(f"slate estimators need every round to have all {K} positions")
+    return order, logs.item_id[order].reshape(-1, K)
+
+
+def _slate_pscores(logs: LoggedFeedback, policy: Policy, estimator: SlateEstimator):
+    """Logging and evaluation probabilities of the kind ``estimator`` needs, per row."""
+    K = logs.slate_size
+    order, slates = _slate_matrix(logs)
+    users = logs.user_id[order][::K]
+    evaluation = np.empty(logs.n_rows)
+    logging = np.empty(logs.n_rows)
+    if estimator.pscore_kind == "marginal":
+        evaluation[order] = policy.marginal_probability(users, slates).ravel()
+        logging[:] = logs.pscore
+    else:
+        prefix = policy.prefix_probability(users, slates)
+        logged_prefix = logs.pscore_prefix[order].reshape(-1, K)
+        if np.isnan(logged_prefix).any():
+            raise DataError(f"{estimator.name} needs pscore_prefix, which this log does not record")
+        if estimator.pscore_kind == "joint":
+            prefix = np.repeat(prefix[:, -1:], K, axis=1)
+            logged_prefix = np.repeat(logged_prefix[:, -1:], K, axis=1)
+        evaluation[order] = prefix.ravel()
+        logging[order] = logged_prefix.ravel()
+    return logging, evaluation
+
+
+def evaluate(
+    logs: LoggedFeedback,
+    policy: Policy,
+    estimators: str | Sequence[str | Estimator] | None = None,
+    *,
+    reward_model: str | RewardModelConfig | dict | None = "logistic",
+    alpha: float = 0.05,
+    interval: str = "normal",
+    n_bootstrap: int = 1000,
+    seed: int | None = 0,
+) -> pd.DataFrame:
+    """Estimate the value of ``policy`` from ``logs`` with several estimators.
+
+    Args:
+        logs: Logged feedback (clicks are the reward).
+        policy: The target policy (policy protocol).
+        estimators: Specs (``"dr"``, ``"ips:clip=100"``) or instances; defaults to
+            :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for slates).
+        reward_model: Kind, config or ``None`` (then DM and DR-type estimators are skipped).
+        alpha: 1 - confidence level of the intervals.
+        interval: ``"normal"`` or ``"bootstrap"``.
+        n_bootstrap: Bootstrap replicates.
+        seed: Seed of the bootstrap.
+
+    Returns:
+        One row per estimator: ``estimator``, ``estimate``, ``low``, ``high``, ``unit``
+        (``impression`` for standard estimators: mean over rows; ``slate``: sum per slate),
+        ``ess``, ``ess_share``, ``max_weight``, ``mean_weight``, ``clipped_share``,
+        ``unsupported_mass``, ``pscore`` (``logged`` or how it was estimated), ``reward_model``,
+        ``n_rows`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
+    """
+    if estimators is None:
+        specs = list(DEFAULT_ESTIMATORS) + (list(SLATE_ESTIMATORS) if logs.slate_size > 1 else [])
+        estimators = parse_estimators(specs)
+    else:
+        if isinstance(estimators, str):
+            estimators = parse_estimators(estimators)
+        estimators = [e if not isinstance(e, str) else parse_estimators([e])[0] for e in estimators]
+    config = _reward_model_config(reward_model)
+    if config is None:
+        dropped = [e.name for e in estimators if getattr(e, "needs_q_hat", False)]
+        if dropped and len(dropped) == len(estimators):
+            raise DataError(f"estimators {dropped} need a reward model; reward_model is None")
+        estimators = [e for e in estimators if not getattr(e, "needs_q_hat", False)]
+    needs_model = any(getattr(e, "needs_q_hat", False) for e in estimators)
+
+    pscore_source = "logged"
+    pscore = logs.pscore
+    if np.isnan(pscore).all():
+        pscore = propensity.estimate_pscore(logs)
+        pscore_source = propensity.METHOD
+    elif np.isnan(pscore).any():
+        row = int(np.flatnonzero(np.isnan(pscore))[0])
+        raise DataError(f"pscore is missing for some rows (first at row {row}); fill or drop them")
+
+    inputs, diagnostics = round_inputs(
+        logs, policy, pscore=pscore, reward_model=config if needs_model else None
+    )
+    records = []
+    for estimator in estimators:
+        try:
+            if isinstance(estimator, SlateEstimator):
+                logging, evaluation = _slate_pscores(logs, policy, estimator)
+                arrays = dict(
+                    reward=logs.click,
+                    slate_id=logs.round_id,
+                    position=logs.position,
+                    pscore=logging,
+                    evaluation_pscore=evaluation,
+                )
+                value = estimator.estimate(**arrays)
+                low, high = estimator.interval(
+                    **arrays, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
+                )
+                unit, clipped = "slate", float(np.mean(evaluation / logging > estimator.clip))
+            else:
+                assert isinstance(estimator, OffPolicyEstimator)
+                value = estimator.estimate_from_inputs(inputs)
+                low, high = estimator.interval_from_inputs(
+                    inputs, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
+                )
+                unit, clipped = "impression", estimator.clipped_share(inputs)
+        except CausalRecError as exc:
+            raise type(exc)(f"{estimator.name}: {exc}") from None
+        records.append(
+            {
+                "estimator": repr(estimator),
+                "estimate": value,
+                "low": low,
+                "high": high,
+                "unit": unit,
+                "ess": diagnostics.ess,
+                "ess_share": diagnostics.ess_share,
+                "max_weight": diagnostics.max_weight,
+                "mean_weight": diagnostics.mean_weight,
+                "clipped_share": clipped,
+                "unsupported_mass": diagnostics.unsupported_mass,
+                "pscore": pscore_source,
+                "reward_model": config.kind if (config and needs_model) else "none",
+                "n_rows": logs.n_rows,
+                "warning": diagnostics.warning,
+            }
+        )
+    if diagnostics.warning:
+        warnings.warn(f"{policy.name}: {diagnostics.warning}", OverlapWarning, stacklevel=2)
+    return pd.DataFrame.from_records(records)
