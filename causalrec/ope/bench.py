@@ -48,7 +48,7 @@ def run_ope_bench(
     *,
     rounds: Sequence[int],
     seeds: int,
-    policy: str = "softmax:1",
+    policy: str = "softmax:2",
     estimators: str | Sequence[str] | None = None,
     reward_model: RewardModelConfig | None = None,
     alpha: float = 0.05,

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--config", default=None, help="simulator YAML instead of a preset")
     bench.add_argument("--rounds", default="1000,10000,100000", help="comma-separated log sizes")
     bench.add_argument("--seeds", type=int, default=20, help="logs per size")
-    bench.add_argument("--policy", default="softmax:1", help="target policy spec")
+    bench.add_argument("--policy", default="softmax:2", help="target policy spec")
     _add_estimation_options(bench)
     bench.add_argument("--out", default="runs/ope-bench", help="output directory")
     bench.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")

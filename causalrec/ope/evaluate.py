@@ -117,7 +117,18 @@ def round_inputs(
     q_factual = q_policy = None
     x = logs.user_features.astype(np.float64)
 
+    shown = policy.deterministic_slates(logs.user_id)
+
     def process(rows: np.ndarray, model) -> None:
+        if shown is not None:  # deterministic policy: O(1) per row, no distribution needed
+            positions = logs.position[rows]
+            target_item = shown[rows, positions]
+            pi_logged[rows] = target_item == logs.item_id[rows]
+            unsupported[rows] = ~seen[target_item, positions]
+            if model is not None:
+                q_factual[rows] = model.predict_pairs(x[rows], logs.item_id[rows], positions)
+                q_policy[rows] = model.predict_pairs(x[rows], target_item, positions)
+            return
         for start in range(0, len(rows), _CHUNK_ROWS):
             chunk = rows[start : start + _CHUNK_ROWS]
             dist = policy.action_distribution(logs.user_id[chunk])

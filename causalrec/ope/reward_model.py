@@ -158,6 +158,17 @@ class LogisticRewardModel(RewardModel):
         self._intercept = float(fitted["intercept"][0])
         return self
 
+    def predict_pairs(self, x, items, positions):
+        """q̂ at given items, O(d_user x d_item) per row."""
+        if self._constant is not None:
+            return np.full(len(x), self._constant)
+        x = (x - self._mean) / self._scale
+        z = self._z[items]
+        logits = np.einsum("nu,ui,ni->n", x, self._bilinear, z, optimize=True)
+        logits += x @ self._user + z @ self._item + self._item_bias[items]
+        logits += self._position[positions] + self._intercept
+        return expit(logits)
+
     def predict_all(self, x, positions):
         """q̂ for every item via the bilinear logit (no per-item loop)."""
         if self._constant is not None:

@@ -112,6 +112,13 @@ class Policy(abc.ABC):
         """Whether :meth:`action_distribution` is exact (``False`` if any position uses MC)."""
         return True
 
+    def deterministic_slates(self, users: np.ndarray) -> np.ndarray | None:
+        """The slates a deterministic policy shows, shape (n, K); ``None`` for random policies.
+
+        Lets evaluation skip the (n, n_items) distribution for deterministic policies.
+        """
+        return None
+
     def marginal_probability(self, users: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """``P(item actions[:, k] at position k | user)``, shape (n, K), for given slates."""
         dist = self._as_3d(self.action_distribution(users))
@@ -316,6 +323,25 @@ class SoftmaxPolicy(Policy):
         return SlateSample(actions, pscore[:, None], pscore[:, None].copy())
 
 
+def _top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, largest first; ties go to the lower index."""
+    n_items = scores.shape[1]
+    if k < n_items:
+        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # Items tied with the k-th score may sit outside the partition: widen to all of them.
+        kth = np.take_along_axis(scores, candidates, axis=1).min(axis=1, keepdims=True)
+        if (
+            (scores == kth).sum(axis=1)
+            > (np.take_along_axis(scores, candidates, 1) == kth).sum(axis=1)
+        ).any():
+            return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(n_items), scores.shape)
+    chosen = np.take_along_axis(scores, candidates, axis=1)
+    order = np.lexsort((candidates, -chosen), axis=1)
+    return np.take_along_axis(candidates, order, axis=1)
+
+
 class TopKPolicy(Policy):
     """Deterministic top-k by score; with ``epsilon > 0`` the ε-greedy policy.
 
@@ -343,10 +369,17 @@ class TopKPolicy(Policy):
         self.n_items, self.slate_size, self.name = scorer.n_items, slate_size, name
 
     def top_k(self, users: np.ndarray) -> np.ndarray:
-        """The greedy slates, shape (n, K)."""
-        scores = np.asarray(self.scorer.scores(_check_users(users)), dtype=np.float64)
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return order[:, : self.slate_size]
+        """The greedy slates, shape (n, K), computed once per distinct user."""
+        unique, inverse = np.unique(_check_users(users), return_inverse=True)
+        slates = np.empty((len(unique), self.slate_size), dtype=np.int64)
+        for start in range(0, len(unique), 4096):
+            scores = np.asarray(self.scorer.scores(unique[start : start + 4096]), dtype=np.float64)
+            slates[start : start + 4096] = _top_k_rows(scores, self.slate_size)
+        return slates[inverse]
+
+    @override
+    def deterministic_slates(self, users: np.ndarray) -> np.ndarray | None:
+        return self.top_k(users) if self.epsilon == 0 else None
 
     @override
     def action_distribution(self, users: np.ndarray) -> np.ndarray:

@@ -141,3 +141,24 @@ def test_slate_logs_get_slate_estimators(slate_simulator):
         "SlateStandardIPS(clip=inf)",
     }
     assert ((slates["low"] < truth) & (truth < slates["high"])).all()
+
+
+def test_deterministic_policies_take_the_fast_path(small_simulator, logged):
+    """Top-k targets skip the distribution; the result must equal the generic path's."""
+    from causalrec.platform.policy import TopKPolicy
+
+    greedy = small_simulator.oracle_policy()
+    assert greedy.deterministic_slates(np.arange(3)) is not None
+    config = RewardModelConfig(n_folds=2)
+    fast, fast_diag = round_inputs(logged, greedy, pscore=logged.pscore, reward_model=config)
+
+    class Generic(TopKPolicy):
+        def deterministic_slates(self, users):
+            return None
+
+    slow_policy = Generic(small_simulator.relevance_scorer, name="generic")
+    slow, slow_diag = round_inputs(logged, slow_policy, pscore=logged.pscore, reward_model=config)
+    np.testing.assert_allclose(fast.weight, slow.weight)
+    np.testing.assert_allclose(fast.q_factual, slow.q_factual, rtol=1e-10)
+    np.testing.assert_allclose(fast.q_policy, slow.q_policy, rtol=1e-10)
+    assert fast_diag == slow_diag
