@@ -174,6 +174,15 @@ def round_inputs(
     return inputs, diagnostics
 
 
+def _has_complete_slates(logs: LoggedFeedback) -> bool:
+    """Whether every round has one row per position (Open Bandit logs, say, do not)."""
+    try:
+        _slate_matrix(logs)
+    except DataError:
+        return False
+    return True
+
+
 def _slate_matrix(logs: LoggedFeedback) -> tuple[np.ndarray, np.ndarray]:
     """Rows ordered by (round, position) and the slates, shape (n_rounds, K)."""
     order = np.lexsort((logs.position, logs.round_id))
@@ -225,7 +234,7 @@ def evaluate(
         logs: Logged feedback (clicks are the reward).
         policy: The target policy (policy protocol).
         estimators: Specs (``"dr"``, ``"ips:clip=100"``) or instances; defaults to
-            :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for slates).
+            :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for logs of complete slates).
         reward_model: Kind, config or ``None`` (then DM and DR-type estimators are skipped).
         alpha: 1 - confidence level of the intervals.
         interval: ``"normal"`` or ``"bootstrap"``.
@@ -240,7 +249,9 @@ def evaluate(
         ``n_rows`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
     """
     if estimators is None:
-        specs = list(DEFAULT_ESTIMATORS) + (list(SLATE_ESTIMATORS) if logs.slate_size > 1 else [])
+        specs = list(DEFAULT_ESTIMATORS)
+        if logs.slate_size > 1 and _has_complete_slates(logs):
+            specs += SLATE_ESTIMATORS
         estimators = parse_estimators(specs)
     else:
         if isinstance(estimators, str):
