@@ -12,23 +12,18 @@ beforehand); a 1,000-replicate bootstrap interval of DR at 1M rounds.
 
 from __future__ import annotations
 
-import os
+from _harness import best_of  # first: pins one core before numpy loads
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+# isort: split
+import argparse
+import json
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from causalrec.ope import DR, IPS, SNIPS, RoundInputs  # noqa: E402
-from causalrec.ope.evaluate import _feature_space, round_inputs  # noqa: E402
-from causalrec.ope.reward_model import RewardModelConfig, make_reward_model  # noqa: E402
-from causalrec.simulators import (  # noqa: E402
+from causalrec.ope import DR, IPS, SNIPS, RoundInputs
+from causalrec.ope.evaluate import _feature_space, round_inputs
+from causalrec.ope.reward_model import RewardModelConfig, make_reward_model
+from causalrec.simulators import (
     ConfoundedRecSimulator,
     generate_logs,
     load_simulator_config,
@@ -40,15 +35,6 @@ TARGETS = {
     "topk_dr_1m_x1000_s": 1.0,
     "bootstrap_1000_1m_s": 3.0,
 }
-
-
-def best_of(repeats, fn):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def ips_snips(n: int) -> float:

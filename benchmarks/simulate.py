@@ -11,27 +11,22 @@ Markdown table (as in the README) and, with ``--json``, one JSON object.
 
 from __future__ import annotations
 
-import os
+from _harness import best_of  # first: pins one core before numpy loads
 
-# One core, one thread: pinned before numpy loads its BLAS.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = "1"
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+# isort: split
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from causalrec.simulators import (  # noqa: E402
+from causalrec.simulators import (
     ConfoundedRecSimulator,
     ConfoundedRecVectorEnv,
     iter_log_chunks,
@@ -45,15 +40,6 @@ TARGETS = {
     "env_user_steps_per_s": 5_000_000,
     "peak_rss_gib_10m": 2.0,
 }
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure_generation(simulator: ConfoundedRecSimulator, rounds: int) -> dict[str, float]:

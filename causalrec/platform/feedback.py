@@ -7,7 +7,7 @@ container validates lengths, dtypes and value ranges once, at construction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,8 @@ class LoggedFeedback:
     item_table: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    _COLUMNS = (
+    #: The per-row array fields (one entry per impression), in schema order.
+    ROW_FIELDS: ClassVar[tuple[str, ...]] = (
         "round_id",
         "user_id",
         "position",
@@ -68,11 +69,12 @@ class LoggedFeedback:
         "pscore_prefix",
         "expected_reward",
         "policy",
+        "user_features",
     )
 
     def __post_init__(self) -> None:
         n = len(self.round_id)
-        for name in (*self._COLUMNS, "user_features"):
+        for name in self.ROW_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, np.ndarray):
                 raise DataError(f"{name} must be a numpy array; got {type(value).__name__}")
@@ -120,14 +122,14 @@ class LoggedFeedback:
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per impression; user features as columns ``user_feature_0..``."""
-        frame = pd.DataFrame({name: getattr(self, name) for name in self._COLUMNS})
+        frame = pd.DataFrame({name: getattr(self, name) for name in self.ROW_FIELDS[:-1]})
         for j in range(self.user_features.shape[1]):
             frame[f"user_feature_{j}"] = self.user_features[:, j]
         return frame
 
     def select(self, mask: np.ndarray) -> LoggedFeedback:
         """Rows where ``mask`` (boolean, shape (n_rows,)) is true, or the rows indexed by it."""
-        values = {name: getattr(self, name)[mask] for name in (*self._COLUMNS, "user_features")}
+        values = {name: getattr(self, name)[mask] for name in self.ROW_FIELDS}
         return LoggedFeedback(
             **values,
             n_items=self.n_items,
@@ -144,8 +146,7 @@ class LoggedFeedback:
             raise DataError("concat needs at least one LoggedFeedback")
         first = parts[0]
         values = {
-            name: np.concatenate([getattr(p, name) for p in parts])
-            for name in (*cls._COLUMNS, "user_features")
+            name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.ROW_FIELDS
         }
         return cls(
             **values,

@@ -158,7 +158,7 @@ def generate_logs(
     )
     log = LoggedFeedback.concat(chunks)
     return LoggedFeedback(
-        **{name: getattr(log, name) for name in (*LoggedFeedback._COLUMNS, "user_features")},
+        **{name: getattr(log, name) for name in LoggedFeedback.ROW_FIELDS},
         n_items=log.n_items,
         slate_size=log.slate_size,
         user_table=simulator.user_features.astype(np.float32),

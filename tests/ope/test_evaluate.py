@@ -73,7 +73,7 @@ def test_policy_protocol_path_equals_dense_arrays(small_simulator, logged):
 
 
 def test_estimated_pscore_when_log_has_none(small_simulator, logged):
-    columns = {name: getattr(logged, name) for name in (*LoggedFeedback._COLUMNS, "user_features")}
+    columns = {name: getattr(logged, name) for name in LoggedFeedback.ROW_FIELDS}
     columns["pscore"] = np.full(logged.n_rows, np.nan)
     blind = LoggedFeedback(**columns, n_items=logged.n_items, item_table=logged.item_table)
     target = small_simulator.logging_policy()

@@ -10,23 +10,13 @@ import pytest
 
 from causalrec.platform import storage
 from causalrec.platform.errors import LogFormatError, OutputExistsError, UnknownNameError
+from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.obd import load_obd_sample, read_obd, write_obd
 
 OBD_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "obd"
 needs_obd = pytest.mark.skipif(not OBD_DIR.is_dir(), reason="../shared/data/obd not present")
 
-ARRAYS = (
-    "round_id",
-    "user_id",
-    "position",
-    "item_id",
-    "click",
-    "pscore",
-    "pscore_prefix",
-    "expected_reward",
-    "policy",
-    "user_features",
-)
+ARRAYS = LoggedFeedback.ROW_FIELDS
 
 
 def assert_same_log(actual, expected):

@@ -141,7 +141,7 @@ def test_missing_paths(tmp_path):
 
 def test_feedback_container_validates(small_simulator):
     log = generate_logs(small_simulator, n_rounds=50, seed=0)
-    columns = {name: getattr(log, name) for name in (*LoggedFeedback._COLUMNS, "user_features")}
+    columns = {name: getattr(log, name) for name in LoggedFeedback.ROW_FIELDS}
     bad_pscore = log.pscore.copy()
     bad_pscore[7] = 0.0
     with pytest.raises(DataError, match=r"pscore must be in \(0, 1\]; got 0.0 at row 7"):
