@@ -1,6 +1,32 @@
-"""Debiasing recommenders in PyTorch (naive MF, IPS, SNIPS, DR-JL, MRDR, CausE, DICE, ...).
+"""Debiasing recommenders in PyTorch.
 
-Not implemented yet: this subpackage is filled by the methods issue. It exports nothing.
+Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
+setting) and ``snips`` (:class:`SNIPSMF`), in the ``exposed`` and ``implicit`` feedback settings,
+with :func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods
+issue (DR-JL, MRDR, CausE, DICE, G-computation, the neural causal model, the adversarial and
+augmentation options, the two-tower backbone, ``causalrec train``) are not built yet.
 """
 
-__all__: list[str] = []
+from causalrec.methods.base import (
+    MODEL_SCHEMA_VERSION,
+    Recommender,
+    TorchRecommender,
+    TrainingError,
+)
+from causalrec.methods.data import InteractionData
+from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
+from causalrec.methods.registry import RECOMMENDERS, load_recommender, make_recommender
+
+__all__ = [
+    "IPSMF",
+    "MODEL_SCHEMA_VERSION",
+    "RECOMMENDERS",
+    "SNIPSMF",
+    "InteractionData",
+    "NaiveMF",
+    "Recommender",
+    "TorchRecommender",
+    "TrainingError",
+    "load_recommender",
+    "make_recommender",
+]

@@ -1,0 +1,307 @@
+"""The recommender contract and the shared torch training loop.
+
+scikit-learn's estimator contract: ``__init__`` only stores parameters; :meth:`Recommender.fit`
+does the work and returns ``self``; fitted state ends in ``_``. Every recommender scores items
+(:meth:`score`), turns into a policy of the platform's policy protocol (:meth:`policy`) and
+saves to a directory of weights plus a JSON manifest (:meth:`save`, :func:`load_recommender`).
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+import causalrec
+from causalrec.methods.data import Feedback, InteractionData
+from causalrec.platform.errors import CausalRecError, ConfigError, DataError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy
+
+__all__ = ["MODEL_SCHEMA_VERSION", "Recommender", "TorchRecommender", "TrainingError"]
+
+#: Version of the saved-model layout (manifest.json + weights.pt); bump on incompatible change.
+MODEL_SCHEMA_VERSION = 1
+
+
+class TrainingError(CausalRecError, RuntimeError):
+    """Training failed (e.g. a non-finite loss); no model was saved."""
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """Adapter from a fitted recommender to the policy protocol's ``UserItemScorer``."""
+
+    model: Recommender
+
+    @property
+    def n_users(self) -> int:
+        return self.model.n_users_
+
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items_
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        return self.model.score(users)
+
+
+class Recommender(abc.ABC):
+    """Base of every recommender in causalrec.
+
+    Attributes:
+        name: Registry name (``"naive"``, ``"ips"``, ...).
+        supported_feedback: The feedback settings the method supports.
+    """
+
+    name: ClassVar[str]
+    supported_feedback: ClassVar[tuple[str, ...]] = ("exposed", "implicit")
+
+    # -- parameters (scikit-learn style) ------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the constructor parameters."""
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters and their values."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # -- contract -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
+        """Fit on ``logs``; returns ``self``."""
+
+    @abc.abstractmethod
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Predicted relevance of ``items`` (default: all) for ``users``: (n_users, n_items)."""
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_items_"):
+            raise CausalRecError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def policy(
+        self,
+        k: int = 1,
+        exploration: Literal["none", "epsilon", "softmax"] = "none",
+        *,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+    ) -> Policy:
+        """The model as a policy of the platform's protocol.
+
+        Args:
+            k: Slate size.
+            exploration: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
+                (Plackett–Luce over logit scores at ``temperature``), all with exact
+                propensities.
+            epsilon: ε of the ε-greedy policy.
+            temperature: Temperature of the softmax policy.
+        """
+        self._check_fitted()
+        scorer = _Scorer(self)
+        name = f"{self.name}:{exploration}"
+        if exploration == "none":
+            return TopKPolicy(scorer, slate_size=k, name=name)
+        if exploration == "epsilon":
+            return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
+        if exploration == "softmax":
+            return SoftmaxPolicy(scorer, temperature=temperature, slate_size=k, name=name)
+        raise ConfigError(
+            f"exploration must be 'none', 'epsilon' or 'softmax'; got {exploration!r}"
+        )
+
+
+class TorchRecommender(Recommender):
+    """A recommender trained by mini-batch Adam on a torch scoring network.
+
+    Subclasses define :meth:`_build_network` and :meth:`_loss`. Parameters shared by every
+    torch recommender: ``dim``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``,
+    ``feedback``, ``negatives`` (implicit setting: uniform negatives per positive), ``device``
+    (``"auto"``: CUDA when torch sees it) and ``seed``.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.dim, self.lr, self.weight_decay = dim, lr, weight_decay
+        self.epochs, self.batch_size, self.feedback = epochs, batch_size, feedback
+        self.negatives, self.device, self.seed = negatives, device, seed
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _build_network(self, data: InteractionData, generator: torch.Generator) -> torch.nn.Module:
+        from causalrec.methods.networks import MatrixFactorization
+
+        return MatrixFactorization(data.n_users, data.n_items, self.dim, generator)
+
+    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+        """Per-example arrays the loss needs beyond users, items, labels (e.g. weights)."""
+        return {}
+
+    @abc.abstractmethod
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave)."""
+
+    # -- training -----------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.feedback not in self.supported_feedback:
+            raise ConfigError(
+                f"{self.name} supports feedback in {list(self.supported_feedback)}; got "
+                f"{self.feedback!r}"
+            )
+        for name in ("dim", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)) or (name == "lr" and value == 0):
+                raise ConfigError(
+                    f"{name} must be {'> 0' if name == 'lr' else '>= 0'}; got {value}"
+                )
+        if self.negatives < 1 and self.feedback == "implicit":
+            raise ConfigError(
+                f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
+            )
+
+    def _torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
+        """Train for ``epochs`` epochs over shuffled mini-batches (no per-row Python loop).
+
+        On CPU the result depends only on the data and ``seed``: torch's deterministic
+        algorithms are switched on for the duration of the fit (and restored afterwards).
+        """
+        if self._torch_device().type != "cpu":
+            return self._fit(logs)
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            return self._fit(logs)
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+    def _fit(self, logs: LoggedFeedback):
+        self._validate()
+        data = InteractionData.from_logs(logs, self.feedback)
+        extra = self._prepare(logs, data)
+        device = self._torch_device()
+        generator = torch.Generator().manual_seed(self.seed)
+        network = self._build_network(data, generator).to(device)
+        optimizer = torch.optim.Adam(
+            network.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        tensors = {
+            "users": torch.from_numpy(data.users).to(device),
+            "items": torch.from_numpy(data.items).to(device),
+            "labels": torch.from_numpy(data.labels).to(device),
+            **{
+                key: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
+                for key, v in extra.items()
+            },
+        }
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed))
+        n = data.n_examples
+        self.history_: list[float] = []
+        for epoch in range(self.epochs):
+            order = torch.from_numpy(rng.permutation(n)).to(device)
+            total, steps = 0.0, 0
+            for step, start in enumerate(range(0, n, self.batch_size)):
+                index = order[start : start + self.batch_size]
+                batch = {key: value[index] for key, value in tensors.items()}
+                if self.feedback == "implicit":
+                    batch.update(self._negatives(data, len(index), rng, device))
+                batch["logits"] = network(batch["users"], batch["items"])
+                if "neg_users" in batch:
+                    batch["neg_logits"] = network(batch["neg_users"], batch["neg_items"])
+                loss = self._loss(batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss {loss.item()} at epoch {epoch}, step {step} with "
+                        f"lr={self.lr}; lower lr or check the propensities"
+                    )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+                steps += 1
+            self.history_.append(total / steps)
+        self.network_ = network.eval()
+        self.n_users_, self.n_items_ = data.n_users, data.n_items
+        self.device_ = device
+        return self
+
+    def _negatives(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
+        count = size * self.negatives
+        return {
+            "neg_users": torch.from_numpy(rng.integers(data.n_users, size=count)).to(device),
+            "neg_items": torch.from_numpy(rng.integers(data.n_items, size=count)).to(device),
+        }
+
+    # -- inference ----------------------------------------------------------------------------
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Predicted click probability, shape (len(users), n_items or len(items))."""
+        self._check_fitted()
+        users = np.asarray(users)
+        if users.ndim != 1 or users.dtype.kind not in "iu":
+            raise DataError(f"users must be a 1-d integer array; got {users.dtype}, {users.shape}")
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
+            raise DataError(f"users must be in [0, n_users={self.n_users_}); got {users.max()}")
+        with torch.no_grad():
+            tensor = torch.from_numpy(users.astype(np.int64)).to(self.device_)
+            logits = self.network_.all_items(tensor)
+            if items is not None:
+                logits = logits[
+                    :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
+                ]
+            return torch.sigmoid(logits).double().cpu().numpy()
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``weights.pt`` and ``manifest.json`` (method, params, schema version)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.network_.state_dict(), directory / "weights.pt")
+        manifest = {
+            "method": self.name,
+            "params": self.get_params(),
+            "schema_version": MODEL_SCHEMA_VERSION,
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+            "causalrec_version": causalrec.__version__,
+        }
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return directory
+
+    def _restore(self, state: dict, n_users: int, n_items: int) -> None:
+        from causalrec.methods.networks import MatrixFactorization
+
+        network = MatrixFactorization(n_users, n_items, self.dim, torch.Generator().manual_seed(0))
+        network.load_state_dict(state)
+        self.network_ = network.to(self._torch_device()).eval()
+        self.n_users_, self.n_items_, self.device_ = n_users, n_items, self._torch_device()

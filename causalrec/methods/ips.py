@@ -1,0 +1,150 @@
+"""Naive matrix factorisation and its inverse-propensity-weighted versions (IPS, SNIPS).
+
+Exposed setting, with ℓ the logistic loss and p the exposure propensity of each example:
+
+* naive:  mean ℓ(y, ŷ) over exposed pairs — learns the exposure bias back.
+* ips:    mean ℓ(y, ŷ) · w with w = (1/p) / mean(1/p): an unbiased estimate (up to a constant)
+  of the loss over all user–item pairs (Schnabel et al. 2016).
+* snips:  Σ ℓ w / Σ w per mini-batch (self-normalised; Swaminathan & Joachims 2015).
+
+Implicit setting (clicks are positives, uniform negatives are unlabelled): the pointwise loss
+over positives P and sampled pairs N,
+[Σ_P ((1/θ) ℓ(1, ŷ) + (1 − 1/θ) ℓ(0, ŷ)) + Σ_N ℓ(0, ŷ)] / (|P| + |N|), with θ the exposure
+propensity — Rel-MF (Saito et al. 2020). ``naive`` is the same loss with θ = 1.
+
+References:
+    Schnabel, Swaminathan, Singh, Chandak, Joachims, "Recommendations as Treatments: Debiasing
+    Learning and Evaluation", ICML 2016.
+    Swaminathan & Joachims, "The Self-Normalized Estimator for Counterfactual Learning",
+    NeurIPS 2015.
+    Saito, Yaginuma, Nishino, Sakata, Nakata, "Unbiased Recommender Learning from
+    Missing-Not-At-Random Implicit Feedback", WSDM 2020.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from causalrec.methods.base import TorchRecommender
+from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.propensity import propensities
+from causalrec.platform.feedback import LoggedFeedback
+
+__all__ = ["IMPLICIT_FLOOR", "IPSMF", "SNIPSMF", "NaiveMF"]
+
+#: Default propensity clipping of Rel-MF (Saito et al. 2020).
+IMPLICIT_FLOOR = 0.1
+
+
+def _implicit_loss(batch: dict[str, torch.Tensor], inverse_theta: torch.Tensor) -> torch.Tensor:
+    positive = F.binary_cross_entropy_with_logits(
+        batch["logits"], torch.ones_like(batch["logits"]), reduction="none"
+    )
+    negative = F.binary_cross_entropy_with_logits(
+        batch["logits"], torch.zeros_like(batch["logits"]), reduction="none"
+    )
+    sampled = F.binary_cross_entropy_with_logits(
+        batch["neg_logits"], torch.zeros_like(batch["neg_logits"]), reduction="sum"
+    )
+    weighted = (inverse_theta * positive + (1 - inverse_theta) * negative).sum()
+    return (weighted + sampled) / (len(batch["logits"]) + len(batch["neg_logits"]))
+
+
+class NaiveMF(TorchRecommender):
+    """Matrix factorisation on the logged feedback as if it were unbiased.
+
+    Exposed setting: logistic loss on the exposed pairs. Implicit setting: clicks against uniform
+    negatives. Both learn what the logger exposed, not only what users prefer.
+
+    References:
+        Koren, Bell, Volinsky, Computer 2009.
+    """
+
+    name: ClassVar[str] = "naive"
+
+    def _loss(self, batch):
+        if self.feedback == "implicit":
+            return _implicit_loss(batch, torch.ones_like(batch["logits"]))
+        return F.binary_cross_entropy_with_logits(batch["logits"], batch["labels"])
+
+
+class IPSMF(TorchRecommender):
+    """MF-IPS (Schnabel et al. 2016); in the implicit setting Rel-MF (Saito et al. 2020).
+
+    Args:
+        propensity: ``auto``, ``logged``, ``popularity`` or ``logistic`` (see
+            :mod:`causalrec.methods.propensity`).
+        propensity_floor: Propensities are clipped below at this value (weight clipping);
+            ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
+            below without it) and no clipping in the exposed setting.
+        **kwargs: Shared torch parameters (see :class:`TorchRecommender`).
+    """
+
+    name: ClassVar[str] = "ips"
+
+    def __init__(
+        self,
+        *,
+        propensity: str = "auto",
+        propensity_floor: float | None = None,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        super().__init__(
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            device=device,
+            seed=seed,
+        )
+        self.propensity, self.propensity_floor = propensity, propensity_floor
+
+    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+        floor = self.propensity_floor
+        if floor is None:
+            floor = IMPLICIT_FLOOR if self.feedback == "implicit" else 0.0
+        p = propensities(self.propensity, logs, data, floor=floor)
+        if self.feedback == "implicit":
+            return {"inverse_propensity": 1.0 / p}
+        weights = 1.0 / p
+        return {"weight": weights / weights.mean()}
+
+    def _loss(self, batch):
+        if self.feedback == "implicit":
+            return _implicit_loss(batch, batch["inverse_propensity"])
+        losses = F.binary_cross_entropy_with_logits(
+            batch["logits"], batch["labels"], reduction="none"
+        )
+        return (losses * batch["weight"]).mean()
+
+
+class SNIPSMF(IPSMF):
+    """Self-normalised IPS: Σ ℓ w / Σ w per mini-batch (exposed setting).
+
+    References:
+        Swaminathan & Joachims, NeurIPS 2015; Schnabel et al., ICML 2016.
+    """
+
+    name: ClassVar[str] = "snips"
+    supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
+
+    def _loss(self, batch):
+        losses = F.binary_cross_entropy_with_logits(
+            batch["logits"], batch["labels"], reduction="none"
+        )
+        return (losses * batch["weight"]).sum() / batch["weight"].sum()

@@ -1,0 +1,62 @@
+"""Recommenders by name: ``make_recommender("ips", propensity="popularity")`` and model loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender, TorchRecommender
+from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
+from causalrec.platform.errors import ConfigError, LogFormatError
+from causalrec.platform.validation import unknown_name_error
+
+__all__ = ["RECOMMENDERS", "load_recommender", "make_recommender"]
+
+#: Every registered recommender class by name.
+RECOMMENDERS: dict[str, type[Recommender]] = {cls.name: cls for cls in (NaiveMF, IPSMF, SNIPSMF)}
+
+
+def make_recommender(name: str, **params: Any) -> Recommender:
+    """An unfitted recommender.
+
+    Raises:
+        UnknownNameError: For an unknown method or parameter (with the closest match).
+    """
+    if name not in RECOMMENDERS:
+        raise unknown_name_error("method", name, RECOMMENDERS)
+    cls = RECOMMENDERS[name]
+    allowed = cls.param_names()
+    for key in params:
+        if key not in allowed:
+            raise unknown_name_error(f"{name} parameter", key, allowed)
+    return cls(**params)
+
+
+def load_recommender(directory: str | Path) -> Recommender:
+    """Load a model saved by :meth:`TorchRecommender.save`.
+
+    Raises:
+        LogFormatError: If the manifest is missing or unreadable.
+        ConfigError: If it was saved by an incompatible schema version or an unknown method.
+    """
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LogFormatError(f"cannot read model manifest {str(manifest_path)!r}: {exc}") from None
+    version = manifest.get("schema_version")
+    if version != MODEL_SCHEMA_VERSION:
+        raise ConfigError(
+            f"{str(manifest_path)!r} was saved with model schema version {version}; this "
+            f"causalrec loads version {MODEL_SCHEMA_VERSION}"
+        )
+    model = make_recommender(manifest["method"], **manifest["params"])
+    if not isinstance(model, TorchRecommender):  # pragma: no cover - all registered are torch
+        raise ConfigError(f"method {manifest['method']!r} cannot be loaded from weights")
+    state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+    model._restore(state, manifest["n_users"], manifest["n_items"])
+    return model

@@ -1,0 +1,152 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from causalrec.methods import (
+    IPSMF,
+    MODEL_SCHEMA_VERSION,
+    NaiveMF,
+    TrainingError,
+    load_recommender,
+    make_recommender,
+)
+from causalrec.platform.errors import CausalRecError, ConfigError, UnknownNameError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig, generate_logs
+
+
+@pytest.fixture(scope="module")
+def popularity_world():
+    """Exposure driven by popularity only; relevance independent of popularity."""
+    simulator = ConfoundedRecSimulator(
+        SimulatorConfig(
+            n_users=1000, n_items=200, latent_dim=8, confounding=0.0, logging_beta=0.0,
+            logging_gamma=2.0, conformity=0.0, seed=0,
+        )
+    )  # fmt: skip
+    return simulator, generate_logs(simulator, n_rounds=50_000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def small_logs(small_simulator):
+    return generate_logs(small_simulator, n_rounds=5_000, seed=1)
+
+
+def test_rel_mf_beats_naive_when_exposure_follows_popularity(popularity_world):
+    """Naive implicit MF learns popularity (what was exposed); Rel-MF corrects for exposure."""
+    simulator, logs = popularity_world
+    values = {}
+    for name in ("naive", "ips"):
+        values[name] = [
+            simulator.policy_value(
+                make_recommender(name, feedback="implicit", epochs=15, seed=seed)
+                .fit(logs)
+                .policy(1)
+            )
+            for seed in range(2)
+        ]
+    spread = max(np.std(values["naive"]), np.std(values["ips"]))
+    assert np.mean(values["ips"]) - np.mean(values["naive"]) > max(3 * spread, 0.02), values
+
+
+def test_training_is_deterministic_under_a_seed(small_logs):
+    a = make_recommender("ips", epochs=2, seed=3).fit(small_logs)
+    b = make_recommender("ips", epochs=2, seed=3).fit(small_logs)
+    c = make_recommender("ips", epochs=2, seed=4).fit(small_logs)
+    users = np.arange(20)
+    np.testing.assert_array_equal(a.score(users), b.score(users))
+    assert not np.allclose(a.score(users), c.score(users))
+    assert a.history_ == b.history_
+
+
+def test_score_and_policies(small_simulator, small_logs):
+    model = make_recommender("naive", epochs=2).fit(small_logs)
+    users = np.array([0, 5, 9])
+    scores = model.score(users)
+    assert scores.shape == (3, small_simulator.n_items) and ((scores > 0) & (scores < 1)).all()
+    np.testing.assert_allclose(model.score(users, np.array([3, 1])), scores[:, [3, 1]])
+    top = model.policy(k=3).deterministic_slates(users)
+    np.testing.assert_array_equal(top, np.argsort(-scores, axis=1)[:, :3])
+    rng = np.random.default_rng(0)
+    for policy in (
+        model.policy(2, "epsilon", epsilon=0.2),
+        model.policy(2, "softmax", temperature=0.5),
+    ):
+        sample = policy.sample(users, rng)
+        np.testing.assert_allclose(
+            sample.marginal_pscore, policy.marginal_probability(users, sample.actions)
+        )
+    assert 0 < small_simulator.policy_value(model.policy(1)) <= small_simulator.oracle_value()
+    with pytest.raises(ConfigError, match="exploration must be"):
+        model.policy(1, "boltzmann")
+
+
+def test_save_and_load_round_trip(small_logs, tmp_path):
+    model = make_recommender("ips", epochs=1, propensity="popularity", dim=8).fit(small_logs)
+    model.save(tmp_path / "model")
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["method"] == "ips" and manifest["params"]["propensity"] == "popularity"
+    assert manifest["schema_version"] == MODEL_SCHEMA_VERSION
+    loaded = load_recommender(tmp_path / "model")
+    assert isinstance(loaded, IPSMF) and loaded.get_params() == model.get_params()
+    np.testing.assert_allclose(loaded.score(np.arange(10)), model.score(np.arange(10)))
+    manifest["schema_version"] = 99
+    (tmp_path / "model" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="schema version 99"):
+        load_recommender(tmp_path / "model")
+
+
+def test_unknown_method_and_parameter_suggest_closest():
+    with pytest.raises(UnknownNameError, match="did you mean 'snips'"):
+        make_recommender("snipz")
+    with pytest.raises(UnknownNameError, match="did you mean 'propensity'"):
+        make_recommender("ips", propensty="logged")
+
+
+def test_logged_propensity_needs_pscore(small_logs):
+    columns = {name: getattr(small_logs, name) for name in LoggedFeedback.ROW_FIELDS}
+    columns["pscore"] = np.full(small_logs.n_rows, np.nan)
+    blind = LoggedFeedback(**columns, n_items=small_logs.n_items)
+    with pytest.raises(
+        ConfigError, match="use an estimated propensity: 'popularity' or 'logistic'"
+    ):
+        make_recommender("ips", propensity="logged", epochs=1).fit(blind)
+    make_recommender("ips", propensity="logistic", epochs=1).fit(blind)  # estimated instead
+    with pytest.raises(ConfigError, match="not available in the implicit setting"):
+        make_recommender("ips", propensity="logistic", feedback="implicit", epochs=1).fit(
+            small_logs
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "pattern"),
+    [
+        ({"lr": 0.0}, r"lr must be > 0; got 0.0"),
+        ({"epochs": 0}, r"epochs must be >= 1; got 0"),
+        ({"feedback": "explicit"}, r"feedback in \['exposed', 'implicit'\]; got 'explicit'"),
+        ({"propensity_floor": 1.5}, r"propensity_floor must be in \[0, 1\); got 1.5"),
+    ],
+)
+def test_bad_parameters(small_logs, params, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        make_recommender("ips", **params).fit(small_logs)
+
+
+def test_snips_is_exposed_only(small_logs):
+    with pytest.raises(ConfigError, match="snips supports feedback in \\['exposed'\\]"):
+        make_recommender("snips", feedback="implicit").fit(small_logs)
+
+
+def test_non_finite_loss_stops_training_and_nothing_is_fitted(small_logs, tmp_path):
+    class Exploding(NaiveMF):
+        def _loss(self, batch):
+            return super()._loss(batch) * torch.tensor(float("inf"))
+
+    model = Exploding(epochs=3, lr=0.05, batch_size=1000)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 0, step 0 with lr=0.05"):
+        model.fit(small_logs)
+    with pytest.raises(CausalRecError, match="not fitted"):
+        model.save(tmp_path / "nan-model")
+    assert not (tmp_path / "nan-model").exists()
