@@ -1,10 +1,11 @@
 """Debiasing recommenders in PyTorch.
 
 Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
-setting) and ``snips`` (:class:`SNIPSMF`), in the ``exposed`` and ``implicit`` feedback settings,
-with :func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods
-issue (DR-JL, MRDR, CausE, DICE, G-computation, the neural causal model, the adversarial and
-augmentation options, the two-tower backbone, ``causalrec train``) are not built yet.
+setting), ``snips`` (:class:`SNIPSMF`), ``dr_jl`` (:class:`DRJointLearning`) and ``mrdr``
+(:class:`MoreRobustDR`), with :func:`make_recommender` and :func:`load_recommender`. The remaining
+methods of the methods issue (CausE, DICE, G-computation, the neural causal model, the
+adversarial and augmentation options, the two-tower backbone, ``causalrec train``) are not built
+yet.
 """
 
 from causalrec.methods.base import (
@@ -14,6 +15,7 @@ from causalrec.methods.base import (
     TrainingError,
 )
 from causalrec.methods.data import InteractionData
+from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.methods.registry import RECOMMENDERS, load_recommender, make_recommender
 
@@ -22,7 +24,9 @@ __all__ = [
     "MODEL_SCHEMA_VERSION",
     "RECOMMENDERS",
     "SNIPSMF",
+    "DRJointLearning",
     "InteractionData",
+    "MoreRobustDR",
     "NaiveMF",
     "Recommender",
     "TorchRecommender",

@@ -211,10 +211,14 @@ class TorchRecommender(Recommender):
         extra = self._prepare(logs, data)
         device = self._torch_device()
         generator = torch.Generator().manual_seed(self.seed)
-        network = self._build_network(data, generator).to(device)
-        optimizer = torch.optim.Adam(
-            network.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
+        networks = {
+            name: module.to(device)
+            for name, module in self._build_networks(data, generator).items()
+        }
+        optimizers = {
+            name: torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            for name, module in networks.items()
+        }
         tensors = {
             "users": torch.from_numpy(data.users).to(device),
             "items": torch.from_numpy(data.items).to(device),
@@ -233,27 +237,46 @@ class TorchRecommender(Recommender):
             for step, start in enumerate(range(0, n, self.batch_size)):
                 index = order[start : start + self.batch_size]
                 batch = {key: value[index] for key, value in tensors.items()}
-                if self.feedback == "implicit":
-                    batch.update(self._negatives(data, len(index), rng, device))
-                batch["logits"] = network(batch["users"], batch["items"])
-                if "neg_users" in batch:
-                    batch["neg_logits"] = network(batch["neg_users"], batch["neg_items"])
-                loss = self._loss(batch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"non-finite loss {loss.item()} at epoch {epoch}, step {step} with "
-                        f"lr={self.lr}; lower lr or check the propensities"
-                    )
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
+                batch.update(self._sample(data, len(index), rng, device))
+                losses = self._losses(batch, networks)
+                for name, loss in losses.items():
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"non-finite {name} loss {loss.item()} at epoch {epoch}, step {step} "
+                            f"with lr={self.lr}; lower lr or check the propensities"
+                        )
+                for optimizer in optimizers.values():
+                    optimizer.zero_grad()
+                sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
+                for optimizer in optimizers.values():
+                    optimizer.step()
+                total += float(losses["main"].detach())
                 steps += 1
             self.history_.append(total / steps)
-        self.network_ = network.eval()
+        self.network_ = networks["main"].eval()
         self.n_users_, self.n_items_ = data.n_users, data.n_items
         self.device_ = device
         return self
+
+    def _build_networks(
+        self, data: InteractionData, generator: torch.Generator
+    ) -> dict[str, torch.nn.Module]:
+        """Networks trained together; ``"main"`` is the one that scores (and is saved)."""
+        return {"main": self._build_network(data, generator)}
+
+    def _sample(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
+        """Extra random pairs for a mini-batch of ``size`` examples (implicit negatives)."""
+        return self._negatives(data, size, rng, device) if self.feedback == "implicit" else {}
+
+    def _losses(
+        self, batch: dict[str, torch.Tensor], networks: dict[str, torch.nn.Module]
+    ) -> dict[str, torch.Tensor]:
+        """Loss of each network for one mini-batch (default: the main network's :meth:`_loss`)."""
+        network = networks["main"]
+        batch["logits"] = network(batch["users"], batch["items"])
+        if "neg_users" in batch:
+            batch["neg_logits"] = network(batch["neg_users"], batch["neg_items"])
+        return {"main": self._loss(batch)}
 
     def _negatives(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
         count = size * self.negatives

@@ -114,11 +114,15 @@ class IPSMF(TorchRecommender):
         )
         self.propensity, self.propensity_floor = propensity, propensity_floor
 
-    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+    def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
+        """Clipped propensity of every training example, shape (n_examples,)."""
         floor = self.propensity_floor
         if floor is None:
             floor = IMPLICIT_FLOOR if self.feedback == "implicit" else 0.0
-        p = propensities(self.propensity, logs, data, floor=floor)
+        return propensities(self.propensity, logs, data, floor=floor)
+
+    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+        p = self._propensities(logs, data)
         if self.feedback == "implicit":
             return {"inverse_propensity": 1.0 / p}
         weights = 1.0 / p

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender, TorchRecommender
+from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.platform.errors import ConfigError, LogFormatError
 from causalrec.platform.validation import unknown_name_error
@@ -16,7 +17,9 @@ from causalrec.platform.validation import unknown_name_error
 __all__ = ["RECOMMENDERS", "load_recommender", "make_recommender"]
 
 #: Every registered recommender class by name.
-RECOMMENDERS: dict[str, type[Recommender]] = {cls.name: cls for cls in (NaiveMF, IPSMF, SNIPSMF)}
+RECOMMENDERS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (NaiveMF, IPSMF, SNIPSMF, DRJointLearning, MoreRobustDR)
+}
 
 
 def make_recommender(name: str, **params: Any) -> Recommender:
