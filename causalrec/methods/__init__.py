@@ -1,11 +1,11 @@
 """Debiasing recommenders in PyTorch.
 
 Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
-setting), ``snips`` (:class:`SNIPSMF`), ``dr_jl`` (:class:`DRJointLearning`) and ``mrdr``
-(:class:`MoreRobustDR`), with :func:`make_recommender` and :func:`load_recommender`. The remaining
-methods of the methods issue (CausE, DICE, G-computation, the neural causal model, the
-adversarial and augmentation options, the two-tower backbone, ``causalrec train``) are not built
-yet.
+setting), ``snips`` (:class:`SNIPSMF`), ``dr_jl`` (:class:`DRJointLearning`), ``mrdr``
+(:class:`MoreRobustDR`) and ``gboost`` (:class:`GBoostRecommender`), with
+:func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods issue
+(CausE, DICE, the neural causal model, the adversarial and augmentation options, the two-tower
+backbone) are not built yet.
 """
 
 from causalrec.methods.base import (
@@ -16,6 +16,7 @@ from causalrec.methods.base import (
 )
 from causalrec.methods.data import InteractionData
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
+from causalrec.methods.gboost import GBoostRecommender
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.methods.registry import RECOMMENDERS, load_recommender, make_recommender
 
@@ -25,6 +26,7 @@ __all__ = [
     "RECOMMENDERS",
     "SNIPSMF",
     "DRJointLearning",
+    "GBoostRecommender",
     "InteractionData",
     "MoreRobustDR",
     "NaiveMF",

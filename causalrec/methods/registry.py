@@ -10,6 +10,7 @@ import torch
 
 from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender, TorchRecommender
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
+from causalrec.methods.gboost import GBoostRecommender
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.platform.errors import ConfigError, LogFormatError
 from causalrec.platform.validation import unknown_name_error
@@ -18,7 +19,8 @@ __all__ = ["RECOMMENDERS", "load_recommender", "make_recommender"]
 
 #: Every registered recommender class by name.
 RECOMMENDERS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (NaiveMF, IPSMF, SNIPSMF, DRJointLearning, MoreRobustDR)
+    cls.name: cls
+    for cls in (NaiveMF, IPSMF, SNIPSMF, DRJointLearning, MoreRobustDR, GBoostRecommender)
 }
 
 
@@ -58,8 +60,9 @@ def load_recommender(directory: str | Path) -> Recommender:
             f"causalrec loads version {MODEL_SCHEMA_VERSION}"
         )
     model = make_recommender(manifest["method"], **manifest["params"])
-    if not isinstance(model, TorchRecommender):  # pragma: no cover - all registered are torch
-        raise ConfigError(f"method {manifest['method']!r} cannot be loaded from weights")
-    state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
-    model._restore(state, manifest["n_users"], manifest["n_items"])
+    if isinstance(model, TorchRecommender):
+        state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+        model._restore(state, manifest["n_users"], manifest["n_items"])
+    else:
+        model._restore_directory(directory)
     return model
