@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "causalrec.simulators.cli",
     "causalrec.platform.data_cli",
     "causalrec.ope.cli",
+    "causalrec.methods.cli",
 )
 
 
