@@ -196,14 +196,7 @@ class TorchRecommender(Recommender):
         On CPU the result depends only on the data and ``seed``: torch's deterministic
         algorithms are switched on for the duration of the fit (and restored afterwards).
         """
-        if self._torch_device().type != "cpu":
-            return self._fit(logs)
-        previous = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
-            return self._fit(logs)
-        finally:
-            torch.use_deterministic_algorithms(previous)
+        return self._fit(logs)
 
     def _fit(self, logs: LoggedFeedback):
         self._validate()

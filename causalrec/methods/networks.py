@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MatrixFactorization"]
@@ -32,8 +33,11 @@ class MatrixFactorization(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits of pairs: users, items of shape (b,) -> (b,)."""
-        dot = (self.user[users] * self.item[items]).sum(dim=1)
-        return dot + self.user_bias[users] + self.item_bias[items] + self.bias
+        # F.embedding's CPU backward sums gradients in index order: deterministic and fast.
+        dot = (F.embedding(users, self.user) * F.embedding(items, self.item)).sum(dim=1)
+        user_bias = F.embedding(users, self.user_bias[:, None])[:, 0]
+        item_bias = F.embedding(items, self.item_bias[:, None])[:, 0]
+        return dot + user_bias + item_bias + self.bias
 
     def all_items(self, users: torch.Tensor) -> torch.Tensor:
         """Logits of every item: users (b,) -> (b, n_items)."""
