@@ -2,9 +2,9 @@
 
 Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
 setting), ``snips`` (:class:`SNIPSMF`), ``dr_jl`` (:class:`DRJointLearning`), ``mrdr``
-(:class:`MoreRobustDR`) and ``gboost`` (:class:`GBoostRecommender`), with
-:func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods issue
-(CausE, DICE, the neural causal model, the adversarial and augmentation options, the two-tower
+(:class:`MoreRobustDR`), ``cause`` (:class:`CausE`) and ``gboost`` (:class:`GBoostRecommender`),
+with :func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods
+issue (DICE, the neural causal model, the adversarial and augmentation options, the two-tower
 backbone) are not built yet.
 """
 
@@ -14,6 +14,7 @@ from causalrec.methods.base import (
     TorchRecommender,
     TrainingError,
 )
+from causalrec.methods.cause import CausE
 from causalrec.methods.data import InteractionData
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.gboost import GBoostRecommender
@@ -25,6 +26,7 @@ __all__ = [
     "MODEL_SCHEMA_VERSION",
     "RECOMMENDERS",
     "SNIPSMF",
+    "CausE",
     "DRJointLearning",
     "GBoostRecommender",
     "InteractionData",

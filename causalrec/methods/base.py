@@ -151,18 +151,25 @@ class TorchRecommender(Recommender):
         self.negatives, self.device, self.seed = negatives, device, seed
 
     # -- hooks --------------------------------------------------------------------------------
-    def _build_network(self, data: InteractionData, generator: torch.Generator) -> torch.nn.Module:
+    def _build_network(
+        self, n_users: int, n_items: int, generator: torch.Generator
+    ) -> torch.nn.Module:
+        """The scoring network (built again, empty, when a saved model is loaded)."""
         from causalrec.methods.networks import MatrixFactorization
 
-        return MatrixFactorization(data.n_users, data.n_items, self.dim, generator)
+        return MatrixFactorization(n_users, n_items, self.dim, generator)
 
     def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
         """Per-example arrays the loss needs beyond users, items, labels (e.g. weights)."""
         return {}
 
-    @abc.abstractmethod
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave)."""
+        """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave).
+
+        Single-network methods override this; methods with several networks or custom forward
+        passes override :meth:`_losses` instead.
+        """
+        raise TypeError(f"{type(self).__name__} must override _loss or _losses")
 
     # -- training -----------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -225,12 +232,15 @@ class TorchRecommender(Recommender):
         n = data.n_examples
         self.history_: list[float] = []
         for epoch in range(self.epochs):
+            # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
             order = torch.from_numpy(rng.permutation(n)).to(device)
+            shuffled = {key: value[order] for key, value in tensors.items()}
             total, steps = 0.0, 0
             for step, start in enumerate(range(0, n, self.batch_size)):
-                index = order[start : start + self.batch_size]
-                batch = {key: value[index] for key, value in tensors.items()}
-                batch.update(self._sample(data, len(index), rng, device))
+                batch = {
+                    key: value[start : start + self.batch_size] for key, value in shuffled.items()
+                }
+                batch.update(self._sample(data, len(batch["users"]), rng, device))
                 losses = self._losses(batch, networks)
                 for name, loss in losses.items():
                     if not torch.isfinite(loss):
@@ -255,7 +265,7 @@ class TorchRecommender(Recommender):
         self, data: InteractionData, generator: torch.Generator
     ) -> dict[str, torch.nn.Module]:
         """Networks trained together; ``"main"`` is the one that scores (and is saved)."""
-        return {"main": self._build_network(data, generator)}
+        return {"main": self._build_network(data.n_users, data.n_items, generator)}
 
     def _sample(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
         """Extra random pairs for a mini-batch of ``size`` examples (implicit negatives)."""
@@ -315,9 +325,7 @@ class TorchRecommender(Recommender):
         return directory
 
     def _restore(self, state: dict, n_users: int, n_items: int) -> None:
-        from causalrec.methods.networks import MatrixFactorization
-
-        network = MatrixFactorization(n_users, n_items, self.dim, torch.Generator().manual_seed(0))
+        network = self._build_network(n_users, n_items, torch.Generator().manual_seed(0))
         network.load_state_dict(state)
         self.network_ = network.to(self._torch_device()).eval()
         self.n_users_, self.n_items_, self.device_ = n_users, n_items, self._torch_device()

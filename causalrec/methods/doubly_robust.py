@@ -96,7 +96,7 @@ class DRJointLearning(IPSMF):
 
     def _build_networks(self, data, generator):
         return {
-            "main": MatrixFactorization(data.n_users, data.n_items, self.dim, generator),
+            "main": self._build_network(data.n_users, data.n_items, generator),
             "imputation": MatrixFactorization(data.n_users, data.n_items, self.dim, generator),
         }
 
