@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from causalrec.methods.base import TorchRecommender
 from causalrec.methods.data import Feedback, InteractionData
 from causalrec.methods.propensity import propensities
+from causalrec.methods.robust import worst_case_weights
+from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 
 __all__ = ["IMPLICIT_FLOOR", "IPSMF", "SNIPSMF", "NaiveMF"]
@@ -52,6 +54,11 @@ def _implicit_loss(batch: dict[str, torch.Tensor], inverse_theta: torch.Tensor) 
     )
     weighted = (inverse_theta * positive + (1 - inverse_theta) * negative).sum()
     return (weighted + sampled) / (len(batch["logits"]) + len(batch["neg_logits"]))
+
+
+def _robust_loss(losses: torch.Tensor, weights: torch.Tensor, gamma: float) -> torch.Tensor:
+    adversarial = worst_case_weights(losses, weights, gamma)
+    return (losses * adversarial).sum() / adversarial.sum()
 
 
 class NaiveMF(TorchRecommender):
@@ -78,6 +85,10 @@ class IPSMF(TorchRecommender):
     Args:
         propensity: ``auto``, ``logged``, ``popularity`` or ``logistic`` (see
             :mod:`causalrec.methods.propensity`).
+        adversarial_gamma: Γ >= 1. Above 1 the propensities are trusted only up to a factor Γ
+            and each mini-batch minimises the worst-case self-normalised weighted loss over
+            that set (closed form, :mod:`causalrec.methods.robust`): robustness to hidden
+            confounding. Exposed setting only.
         propensity_floor: Propensities are clipped below at this value (weight clipping);
             ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
             below without it) and no clipping in the exposed setting.
@@ -91,6 +102,7 @@ class IPSMF(TorchRecommender):
         *,
         propensity: str = "auto",
         propensity_floor: float | None = None,
+        adversarial_gamma: float = 1.0,
         dim: int = 32,
         lr: float = 0.01,
         weight_decay: float = 1e-6,
@@ -113,6 +125,14 @@ class IPSMF(TorchRecommender):
             seed=seed,
         )
         self.propensity, self.propensity_floor = propensity, propensity_floor
+        self.adversarial_gamma = adversarial_gamma
+
+    def _validate(self) -> None:
+        super()._validate()
+        if not self.adversarial_gamma >= 1:
+            raise ConfigError(f"adversarial_gamma must be >= 1; got {self.adversarial_gamma}")
+        if self.adversarial_gamma > 1 and self.feedback != "exposed":
+            raise ConfigError("adversarial_gamma > 1 is available in the exposed setting only")
 
     def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
         """Clipped propensity of every training example, shape (n_examples,)."""
@@ -134,6 +154,8 @@ class IPSMF(TorchRecommender):
         losses = F.binary_cross_entropy_with_logits(
             batch["logits"], batch["labels"], reduction="none"
         )
+        if self.adversarial_gamma > 1:
+            return _robust_loss(losses, batch["weight"], self.adversarial_gamma)
         return (losses * batch["weight"]).mean()
 
 
@@ -151,4 +173,6 @@ class SNIPSMF(IPSMF):
         losses = F.binary_cross_entropy_with_logits(
             batch["logits"], batch["labels"], reduction="none"
         )
+        if self.adversarial_gamma > 1:
+            return _robust_loss(losses, batch["weight"], self.adversarial_gamma)
         return (losses * batch["weight"]).sum() / batch["weight"].sum()
