@@ -53,7 +53,7 @@ def test_adversarial_ips_trains_and_is_validated(small_simulator):
     plain = make_recommender("ips", epochs=2, seed=0).fit(logs)
     robust = make_recommender("ips", epochs=2, seed=0, adversarial_gamma=2.0).fit(logs)
     assert not np.allclose(plain.score(np.arange(5)), robust.score(np.arange(5)))
-    with pytest.raises(ConfigError, match="adversarial_gamma must be >= 1; got 0.5"):
+    with pytest.raises(ConfigError, match=r"adversarial_gamma must be >= 1; got 0\.5"):
         make_recommender("ips", adversarial_gamma=0.5).fit(logs)
     with pytest.raises(ConfigError, match="exposed setting only"):
         make_recommender("ips", adversarial_gamma=2.0, feedback="implicit").fit(logs)
