@@ -89,6 +89,9 @@ class IPSMF(TorchRecommender):
             and each mini-batch minimises the worst-case self-normalised weighted loss over
             that set (closed form, :mod:`causalrec.methods.robust`): robustness to hidden
             confounding. Exposed setting only.
+        augment: k >= 0. Counterfactual data augmentation: each exposed pair in a mini-batch
+            brings k uniformly drawn user–item pairs labelled (softly) by an imputation model,
+            a naive MF fitted first on the same log. Exposed setting only.
         propensity_floor: Propensities are clipped below at this value (weight clipping);
             ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
             below without it) and no clipping in the exposed setting.
@@ -103,6 +106,7 @@ class IPSMF(TorchRecommender):
         propensity: str = "auto",
         propensity_floor: float | None = None,
         adversarial_gamma: float = 1.0,
+        augment: int = 0,
         dim: int = 32,
         lr: float = 0.01,
         weight_decay: float = 1e-6,
@@ -125,7 +129,7 @@ class IPSMF(TorchRecommender):
             seed=seed,
         )
         self.propensity, self.propensity_floor = propensity, propensity_floor
-        self.adversarial_gamma = adversarial_gamma
+        self.adversarial_gamma, self.augment = adversarial_gamma, augment
 
     def _validate(self) -> None:
         super()._validate()
@@ -133,6 +137,10 @@ class IPSMF(TorchRecommender):
             raise ConfigError(f"adversarial_gamma must be >= 1; got {self.adversarial_gamma}")
         if self.adversarial_gamma > 1 and self.feedback != "exposed":
             raise ConfigError("adversarial_gamma > 1 is available in the exposed setting only")
+        if self.augment < 0 or int(self.augment) != self.augment:
+            raise ConfigError(f"augment must be an integer >= 0; got {self.augment}")
+        if self.augment and self.feedback != "exposed":
+            raise ConfigError("augment > 0 is available in the exposed setting only")
 
     def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
         """Clipped propensity of every training example, shape (n_examples,)."""
@@ -145,8 +153,39 @@ class IPSMF(TorchRecommender):
         p = self._propensities(logs, data)
         if self.feedback == "implicit":
             return {"inverse_propensity": 1.0 / p}
+        if self.augment:
+            imputation = NaiveMF(
+                dim=self.dim,
+                lr=self.lr,
+                epochs=max(1, self.epochs // 2),
+                batch_size=self.batch_size,
+                device=self.device,
+                seed=self.seed + 1,
+            )
+            self.imputation_network_ = imputation.fit(logs).network_
         weights = 1.0 / p
         return {"weight": weights / weights.mean()}
+
+    def _sample(self, data, size, rng, device):
+        samples = super()._sample(data, size, rng, device)
+        if self.augment:
+            users = rng.integers(data.n_users, size=size * self.augment)
+            items = rng.integers(data.n_items, size=size * self.augment)
+            samples["augment_users"] = torch.from_numpy(users).to(device)
+            samples["augment_items"] = torch.from_numpy(items).to(device)
+        return samples
+
+    def _losses(self, batch, networks):
+        losses = super()._losses(batch, networks)
+        if not self.augment:
+            return losses
+        users, items = batch["augment_users"], batch["augment_items"]
+        with torch.no_grad():
+            pseudo = torch.sigmoid(self.imputation_network_(users, items))
+        augmented = F.binary_cross_entropy_with_logits(networks["main"](users, items), pseudo)
+        share = len(users) / (len(users) + len(batch["users"]))
+        losses["main"] = (1 - share) * losses["main"] + share * augmented
+        return losses
 
     def _loss(self, batch):
         if self.feedback == "implicit":

@@ -152,3 +152,14 @@ def test_non_finite_loss_stops_training_and_nothing_is_fitted(small_logs, tmp_pa
     with pytest.raises(CausalRecError, match="not fitted"):
         model.save(tmp_path / "nan-model")
     assert not (tmp_path / "nan-model").exists()
+
+
+def test_augmentation_adds_pseudo_labelled_pairs(small_logs):
+    plain = make_recommender("ips", epochs=2, seed=0).fit(small_logs)
+    augmented = make_recommender("ips", epochs=2, seed=0, augment=3).fit(small_logs)
+    assert augmented.imputation_network_ is not None
+    assert not np.allclose(plain.score(np.arange(5)), augmented.score(np.arange(5)))
+    with pytest.raises(ConfigError, match="augment must be an integer >= 0; got -1"):
+        make_recommender("ips", augment=-1).fit(small_logs)
+    with pytest.raises(ConfigError, match="exposed setting only"):
+        make_recommender("ips", augment=2, feedback="implicit").fit(small_logs)
