@@ -1,11 +1,11 @@
-"""Debiasing recommenders in PyTorch.
+"""Debiasing recommenders in PyTorch (and scikit-learn for G-computation).
 
 Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
-setting), ``snips`` (:class:`SNIPSMF`), ``dr_jl`` (:class:`DRJointLearning`), ``mrdr``
-(:class:`MoreRobustDR`), ``cause`` (:class:`CausE`) and ``gboost`` (:class:`GBoostRecommender`),
-with :func:`make_recommender` and :func:`load_recommender`. The remaining methods of the methods
-issue (DICE, the neural causal model, the adversarial and augmentation options, the two-tower
-backbone) are not built yet.
+setting; options ``adversarial_gamma`` and ``augment``), ``snips`` (:class:`SNIPSMF`), ``dr_jl``
+(:class:`DRJointLearning`), ``mrdr`` (:class:`MoreRobustDR`), ``cause`` (:class:`CausE`),
+``dice`` (:class:`DICE`) and ``gboost`` (:class:`GBoostRecommender`), with
+:func:`make_recommender` and :func:`load_recommender`. Not built yet: the neural causal model
+(``causalnet``) and the two-tower backbone.
 """
 
 from causalrec.methods.base import (
@@ -16,12 +16,14 @@ from causalrec.methods.base import (
 )
 from causalrec.methods.cause import CausE
 from causalrec.methods.data import InteractionData
+from causalrec.methods.dice import DICE
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.gboost import GBoostRecommender
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.methods.registry import RECOMMENDERS, load_recommender, make_recommender
 
 __all__ = [
+    "DICE",
     "IPSMF",
     "MODEL_SCHEMA_VERSION",
     "RECOMMENDERS",

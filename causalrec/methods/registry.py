@@ -10,6 +10,7 @@ import torch
 
 from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender, TorchRecommender
 from causalrec.methods.cause import CausE
+from causalrec.methods.dice import DICE
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.gboost import GBoostRecommender
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
@@ -21,7 +22,16 @@ __all__ = ["RECOMMENDERS", "load_recommender", "make_recommender"]
 #: Every registered recommender class by name.
 RECOMMENDERS: dict[str, type[Recommender]] = {
     cls.name: cls
-    for cls in (NaiveMF, IPSMF, SNIPSMF, DRJointLearning, MoreRobustDR, CausE, GBoostRecommender)
+    for cls in (
+        NaiveMF,
+        IPSMF,
+        SNIPSMF,
+        DRJointLearning,
+        MoreRobustDR,
+        CausE,
+        DICE,
+        GBoostRecommender,
+    )
 }
 
 
