@@ -3,9 +3,9 @@
 Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-MF in the implicit
 setting; options ``adversarial_gamma`` and ``augment``), ``snips`` (:class:`SNIPSMF`), ``dr_jl``
 (:class:`DRJointLearning`), ``mrdr`` (:class:`MoreRobustDR`), ``cause`` (:class:`CausE`),
-``dice`` (:class:`DICE`) and ``gboost`` (:class:`GBoostRecommender`), with
-:func:`make_recommender` and :func:`load_recommender`. Not built yet: the neural causal model
-(``causalnet``) and the two-tower backbone.
+``dice`` (:class:`DICE`), ``gboost`` (:class:`GBoostRecommender`) and ``causalnet``
+(:class:`CausalNet`), with :func:`make_recommender` and :func:`load_recommender`. Not built yet:
+the two-tower backbone.
 """
 
 from causalrec.methods.base import (
@@ -14,6 +14,7 @@ from causalrec.methods.base import (
     TorchRecommender,
     TrainingError,
 )
+from causalrec.methods.causalnet import CausalNet
 from causalrec.methods.cause import CausE
 from causalrec.methods.data import InteractionData
 from causalrec.methods.dice import DICE
@@ -29,6 +30,7 @@ __all__ = [
     "RECOMMENDERS",
     "SNIPSMF",
     "CausE",
+    "CausalNet",
     "DRJointLearning",
     "GBoostRecommender",
     "InteractionData",

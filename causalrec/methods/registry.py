@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender, TorchRecommender
+from causalrec.methods.causalnet import CausalNet
 from causalrec.methods.cause import CausE
 from causalrec.methods.dice import DICE
 from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
@@ -29,6 +30,7 @@ RECOMMENDERS: dict[str, type[Recommender]] = {
         DRJointLearning,
         MoreRobustDR,
         CausE,
+        CausalNet,
         DICE,
         GBoostRecommender,
     )
