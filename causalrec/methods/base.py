@@ -67,9 +67,28 @@ class Recommender(abc.ABC):
     # -- parameters (scikit-learn style) ------------------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
-        """Names of the constructor parameters."""
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
+        """Names of the constructor parameters (keyword-only, scikit-learn style)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        names = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            names += [name for name in cls._shared_param_names() if name not in names]
+        return names
+
+    @classmethod
+    def _shared_param_names(cls) -> list[str]:
+        """Parameters that ``**kwargs`` of a subclass's constructor forwards (none here)."""
+        return []
+
+    def _write_manifest(self, directory: Path) -> None:
+        manifest = {
+            "method": self.name,
+            "params": self.get_params(),
+            "schema_version": MODEL_SCHEMA_VERSION,
+            "n_users": self.n_users_,
+            "n_items": self.n_items_,
+            "causalrec_version": causalrec.__version__,
+        }
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters and their values."""
@@ -132,6 +151,11 @@ class TorchRecommender(Recommender):
     ``feedback``, ``negatives`` (implicit setting: uniform negatives per positive), ``device``
     (``"auto"``: CUDA when torch sees it) and ``seed``.
     """
+
+    @classmethod
+    def _shared_param_names(cls) -> list[str]:
+        parameters = inspect.signature(TorchRecommender.__init__).parameters.values()
+        return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
 
     def __init__(
         self,
@@ -313,15 +337,7 @@ class TorchRecommender(Recommender):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.network_.state_dict(), directory / "weights.pt")
-        manifest = {
-            "method": self.name,
-            "params": self.get_params(),
-            "schema_version": MODEL_SCHEMA_VERSION,
-            "n_users": self.n_users_,
-            "n_items": self.n_items_,
-            "causalrec_version": causalrec.__version__,
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        self._write_manifest(directory)
         return directory
 
     def _restore(self, state: dict, n_users: int, n_items: int) -> None:

@@ -12,7 +12,7 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from causalrec.methods.base import TorchRecommender
-from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.data import InteractionData
 from causalrec.methods.networks import MatrixFactorization
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
@@ -59,27 +59,9 @@ class CausE(TorchRecommender):
         self,
         *,
         distance_weight: float = 0.1,
-        dim: int = 32,
-        lr: float = 0.01,
-        weight_decay: float = 1e-6,
-        epochs: int = 10,
-        batch_size: int = 16_384,
-        feedback: Feedback = "exposed",
-        negatives: int = 4,
-        device: str = "auto",
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            dim=dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            epochs=epochs,
-            batch_size=batch_size,
-            feedback=feedback,
-            negatives=negatives,
-            device=device,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
         self.distance_weight = distance_weight
 
     def _validate(self) -> None:

@@ -22,7 +22,7 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -101,20 +101,10 @@ class DICE(TorchRecommender):
         beta: float = 0.01,
         margin: float = 0.0,
         score_with: str = "interest",
-        dim: int = 32,
-        lr: float = 0.01,
-        weight_decay: float = 1e-6,
-        epochs: int = 10,
-        batch_size: int = 16_384,
         feedback: Feedback = "implicit",
-        negatives: int = 4,
-        device: str = "auto",
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            dim=dim, lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size,
-            feedback=feedback, negatives=negatives, device=device, seed=seed,
-        )  # fmt: skip
+        super().__init__(feedback=feedback, **kwargs)
         self.alpha, self.beta, self.margin, self.score_with = alpha, beta, margin, score_with
 
     def _validate(self) -> None:

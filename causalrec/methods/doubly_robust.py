@@ -19,13 +19,13 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.data import InteractionData
 from causalrec.methods.ips import IPSMF
 from causalrec.methods.networks import MatrixFactorization
 from causalrec.platform.errors import ConfigError
@@ -53,29 +53,9 @@ class DRJointLearning(IPSMF):
         imputation_samples: int = 4,
         propensity: str = "auto",
         propensity_floor: float | None = None,
-        dim: int = 32,
-        lr: float = 0.01,
-        weight_decay: float = 1e-6,
-        epochs: int = 10,
-        batch_size: int = 16_384,
-        feedback: Feedback = "exposed",
-        negatives: int = 4,
-        device: str = "auto",
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            propensity=propensity,
-            propensity_floor=propensity_floor,
-            dim=dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            epochs=epochs,
-            batch_size=batch_size,
-            feedback=feedback,
-            negatives=negatives,
-            device=device,
-            seed=seed,
-        )
+        super().__init__(propensity=propensity, propensity_floor=propensity_floor, **kwargs)
         self.imputation_samples = imputation_samples
 
     def _validate(self) -> None:

@@ -14,15 +14,13 @@ References:
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-import causalrec
-from causalrec.methods.base import MODEL_SCHEMA_VERSION, Recommender
+from causalrec.methods.base import Recommender
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -123,15 +121,7 @@ class GBoostRecommender(Recommender):
         directory.mkdir(parents=True, exist_ok=True)
         state = {"model": self.model_, "users": self.user_table_, "items": self.item_table_}
         (directory / "model.pkl").write_bytes(pickle.dumps(state))
-        manifest = {
-            "method": self.name,
-            "params": self.get_params(),
-            "schema_version": MODEL_SCHEMA_VERSION,
-            "n_users": self.n_users_,
-            "n_items": self.n_items_,
-            "causalrec_version": causalrec.__version__,
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        self._write_manifest(directory)
         return directory
 
     def _restore_directory(self, directory: Path) -> None:

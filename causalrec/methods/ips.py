@@ -23,14 +23,14 @@ References:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from causalrec.methods.base import TorchRecommender
-from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.data import InteractionData
 from causalrec.methods.propensity import propensities
 from causalrec.methods.robust import worst_case_weights
 from causalrec.platform.errors import ConfigError
@@ -107,27 +107,9 @@ class IPSMF(TorchRecommender):
         propensity_floor: float | None = None,
         adversarial_gamma: float = 1.0,
         augment: int = 0,
-        dim: int = 32,
-        lr: float = 0.01,
-        weight_decay: float = 1e-6,
-        epochs: int = 10,
-        batch_size: int = 16_384,
-        feedback: Feedback = "exposed",
-        negatives: int = 4,
-        device: str = "auto",
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            dim=dim,
-            lr=lr,
-            weight_decay=weight_decay,
-            epochs=epochs,
-            batch_size=batch_size,
-            feedback=feedback,
-            negatives=negatives,
-            device=device,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
         self.propensity, self.propensity_floor = propensity, propensity_floor
         self.adversarial_gamma, self.augment = adversarial_gamma, augment
 
