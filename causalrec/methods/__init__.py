@@ -4,8 +4,8 @@ Implemented so far: ``naive`` (:class:`NaiveMF`), ``ips`` (:class:`IPSMF`; Rel-M
 setting; options ``adversarial_gamma`` and ``augment``), ``snips`` (:class:`SNIPSMF`), ``dr_jl``
 (:class:`DRJointLearning`), ``mrdr`` (:class:`MoreRobustDR`), ``cause`` (:class:`CausE`),
 ``dice`` (:class:`DICE`), ``gboost`` (:class:`GBoostRecommender`) and ``causalnet``
-(:class:`CausalNet`), with :func:`make_recommender` and :func:`load_recommender`. Not built yet:
-the two-tower backbone.
+(:class:`CausalNet`), with :func:`make_recommender` and :func:`load_recommender`. Backbones:
+``mf`` (ID embeddings) and ``two_tower`` (MLPs over observed user and item features).
 """
 
 from causalrec.methods.base import (

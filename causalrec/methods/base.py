@@ -146,10 +146,12 @@ class Recommender(abc.ABC):
 class TorchRecommender(Recommender):
     """A recommender trained by mini-batch Adam on a torch scoring network.
 
-    Subclasses define :meth:`_build_network` and :meth:`_loss`. Parameters shared by every
-    torch recommender: ``dim``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``,
-    ``feedback``, ``negatives`` (implicit setting: uniform negatives per positive), ``device``
-    (``"auto"``: CUDA when torch sees it) and ``seed``.
+    Subclasses define :meth:`_loss` (or :meth:`_losses`). Parameters shared by every torch
+    recommender: ``dim``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``feedback``,
+    ``negatives`` (implicit setting: uniform negatives per positive), ``backbone`` (``mf``: ID
+    embeddings; ``two_tower``: MLPs over the observed user and item features, so the model
+    generalises to users and items it has not seen), ``device`` (``"auto"``: CUDA when torch
+    sees it) and ``seed``.
     """
 
     @classmethod
@@ -167,20 +169,30 @@ class TorchRecommender(Recommender):
         batch_size: int = 16_384,
         feedback: Feedback = "exposed",
         negatives: int = 4,
+        backbone: str = "mf",
         device: str = "auto",
         seed: int = 0,
     ):
+        self.backbone = backbone
         self.dim, self.lr, self.weight_decay = dim, lr, weight_decay
         self.epochs, self.batch_size, self.feedback = epochs, batch_size, feedback
         self.negatives, self.device, self.seed = negatives, device, seed
 
     # -- hooks --------------------------------------------------------------------------------
+    #: Backbones the method can use (methods with their own networks support ``mf`` only).
+    supported_backbones: ClassVar[tuple[str, ...]] = ("mf", "two_tower")
+
     def _build_network(
         self, n_users: int, n_items: int, generator: torch.Generator
     ) -> torch.nn.Module:
         """The scoring network (built again, empty, when a saved model is loaded)."""
-        from causalrec.methods.networks import MatrixFactorization
+        from causalrec.methods.networks import MatrixFactorization, TwoTower
 
+        if self.backbone == "two_tower":
+            users, items = self._feature_tables
+            return TwoTower(
+                torch.as_tensor(users), torch.as_tensor(items), self.dim, self.dim, generator
+            )
         return MatrixFactorization(n_users, n_items, self.dim, generator)
 
     def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
@@ -211,6 +223,11 @@ class TorchRecommender(Recommender):
                 raise ConfigError(
                     f"{name} must be {'> 0' if name == 'lr' else '>= 0'}; got {value}"
                 )
+        if self.backbone not in self.supported_backbones:
+            raise ConfigError(
+                f"{self.name} supports backbone in {list(self.supported_backbones)}; got "
+                f"{self.backbone!r}"
+            )
         if self.negatives < 1 and self.feedback == "implicit":
             raise ConfigError(
                 f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
@@ -232,6 +249,13 @@ class TorchRecommender(Recommender):
     def _fit(self, logs: LoggedFeedback):
         self._validate()
         data = InteractionData.from_logs(logs, self.feedback)
+        if self.backbone == "two_tower":
+            if data.user_features is None or data.item_features is None:
+                raise ConfigError(
+                    "backbone='two_tower' needs the log's user and item feature tables "
+                    "(users.parquet and items.parquet beside the log)"
+                )
+            self._feature_tables = (data.user_features, data.item_features)
         extra = self._prepare(logs, data)
         device = self._torch_device()
         generator = torch.Generator().manual_seed(self.seed)
@@ -341,6 +365,8 @@ class TorchRecommender(Recommender):
         return directory
 
     def _restore(self, state: dict, n_users: int, n_items: int) -> None:
+        if self.backbone == "two_tower":
+            self._feature_tables = (state["user_features"], state["item_features"])
         network = self._build_network(n_users, n_items, torch.Generator().manual_seed(0))
         network.load_state_dict(state)
         self.network_ = network.to(self._torch_device()).eval()

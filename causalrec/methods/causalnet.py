@@ -84,6 +84,7 @@ class CausalNet(TorchRecommender):
 
     name: ClassVar[str] = "causalnet"
     supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
+    supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
 
     def __init__(
         self,

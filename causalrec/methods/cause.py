@@ -54,6 +54,7 @@ class CausE(TorchRecommender):
 
     name: ClassVar[str] = "cause"
     supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
+    supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
 
     def __init__(
         self,

@@ -93,6 +93,7 @@ class DICE(TorchRecommender):
 
     name: ClassVar[str] = "dice"
     supported_feedback: ClassVar[tuple[str, ...]] = ("implicit",)
+    supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
 
     def __init__(
         self,

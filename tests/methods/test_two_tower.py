@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from causalrec.methods import load_recommender, make_recommender
+from causalrec.platform.errors import ConfigError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
+
+
+@pytest.fixture(scope="module")
+def world():
+    simulator = ConfoundedRecSimulator(
+        load_simulator_config(preset="unconfounded", n_users=800, n_items=60, latent_dim=8)
+    )
+    return simulator, generate_logs(simulator, n_rounds=40_000, seed=0)
+
+
+def top1_relevance(simulator, model, users):
+    chosen = np.argmax(model.score(users), axis=1)
+    return simulator.relevance(users)[np.arange(len(users)), chosen].mean()
+
+
+def test_two_tower_generalises_to_unseen_users(world, tmp_path):
+    simulator, logs = world
+    seen = logs.select(logs.user_id < 400)  # users 400..799 never appear in training
+    unseen = np.arange(400, 800)
+    params = dict(epochs=20, batch_size=2048, dim=16)
+    mf = make_recommender("naive", **params).fit(seen)
+    towers = make_recommender("naive", backbone="two_tower", **params).fit(seen)
+    assert top1_relevance(simulator, towers, unseen) > top1_relevance(simulator, mf, unseen) + 0.05
+    loaded = load_recommender(towers.save(tmp_path / "towers"))
+    np.testing.assert_allclose(loaded.score(unseen[:5]), towers.score(unseen[:5]), rtol=1e-6)
+
+
+def test_two_tower_bad_input(world):
+    _, logs = world
+    with pytest.raises(ConfigError, match=r"cause supports backbone in \['mf'\]; got 'two_tower'"):
+        make_recommender("cause", backbone="two_tower").fit(logs)
+    with pytest.raises(ConfigError, match="backbone in"):
+        make_recommender("ips", backbone="transformer").fit(logs)
+    bare = LoggedFeedback(
+        **{name: getattr(logs, name) for name in LoggedFeedback.ROW_FIELDS}, n_items=logs.n_items
+    )
+    with pytest.raises(ConfigError, match="needs the log's user and item feature tables"):
+        make_recommender("naive", backbone="two_tower").fit(bare)
