@@ -101,7 +101,14 @@ class Recommender(abc.ABC):
     # -- contract -----------------------------------------------------------------------------
     @abc.abstractmethod
     def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
-        """Fit on ``logs``; returns ``self``."""
+        """Fit on ``logs``; returns ``self``.
+
+        Args:
+            logs: Training log.
+            validation: Optional held-out log; its naive logistic loss on the exposed pairs is
+                recorded after every epoch in ``validation_history_`` (torch models) or once in
+                ``validation_loss_`` (others).
+        """
 
     @abc.abstractmethod
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
@@ -141,6 +148,16 @@ class Recommender(abc.ABC):
         raise ConfigError(
             f"exploration must be 'none', 'epsilon' or 'softmax'; got {exploration!r}"
         )
+
+
+def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> float:
+    """Mean logistic loss of ``network`` on the exposed pairs of ``logs``."""
+    with torch.no_grad():
+        users = torch.from_numpy(logs.user_id).to(device)
+        items = torch.from_numpy(logs.item_id).to(device)
+        labels = torch.from_numpy(logs.click.astype(np.float32)).to(device)
+        logits = network(users, items)
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
 
 
 class TorchRecommender(Recommender):
@@ -241,12 +258,10 @@ class TorchRecommender(Recommender):
     def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
         """Train for ``epochs`` epochs over shuffled mini-batches (no per-row Python loop).
 
-        On CPU the result depends only on the data and ``seed``: torch's deterministic
-        algorithms are switched on for the duration of the fit (and restored afterwards).
+        On CPU the result depends only on the data and ``seed`` (embedding gradients are summed
+        in index order). ``history_`` holds the mean training loss per epoch and, with
+        ``validation``, ``validation_history_`` the validation log's logistic loss per epoch.
         """
-        return self._fit(logs)
-
-    def _fit(self, logs: LoggedFeedback):
         self._validate()
         data = InteractionData.from_logs(logs, self.feedback)
         if self.backbone == "two_tower":
@@ -279,6 +294,7 @@ class TorchRecommender(Recommender):
         rng = np.random.default_rng(np.random.SeedSequence(self.seed))
         n = data.n_examples
         self.history_: list[float] = []
+        self.validation_history_: list[float] = []
         for epoch in range(self.epochs):
             # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
             order = torch.from_numpy(rng.permutation(n)).to(device)
@@ -304,6 +320,10 @@ class TorchRecommender(Recommender):
                 total += float(losses["main"].detach())
                 steps += 1
             self.history_.append(total / steps)
+            if validation is not None:
+                self.validation_history_.append(
+                    _validation_loss(networks["main"], validation, device)
+                )
         self.network_ = networks["main"].eval()
         self.n_users_, self.n_items_ = data.n_users, data.n_items
         self.device_ = device

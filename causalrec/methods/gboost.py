@@ -69,7 +69,10 @@ class GBoostRecommender(Recommender):
         return np.hstack([user_x, self.item_table_[items], positions[:, None]]).astype(np.float32)
 
     def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
-        """Fit the outcome model on the exposed pairs."""
+        """Fit the outcome model on the exposed pairs.
+
+        With ``validation``, ``validation_loss_`` is the model's log loss on it.
+        """
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         if self.feedback != "exposed":
@@ -93,6 +96,15 @@ class GBoostRecommender(Recommender):
             random_state=self.seed,
         ).fit(rows, logs.click)
         self.n_users_, self.n_items_ = len(self.user_table_), logs.n_items
+        if validation is not None:
+            from sklearn.metrics import log_loss
+
+            rows = self._rows(
+                validation.user_features, validation.item_id, validation.position.astype(np.float32)
+            )
+            self.validation_loss_ = float(
+                log_loss(validation.click, self.model_.predict_proba(rows)[:, 1], labels=[0, 1])
+            )
         return self
 
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:

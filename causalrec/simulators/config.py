@@ -8,8 +8,6 @@ from causalrec.platform.config import StrictConfig, load_preset, load_yaml_confi
 
 __all__ = ["SimulatorConfig", "load_simulator_config"]
 
-Probability = Field(ge=0.0, le=1.0)
-
 
 class SimulatorConfig(StrictConfig):
     """Parameters of the structural causal model behind :class:`ConfoundedRecSimulator`.

@@ -151,3 +151,17 @@ def test_augmentation_adds_pseudo_labelled_pairs(small_logs):
         make_recommender("ips", augment=-1).fit(small_logs)
     with pytest.raises(ConfigError, match="exposed setting only"):
         make_recommender("ips", augment=2, feedback="implicit").fit(small_logs)
+
+
+def test_validation_loss_is_tracked(small_simulator, small_logs):
+    validation = generate_logs(small_simulator, n_rounds=2_000, seed=9)
+    model = make_recommender("naive", epochs=4, batch_size=1000, lr=0.05).fit(
+        small_logs, validation=validation
+    )
+    assert len(model.validation_history_) == 4
+    # The last entry is the final model's logistic loss on the validation log.
+    p = model.score(validation.user_id)[np.arange(validation.n_rows), validation.item_id]
+    expected = -np.mean(validation.click * np.log(p) + (1 - validation.click) * np.log(1 - p))
+    assert model.validation_history_[-1] == pytest.approx(expected, rel=1e-4)
+    boosted = make_recommender("gboost", max_iter=20).fit(small_logs, validation=validation)
+    assert 0 < boosted.validation_loss_ < np.log(2)
