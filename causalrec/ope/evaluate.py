@@ -115,7 +115,8 @@ def round_inputs(
     seen[logs.item_id, logs.position] = True
     pi_logged, unsupported = np.empty(n), np.empty(n)
     q_factual = q_policy = None
-    x = logs.user_features.astype(np.float64)
+    # Reward-model features, converted only when a reward model will look at them.
+    x = logs.user_features.astype(np.float64) if reward_model is not None else None
 
     shown = policy.deterministic_slates(logs.user_id)
 

@@ -6,6 +6,7 @@ container validates lengths, dtypes and value ranges once, at construction.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -129,14 +130,8 @@ class LoggedFeedback:
 
     def select(self, mask: np.ndarray) -> LoggedFeedback:
         """Rows where ``mask`` (boolean, shape (n_rows,)) is true, or the rows indexed by it."""
-        values = {name: getattr(self, name)[mask] for name in self.ROW_FIELDS}
-        return LoggedFeedback(
-            **values,
-            n_items=self.n_items,
-            slate_size=self.slate_size,
-            user_table=self.user_table,
-            item_table=self.item_table,
-            metadata=self.metadata,
+        return dataclasses.replace(
+            self, **{name: getattr(self, name)[mask] for name in self.ROW_FIELDS}
         )
 
     @classmethod
@@ -144,15 +139,7 @@ class LoggedFeedback:
         """Concatenate logs of the same catalogue; tables and metadata come from the first."""
         if not parts:
             raise DataError("concat needs at least one LoggedFeedback")
-        first = parts[0]
         values = {
             name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.ROW_FIELDS
         }
-        return cls(
-            **values,
-            n_items=first.n_items,
-            slate_size=first.slate_size,
-            user_table=first.user_table,
-            item_table=first.item_table,
-            metadata=first.metadata,
-        )
+        return dataclasses.replace(parts[0], **values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,12 +157,9 @@ def generate_logs(
     chunks = list(
         iter_log_chunks(simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction)
     )
-    log = LoggedFeedback.concat(chunks)
-    return LoggedFeedback(
-        **{name: getattr(log, name) for name in LoggedFeedback.ROW_FIELDS},
-        n_items=log.n_items,
-        slate_size=log.slate_size,
-        user_table=simulator.user_features.astype(np.float32),
+    return dataclasses.replace(
+        LoggedFeedback.concat(chunks),
+        user_table=simulator.user_features_f32.copy(),
         item_table=simulator.item_features.astype(np.float32),
         metadata=metadata,
     )
