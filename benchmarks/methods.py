@@ -8,7 +8,8 @@ Usage::
 For each preset and seed a log is simulated (with a 5% uniform-exposure slice, which CausE
 needs), every method is trained in every feedback setting it supports, and the exact value of
 its top-1 policy is computed. Prints a Markdown table of mean ± sd over seeds with the logging
-policy's and the oracle's values, and writes ``methods.csv`` (one row per fit).
+policy's and the oracle's values, and writes ``methods.csv`` (one row per fit, rewritten after
+every fit so an interrupted run keeps what it measured; ``--table-only`` re-renders it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PRESETS = ("confounded", "unconfounded", "hidden_confounding", "popularity_bias"
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
+    """Train every method on every preset and seed; append each fit to ``args.out`` as it ends."""
     rows = []
     for preset in args.presets.split(","):
         overrides = {k: v for k, v in (("n_users", args.n_users), ("n_items", args.n_items)) if v}
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                              regret=oracle - value, logging=logging_value, oracle=oracle,
                              seconds=time.perf_counter() - start)
                     )  # fmt: skip
+                    pd.DataFrame(rows).to_csv(args.out, index=False)
                     print(
                         f"{preset:>18} {setting:>8} {name:>9} seed {seed}: {value:.4f}", flush=True
                     )
@@ -90,9 +93,11 @@ def main() -> None:
     parser.add_argument("--n-items", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", default="methods.csv")
+    parser.add_argument(
+        "--table-only", action="store_true", help="print the table of an existing --out CSV"
+    )
     args = parser.parse_args()
-    frame = run(args)
-    frame.to_csv(args.out, index=False)
+    frame = pd.read_csv(args.out) if args.table_only else run(args)
     print(markdown(frame))
 
 

@@ -9,9 +9,11 @@ saves to a directory of weights plus a JSON manifest (:meth:`save`, :func:`load_
 from __future__ import annotations
 
 import abc
+import copy
 import inspect
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -109,6 +111,32 @@ class Recommender(abc.ABC):
                 recorded after every epoch in ``validation_history_`` (torch models) or once in
                 ``validation_loss_`` (others).
         """
+
+    def fit_epochs(
+        self,
+        logs: LoggedFeedback,
+        *,
+        validation: LoggedFeedback | None = None,
+        state: dict | None = None,
+    ) -> Iterator[int]:
+        """Fit epoch by epoch, yielding the number of epochs done after each one.
+
+        After every yield the model is usable (:meth:`score`, :meth:`policy`, :meth:`save`) and
+        :meth:`training_state` returns what :meth:`fit_epochs` needs to resume from there, so a
+        tuner can report, checkpoint and stop between epochs. Models without epochs (e.g.
+        gradient boosting) fit in one step and yield once; they ignore ``state``.
+
+        Args:
+            logs: Training log.
+            validation: Optional held-out log (see :meth:`fit`).
+            state: A :meth:`training_state` of an earlier run on the same log and parameters.
+        """
+        self.fit(logs, validation=validation)
+        yield 1
+
+    def training_state(self) -> dict | None:
+        """A resumable snapshot of training (``None`` for models trained in one step)."""
+        return None
 
     @abc.abstractmethod
     def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
@@ -262,6 +290,23 @@ class TorchRecommender(Recommender):
         in index order). ``history_`` holds the mean training loss per epoch and, with
         ``validation``, ``validation_history_`` the validation log's logistic loss per epoch.
         """
+        for _ in self.fit_epochs(logs, validation=validation):
+            pass
+        return self
+
+    def fit_epochs(
+        self,
+        logs: LoggedFeedback,
+        *,
+        validation: LoggedFeedback | None = None,
+        state: dict | None = None,
+    ) -> Iterator[int]:
+        """Train epoch by epoch (see :meth:`Recommender.fit_epochs`).
+
+        Resuming from a :meth:`training_state` restores the networks, the Adam moments and the
+        random stream, so on CPU an interrupted and resumed run ends with the same weights as
+        an uninterrupted one.
+        """
         self._validate()
         data = InteractionData.from_logs(logs, self.feedback)
         if self.backbone == "two_tower":
@@ -292,10 +337,15 @@ class TorchRecommender(Recommender):
             },
         }
         rng = np.random.default_rng(np.random.SeedSequence(self.seed))
-        n = data.n_examples
         self.history_: list[float] = []
         self.validation_history_: list[float] = []
-        for epoch in range(self.epochs):
+        first_epoch = 0
+        if state is not None:
+            first_epoch = self._load_training_state(state, networks, optimizers, rng)
+        n = data.n_examples
+        for epoch in range(first_epoch, self.epochs):
+            for network in networks.values():
+                network.train()
             # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
             order = torch.from_numpy(rng.permutation(n)).to(device)
             shuffled = {key: value[order] for key, value in tensors.items()}
@@ -324,10 +374,43 @@ class TorchRecommender(Recommender):
                 self.validation_history_.append(
                     _validation_loss(networks["main"], validation, device)
                 )
-        self.network_ = networks["main"].eval()
-        self.n_users_, self.n_items_ = data.n_users, data.n_items
-        self.device_ = device
-        return self
+            self.network_ = networks["main"].eval()
+            self.n_users_, self.n_items_, self.device_ = data.n_users, data.n_items, device
+            self._snapshot = (epoch + 1, networks, optimizers, rng)
+            yield epoch + 1
+
+    def training_state(self) -> dict | None:
+        """Networks, optimizer moments, random stream and histories after the last epoch.
+
+        A deep copy: training on, or resuming another model from it, leaves it unchanged.
+        """
+        if not hasattr(self, "_snapshot"):
+            return None
+        epoch, networks, optimizers, rng = self._snapshot
+        state = {
+            "epoch": epoch,
+            "networks": {name: module.state_dict() for name, module in networks.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "rng": rng.bit_generator.state,
+            "history": list(self.history_),
+            "validation_history": list(self.validation_history_),
+        }
+        return copy.deepcopy(state)
+
+    def _load_training_state(self, state: dict, networks, optimizers, rng) -> int:
+        """Restore a :meth:`training_state`; returns the number of epochs it had done."""
+        if set(state.get("networks", {})) != set(networks):
+            raise ConfigError(
+                f"training state holds networks {sorted(state.get('networks', {}))}; "
+                f"{self.name} trains {sorted(networks)}"
+            )
+        for name, module in networks.items():
+            module.load_state_dict(state["networks"][name])
+            optimizers[name].load_state_dict(state["optimizers"][name])
+        rng.bit_generator.state = state["rng"]
+        self.history_ = list(state["history"])
+        self.validation_history_ = list(state["validation_history"])
+        return int(state["epoch"])
 
     def _build_networks(
         self, data: InteractionData, generator: torch.Generator

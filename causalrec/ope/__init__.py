@@ -4,12 +4,13 @@ Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions):
 :class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and
 for slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`,
 :class:`SlateRewardInteractionIPS`. High level: :func:`evaluate` (a log and a policy in, one row
-per estimator with interval and diagnostics out), cross-fitted reward models
+per estimator with interval and diagnostics out), :class:`OfflineEvaluator` (many policies on one
+log, reward models fitted once), cross-fitted reward models
 (:class:`RewardModelConfig`), policy specs (:func:`resolve_policy`, :class:`EmpiricalPolicy`).
 """
 
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
-from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OverlapWarning, evaluate
+from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning, evaluate
 from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
 from causalrec.ope.policy_spec import EmpiricalPolicy, resolve_policy
 from causalrec.ope.registry import ESTIMATORS, parse_estimator, parse_estimators
@@ -32,6 +33,7 @@ __all__ = [
     "DRos",
     "EmpiricalPolicy",
     "OffPolicyEstimator",
+    "OfflineEvaluator",
     "OverlapWarning",
     "RewardModelConfig",
     "RoundInputs",

@@ -30,7 +30,15 @@ from causalrec.platform.errors import CausalRecError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy
 
-__all__ = ["DEFAULT_ESTIMATORS", "OverlapWarning", "RoundDiagnostics", "evaluate", "round_inputs"]
+__all__ = [
+    "DEFAULT_ESTIMATORS",
+    "CrossFittedRewardModel",
+    "OfflineEvaluator",
+    "OverlapWarning",
+    "RoundDiagnostics",
+    "evaluate",
+    "round_inputs",
+]
 
 #: Estimators of :func:`evaluate` when none are given (slate estimators are added for K > 1).
 DEFAULT_ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr:tau=100", "dros:lambda_=100")
@@ -98,25 +106,65 @@ def _feature_space(logs: LoggedFeedback) -> FeatureSpace:
     )
 
 
+@dataclass(frozen=True)
+class CrossFittedRewardModel:
+    """Reward models fitted once on a log, fold by fold, so each row is predicted out of fold.
+
+    Attributes:
+        config: The reward-model configuration.
+        folds: Fold of each row of the log, shape (n_rows,).
+        models: One fitted model per fold, trained on the other folds' rows.
+        features: Reward-model features of each row, shape (n_rows, d_user), float64.
+    """
+
+    config: RewardModelConfig
+    folds: np.ndarray
+    models: tuple
+    features: np.ndarray
+
+    @classmethod
+    def fit(cls, logs: LoggedFeedback, config: RewardModelConfig) -> CrossFittedRewardModel:
+        """Fit ``config.n_folds`` models on ``logs`` (Chernozhukov et al. 2018 cross-fitting)."""
+        x = logs.user_features.astype(np.float64)
+        folds = fold_ids(logs.round_id, config.n_folds, config.seed)
+        space = _feature_space(logs)
+        reward = logs.click.astype(np.float64)
+        models = []
+        for fold in range(config.n_folds):
+            train = folds != fold
+            models.append(
+                make_reward_model(space, config).fit(
+                    x[train], logs.item_id[train], logs.position[train], reward[train]
+                )
+            )
+        return cls(config=config, folds=folds, models=tuple(models), features=x)
+
+
 def round_inputs(
     logs: LoggedFeedback,
     policy: Policy,
     *,
     pscore: np.ndarray,
-    reward_model: RewardModelConfig | None,
+    reward_model: RewardModelConfig | CrossFittedRewardModel | None,
 ) -> tuple[RoundInputs, RoundDiagnostics]:
-    """Per-round inputs of the standard estimators and overlap diagnostics, chunk by chunk."""
+    """Per-round inputs of the standard estimators and overlap diagnostics, chunk by chunk.
+
+    ``reward_model`` is a configuration (models are fitted here), reward models already fitted
+    on ``logs`` (:class:`CrossFittedRewardModel`, to evaluate many policies on one log), or
+    ``None`` (no direct-method part).
+    """
     if policy.n_items != logs.n_items:
         raise DataError(f"policy has n_items={policy.n_items}; the log has {logs.n_items}")
     if policy.slate_size < logs.slate_size:
         raise DataError(f"policy has slate_size={policy.slate_size}; the log has {logs.slate_size}")
+    if isinstance(reward_model, RewardModelConfig):
+        reward_model = CrossFittedRewardModel.fit(logs, reward_model)
     n = logs.n_rows
     seen = np.zeros((logs.n_items, logs.slate_size), dtype=bool)
     seen[logs.item_id, logs.position] = True
     pi_logged, unsupported = np.empty(n), np.empty(n)
     q_factual = q_policy = None
-    # Reward-model features, converted only when a reward model will look at them.
-    x = logs.user_features.astype(np.float64) if reward_model is not None else None
+    x = reward_model.features if reward_model is not None else None
 
     shown = policy.deterministic_slates(logs.user_id)
 
@@ -148,15 +196,8 @@ def round_inputs(
         process(np.arange(n), None)
     else:
         q_factual, q_policy = np.empty(n), np.empty(n)
-        folds = fold_ids(logs.round_id, reward_model.n_folds, reward_model.seed)
-        space = _feature_space(logs)
-        reward = logs.click.astype(np.float64)
-        for fold in range(reward_model.n_folds):
-            train = folds != fold
-            model = make_reward_model(space, reward_model).fit(
-                x[train], logs.item_id[train], logs.position[train], reward[train]
-            )
-            process(np.flatnonzero(~train), model)
+        for fold, model in enumerate(reward_model.models):
+            process(np.flatnonzero(reward_model.folds == fold), model)
     weight = pi_logged / pscore
     inputs = RoundInputs(
         reward=logs.click.astype(np.float64),
@@ -249,80 +290,144 @@ def evaluate(
         ``unsupported_mass``, ``pscore`` (``logged`` or how it was estimated), ``reward_model``,
         ``n_rows`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
     """
-    if estimators is None:
-        specs = list(DEFAULT_ESTIMATORS)
-        if logs.slate_size > 1 and _has_complete_slates(logs):
-            specs += SLATE_ESTIMATORS
-        estimators = parse_estimators(specs)
-    else:
-        if isinstance(estimators, str):
-            estimators = parse_estimators(estimators)
-        estimators = [e if not isinstance(e, str) else parse_estimators([e])[0] for e in estimators]
-    config = _reward_model_config(reward_model)
-    if config is None:
-        dropped = [e.name for e in estimators if getattr(e, "needs_q_hat", False)]
-        if dropped and len(dropped) == len(estimators):
-            raise DataError(f"estimators {dropped} need a reward model; reward_model is None")
-        estimators = [e for e in estimators if not getattr(e, "needs_q_hat", False)]
-    needs_model = any(getattr(e, "needs_q_hat", False) for e in estimators)
-
-    pscore_source = "logged"
-    pscore = logs.pscore
-    if np.isnan(pscore).all():
-        pscore = propensity.estimate_pscore(logs)
-        pscore_source = propensity.METHOD
-    elif np.isnan(pscore).any():
-        row = int(np.flatnonzero(np.isnan(pscore))[0])
-        raise DataError(f"pscore is missing for some rows (first at row {row}); fill or drop them")
-
-    inputs, diagnostics = round_inputs(
-        logs, policy, pscore=pscore, reward_model=config if needs_model else None
+    evaluator = OfflineEvaluator(logs, estimators, reward_model=reward_model)
+    return evaluator.evaluate(
+        policy, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=seed
     )
-    records = []
-    for estimator in estimators:
-        try:
-            if isinstance(estimator, SlateEstimator):
-                logging, evaluation = _slate_pscores(logs, policy, estimator)
-                arrays = dict(
-                    reward=logs.click,
-                    slate_id=logs.round_id,
-                    position=logs.position,
-                    pscore=logging,
-                    evaluation_pscore=evaluation,
-                )
-                value = estimator.estimate(**arrays)
-                low, high = estimator.interval(
-                    **arrays, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
-                )
-                unit, clipped = "slate", float(np.mean(evaluation / logging > estimator.clip))
-            else:
-                assert isinstance(estimator, OffPolicyEstimator)
-                value = estimator.estimate_from_inputs(inputs)
-                low, high = estimator.interval_from_inputs(
-                    inputs, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
-                )
-                unit, clipped = "impression", estimator.clipped_share(inputs)
-        except CausalRecError as exc:
-            raise type(exc)(f"{estimator.name}: {exc}") from None
-        records.append(
-            {
-                "estimator": repr(estimator),
-                "estimate": value,
-                "low": low,
-                "high": high,
-                "unit": unit,
-                "ess": diagnostics.ess,
-                "ess_share": diagnostics.ess_share,
-                "max_weight": diagnostics.max_weight,
-                "mean_weight": diagnostics.mean_weight,
-                "clipped_share": clipped,
-                "unsupported_mass": diagnostics.unsupported_mass,
-                "pscore": pscore_source,
-                "reward_model": config.kind if (config and needs_model) else "none",
-                "n_rows": logs.n_rows,
-                "warning": diagnostics.warning,
-            }
+
+
+class OfflineEvaluator:
+    """Evaluates many policies on one log, preparing what they share once.
+
+    The propensities (logged or estimated) and the cross-fitted reward models depend on the log
+    only, so a search that scores hundreds of candidate policies, or a server that evaluates
+    one request after another, fits them once (lazily, on the first evaluation that needs them,
+    or eagerly with :meth:`prepare`). The evaluator pickles with its fitted models, so it can be
+    put in Ray's object store and shared by workers.
+
+    Args:
+        logs: Logged feedback (clicks are the reward).
+        estimators: As :func:`evaluate`.
+        reward_model: As :func:`evaluate`.
+    """
+
+    def __init__(
+        self,
+        logs: LoggedFeedback,
+        estimators: str | Sequence[str | Estimator] | None = None,
+        *,
+        reward_model: str | RewardModelConfig | dict | None = "logistic",
+    ):
+        if estimators is None:
+            specs = list(DEFAULT_ESTIMATORS)
+            if logs.slate_size > 1 and _has_complete_slates(logs):
+                specs += SLATE_ESTIMATORS
+            estimators = parse_estimators(specs)
+        else:
+            if isinstance(estimators, str):
+                estimators = parse_estimators(estimators)
+            estimators = [
+                e if not isinstance(e, str) else parse_estimators([e])[0] for e in estimators
+            ]
+        config = _reward_model_config(reward_model)
+        if config is None:
+            dropped = [e.name for e in estimators if getattr(e, "needs_q_hat", False)]
+            if dropped and len(dropped) == len(estimators):
+                raise DataError(f"estimators {dropped} need a reward model; reward_model is None")
+            estimators = [e for e in estimators if not getattr(e, "needs_q_hat", False)]
+        self.logs, self.estimators = logs, list(estimators)
+        needs_model = any(getattr(e, "needs_q_hat", False) for e in self.estimators)
+        self.reward_model_config = config if needs_model else None
+        self.pscore_source = "logged"
+        self.pscore = logs.pscore
+        if np.isnan(self.pscore).all():
+            self.pscore = propensity.estimate_pscore(logs)
+            self.pscore_source = propensity.METHOD
+        elif np.isnan(self.pscore).any():
+            row = int(np.flatnonzero(np.isnan(self.pscore))[0])
+            raise DataError(
+                f"pscore is missing for some rows (first at row {row}); fill or drop them"
+            )
+        self._fitted: CrossFittedRewardModel | None = None
+
+    def prepare(self) -> OfflineEvaluator:
+        """Fit the cross-fitted reward models now (if an estimator needs them); returns self."""
+        if self.reward_model_config is not None and self._fitted is None:
+            self._fitted = CrossFittedRewardModel.fit(self.logs, self.reward_model_config)
+        return self
+
+    def evaluate(
+        self,
+        policy: Policy,
+        *,
+        alpha: float = 0.05,
+        interval: str = "normal",
+        n_bootstrap: int = 1000,
+        seed: int | None = 0,
+        warn: bool = True,
+    ) -> pd.DataFrame:
+        """Estimates of ``policy``'s value: one row per estimator (columns as :func:`evaluate`).
+
+        Args:
+            policy: The target policy.
+            alpha: 1 - confidence level of the intervals.
+            interval: ``"normal"`` or ``"bootstrap"``.
+            n_bootstrap: Bootstrap replicates.
+            seed: Seed of the bootstrap.
+            warn: Emit an :class:`OverlapWarning` when overlap is poor (the ``warning`` column
+                says it either way).
+        """
+        logs = self.logs
+        self.prepare()
+        inputs, diagnostics = round_inputs(
+            logs, policy, pscore=self.pscore, reward_model=self._fitted
         )
-    if diagnostics.warning:
-        warnings.warn(f"{policy.name}: {diagnostics.warning}", OverlapWarning, stacklevel=2)
-    return pd.DataFrame.from_records(records)
+        config = self.reward_model_config
+        records = []
+        for estimator in self.estimators:
+            try:
+                if isinstance(estimator, SlateEstimator):
+                    logging, evaluation = _slate_pscores(logs, policy, estimator)
+                    arrays = dict(
+                        reward=logs.click,
+                        slate_id=logs.round_id,
+                        position=logs.position,
+                        pscore=logging,
+                        evaluation_pscore=evaluation,
+                    )
+                    value = estimator.estimate(**arrays)
+                    low, high = estimator.interval(
+                        **arrays, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
+                    )
+                    unit, clipped = "slate", float(np.mean(evaluation / logging > estimator.clip))
+                else:
+                    assert isinstance(estimator, OffPolicyEstimator)
+                    value = estimator.estimate_from_inputs(inputs)
+                    low, high = estimator.interval_from_inputs(
+                        inputs, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
+                    )
+                    unit, clipped = "impression", estimator.clipped_share(inputs)
+            except CausalRecError as exc:
+                raise type(exc)(f"{estimator.name}: {exc}") from None
+            records.append(
+                {
+                    "estimator": repr(estimator),
+                    "estimate": value,
+                    "low": low,
+                    "high": high,
+                    "unit": unit,
+                    "ess": diagnostics.ess,
+                    "ess_share": diagnostics.ess_share,
+                    "max_weight": diagnostics.max_weight,
+                    "mean_weight": diagnostics.mean_weight,
+                    "clipped_share": clipped,
+                    "unsupported_mass": diagnostics.unsupported_mass,
+                    "pscore": self.pscore_source,
+                    "reward_model": config.kind if config else "none",
+                    "n_rows": logs.n_rows,
+                    "warning": diagnostics.warning,
+                }
+            )
+        if warn and diagnostics.warning:
+            warnings.warn(f"{policy.name}: {diagnostics.warning}", OverlapWarning, stacklevel=2)
+        return pd.DataFrame.from_records(records)

@@ -165,3 +165,29 @@ def test_validation_loss_is_tracked(small_simulator, small_logs):
     assert model.validation_history_[-1] == pytest.approx(expected, rel=1e-4)
     boosted = make_recommender("gboost", max_iter=20).fit(small_logs, validation=validation)
     assert 0 < boosted.validation_loss_ < np.log(2)
+
+
+@pytest.mark.parametrize("method", ["ips", "dr_jl"])
+def test_resumed_training_matches_uninterrupted_training(small_logs, method):
+    params = dict(epochs=4, batch_size=1024, seed=3, device="cpu")
+    reference = make_recommender(method, **params).fit(small_logs)
+    first = make_recommender(method, **params)
+    epochs = first.fit_epochs(small_logs)
+    assert [next(epochs), next(epochs)] == [1, 2]
+    state = first.training_state()
+    resumed = make_recommender(method, **params)
+    assert list(resumed.fit_epochs(small_logs, state=state)) == [3, 4]
+    assert resumed.history_ == reference.history_
+    users = np.arange(50)
+    np.testing.assert_array_equal(resumed.score(users), reference.score(users))
+    # The first run, continued, reaches the same weights too.
+    assert list(epochs) == [3, 4]
+    np.testing.assert_array_equal(first.score(users), reference.score(users))
+
+
+def test_training_state_of_another_method_is_rejected(small_logs):
+    model = make_recommender("dr_jl", epochs=1, device="cpu")
+    source = make_recommender("ips", epochs=1, device="cpu").fit(small_logs)
+    state = source.training_state()
+    with pytest.raises(ConfigError, match="networks"):
+        list(model.fit_epochs(small_logs, state=state))
