@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "causalrec.platform.data_cli",
     "causalrec.ope.cli",
     "causalrec.methods.cli",
+    "causalrec.tuning.cli",
 )
 
 

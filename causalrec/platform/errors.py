@@ -14,6 +14,7 @@ __all__ = [
     "InvalidActionError",
     "LogFormatError",
     "OutputExistsError",
+    "SearchInterruptedError",
     "UnknownNameError",
 ]
 
@@ -47,3 +48,7 @@ class OutputExistsError(CausalRecError, FileExistsError):
 
 class LogFormatError(CausalRecError, OSError):
     """A log file is missing, truncated, corrupt or has an unexpected schema (names the file)."""
+
+
+class SearchInterruptedError(CausalRecError):
+    """A search's driver was stopped mid-sweep; its saved experiment state can be resumed."""

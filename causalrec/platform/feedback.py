@@ -7,6 +7,7 @@ container validates lengths, dtypes and value ranges once, at construction.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -120,6 +121,16 @@ class LoggedFeedback:
 
     def __len__(self) -> int:
         return self.n_rows
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the rows, catalogue and slate size: which data a model saw.
+
+        Two logs with the same fingerprint hold the same impressions in the same order.
+        """
+        digest = hashlib.sha256(f"{self.n_items}:{self.slate_size}:{self.n_rows}".encode())
+        for name in ("round_id", "user_id", "position", "item_id", "click", "pscore"):
+            digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+        return digest.hexdigest()[:16]
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per impression; user features as columns ``user_feature_0..``."""

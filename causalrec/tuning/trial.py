@@ -1,0 +1,168 @@
+"""One trial of a search: train a method epoch by epoch, measure it, report and checkpoint.
+
+:func:`run_trial` is the Ray Tune function trainable. Everything it needs arrives once through
+Ray's object store in a :class:`TrialContext` (``tune.with_parameters``): the training split of
+the log, an :class:`~causalrec.ope.OfflineEvaluator` whose reward models were fitted on the
+validation split in the driver, and the simulator's config when the log is simulated. Trials never
+read Parquet.
+
+After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
+split, with a 95% interval), ``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
+otherwise), the cumulative ``train_seconds`` and ``eval_seconds``, and a checkpoint holding the
+model in the Recommender save format plus its resumable training state. A retried or resumed
+trial continues from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from causalrec.methods.base import Recommender
+from causalrec.ope.evaluate import OfflineEvaluator
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.tuning.space import trial_params
+
+__all__ = ["MODEL_SUBDIR", "TrialContext", "TrialMeasurement", "measure", "run_trial"]
+
+#: Where a checkpoint (and ``best/``) keeps the model in the Recommender save format.
+MODEL_SUBDIR = "model"
+_STATE_FILE = "training_state.pt"
+_PROGRESS_FILE = "progress.json"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial shares, put in Ray's object store once.
+
+    Attributes:
+        train: Training split of the log.
+        evaluator: DR evaluator of the validation split (reward models already fitted).
+        simulator_config: The simulator behind the log (``None`` for real logs).
+        oracle_value: Exact value of the best top-k policy (``None`` for real logs).
+        k: Slate size of the evaluated policy.
+        registry: Recommender classes by method name.
+        cpus_per_trial: CPUs Ray reserved per trial (the torch thread count).
+    """
+
+    train: LoggedFeedback
+    evaluator: OfflineEvaluator
+    simulator_config: dict | None
+    oracle_value: float | None
+    k: int
+    registry: Mapping[str, type[Recommender]]
+    cpus_per_trial: float
+
+
+@dataclass(frozen=True)
+class TrialMeasurement:
+    """A model's metrics after an epoch (NaN where the log cannot provide them)."""
+
+    ope_dr: float
+    ope_dr_low: float
+    ope_dr_high: float
+    ground_truth: float
+    regret: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Metrics by name."""
+        return dict(self.__dict__)
+
+
+def measure(model: Recommender, context: TrialContext, simulator=None) -> TrialMeasurement:
+    """DR estimate on the validation split and, with a simulator, the exact value and regret."""
+    policy = model.policy(context.k)
+    dr = context.evaluator.evaluate(policy, warn=False).iloc[0]
+    truth = regret = math.nan
+    if simulator is not None:
+        truth = float(simulator.policy_value(policy))
+        regret = float(context.oracle_value - truth)
+    return TrialMeasurement(
+        ope_dr=float(dr["estimate"]),
+        ope_dr_low=float(dr["low"]),
+        ope_dr_high=float(dr["high"]),
+        ground_truth=truth,
+        regret=regret,
+    )
+
+
+def _device() -> str:
+    import ray
+
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    return "cuda" if gpu_ids and torch.cuda.is_available() else "cpu"
+
+
+def _restore(checkpoint) -> tuple[dict | None, dict[str, Any]]:
+    """Training state and progress counters of a Tune checkpoint (or nothing)."""
+    if checkpoint is None:
+        return None, {}
+    with checkpoint.as_directory() as directory:
+        directory = Path(directory)
+        progress = json.loads((directory / _PROGRESS_FILE).read_text())
+        state_path = directory / _STATE_FILE
+        state = torch.load(state_path, weights_only=True) if state_path.exists() else None
+    return state, progress
+
+
+def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    """Ray Tune function trainable (see the module docstring)."""
+    from ray import tune
+
+    from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig
+
+    torch.set_num_threads(max(1, int(context.cpus_per_trial)))
+    method, params = trial_params(config)
+    cls = context.registry[method]
+    if "device" in cls.param_names():
+        params["device"] = _device()
+    model = cls(**params)
+    state, progress = _restore(tune.get_checkpoint())
+    simulator = None
+    if context.simulator_config is not None:
+        simulator = ConfoundedRecSimulator(
+            SimulatorConfig.from_dict(context.simulator_config, source="log metadata")
+        )
+    train_seconds = float(progress.get("train_seconds", 0.0))
+    eval_seconds = float(progress.get("eval_seconds", 0.0))
+    restarts = int(progress.get("restarts", -1)) + 1
+    clock = time.perf_counter()
+    for epoch in model.fit_epochs(context.train, state=state):
+        now = time.perf_counter()
+        train_seconds += now - clock
+        metrics = measure(model, context, simulator).to_dict()
+        eval_seconds += time.perf_counter() - now
+        counters = {
+            "epoch": epoch,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "restarts": restarts,
+        }
+        with tempfile.TemporaryDirectory() as staging:
+            staging = Path(staging)
+            model.save(staging / MODEL_SUBDIR)
+            training_state = model.training_state()
+            if training_state is not None:
+                torch.save(training_state, staging / _STATE_FILE)
+            (staging / _PROGRESS_FILE).write_text(json.dumps(counters))
+            tune.report(
+                {**metrics, **counters, "method": method},
+                checkpoint=tune.Checkpoint.from_directory(str(staging)),
+            )
+        clock = time.perf_counter()
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python ones (for JSON and Parquet)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
