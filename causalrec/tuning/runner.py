@@ -289,6 +289,7 @@ def _results_frame(grid, registry) -> tuple[pd.DataFrame, dict[str, Any]]:
                 "eval_seconds": float(metrics.get("eval_seconds", math.nan)),
                 "restarts": int(metrics.get("restarts", 0)),
                 "finished_at": float(metrics.get("timestamp", math.nan)),
+                "device": str(metrics.get("device", "")),
                 "status": status,
                 "error": "" if result.error is None else str(result.error).splitlines()[0][:500],
             }

@@ -8,7 +8,8 @@ read Parquet.
 
 After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
 split, with a 95% interval), ``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
-otherwise), the cumulative ``train_seconds`` and ``eval_seconds``, and a checkpoint holding the
+otherwise), the cumulative ``train_seconds`` and ``eval_seconds``, the torch ``device`` it trained
+on (``cuda`` when Ray assigned it a GPU), and a checkpoint holding the
 model in the Recommender save format plus its resumable training state. A retried or resumed
 trial continues from that checkpoint.
 """
@@ -24,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from causalrec.methods.base import Recommender
@@ -126,6 +126,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     if "device" in cls.param_names():
         params["device"] = _device()
     model = cls(**params)
+    device = params.get("device", "cpu")
     state, progress = _restore(tune.get_checkpoint())
     simulator = None
     if context.simulator_config is not None:
@@ -155,14 +156,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
                 torch.save(training_state, staging / _STATE_FILE)
             (staging / _PROGRESS_FILE).write_text(json.dumps(counters))
             tune.report(
-                {**metrics, **counters, "method": method},
+                {**metrics, **counters, "method": method, "device": device},
                 checkpoint=tune.Checkpoint.from_directory(str(staging)),
             )
         clock = time.perf_counter()
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with numpy scalars turned into Python ones (for JSON and Parquet)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
