@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         simulator = ConfoundedRecSimulator(load_simulator_config(preset=preset, **overrides))
         logging_value = simulator.policy_value(simulator.logging_policy())
         oracle = simulator.oracle_value()
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             logs = generate_logs(simulator, n_rounds=args.rounds, seed=seed, uniform_fraction=0.05)
             for name in args.methods.split(","):
                 cls = RECOMMENDERS[name]
@@ -88,16 +88,23 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(RECOMMENDERS))
     parser.add_argument("--settings", default="exposed,implicit")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="to add seeds to a run")
     parser.add_argument("--rounds", type=int, default=1_000_000)
     parser.add_argument("--n-users", type=int, default=None)
     parser.add_argument("--n-items", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", default="methods.csv")
     parser.add_argument(
-        "--table-only", action="store_true", help="print the table of an existing --out CSV"
+        "--table-only",
+        action="store_true",
+        help="print the table of existing --out CSVs (comma-separated)",
     )
     args = parser.parse_args()
-    frame = pd.read_csv(args.out) if args.table_only else run(args)
+    frame = (
+        pd.concat([pd.read_csv(path) for path in args.out.split(",")])
+        if args.table_only
+        else run(args)
+    )
     print(markdown(frame))
 
 

@@ -20,6 +20,8 @@ from causalrec.tuning import TuningConfig, tune_recommenders
 
 from . import flaky
 
+pytestmark = pytest.mark.ray
+
 
 @pytest.fixture(scope="module")
 def logs(small_simulator):
