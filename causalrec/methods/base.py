@@ -188,6 +188,17 @@ def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> 
         return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
 
 
+def _tensor(array: np.ndarray, device) -> torch.Tensor:
+    """``array`` on ``device`` without a copy where possible.
+
+    Read-only arrays (from Parquet or Ray's object store) are copied: torch tensors must be
+    writable.
+    """
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
 class TorchRecommender(Recommender):
     """A recommender trained by mini-batch Adam on a torch scoring network.
 
@@ -328,11 +339,11 @@ class TorchRecommender(Recommender):
             for name, module in networks.items()
         }
         tensors = {
-            "users": torch.from_numpy(data.users).to(device),
-            "items": torch.from_numpy(data.items).to(device),
-            "labels": torch.from_numpy(data.labels).to(device),
+            "users": _tensor(data.users, device),
+            "items": _tensor(data.items, device),
+            "labels": _tensor(data.labels, device),
             **{
-                key: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
+                key: _tensor(np.ascontiguousarray(v, dtype=np.float32), device)
                 for key, v in extra.items()
             },
         }

@@ -35,7 +35,9 @@ from causalrec.platform.feedback import LoggedFeedback
 __all__ = [
     "LogWriter",
     "atomic_output_dir",
+    "read_item_features",
     "read_logs",
+    "read_user_features",
     "write_json_atomic",
     "write_table_atomic",
 ]
@@ -308,6 +310,18 @@ def _decode_strings(chunk: pa.Array) -> np.ndarray:
 
 def _read_feature_table(path: Path) -> pa.Table | None:
     return _read_parquet(path) if path.is_file() else None
+
+
+def read_user_features(directory: str | Path) -> np.ndarray | None:
+    """The ``users.parquet`` feature table of a directory, shape (n_users, d), or ``None``."""
+    table = _read_feature_table(Path(directory) / USERS_FILE)
+    return _features(table, "features") if table is not None else None
+
+
+def read_item_features(directory: str | Path) -> np.ndarray | None:
+    """The ``items.parquet`` feature table of a directory, shape (n_items, d), or ``None``."""
+    table = _read_feature_table(Path(directory) / ITEMS_FILE)
+    return _features(table, "features") if table is not None else None
 
 
 def log_files(path: str | Path) -> list[Path]:

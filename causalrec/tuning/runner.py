@@ -13,7 +13,7 @@ Outputs under ``OUT``:
   ``stopped_early`` by ASHA, ``error``), time of its last report;
 * ``best/`` — the trial the selection metric chose, in the Recommender save format, plus
   ``model.json`` (method, parameters, metrics, the training log's fingerprint, causalrec
-  version) — what Serve loads;
+  version) and the log's ``users.parquet``/``items.parquet`` feature tables — what Serve loads;
 * ``summary.json`` — the selection, the truly best trial, the selection regret and the timing
   (``prepare_seconds``: splitting the log and fitting the validation reward models once;
   ``search_seconds``: the Tune run);
@@ -369,6 +369,9 @@ def _export_best(out, results, checkpoints, summary, logs, train) -> Path | None
         with checkpoint.as_directory() as directory:
             for path in (Path(directory) / MODEL_SUBDIR).iterdir():
                 shutil.copy2(path, staging / path.name)
+        if logs.user_table is not None and logs.item_table is not None:
+            # Serve logs its traffic with these user features (so it can be evaluated later).
+            storage.write_feature_tables(staging, logs.user_table, logs.item_table)
         storage.write_json_atomic(
             staging / "model.json",
             {

@@ -1,0 +1,333 @@
+"""The Ray Serve application: a FastAPI ingress over recommender, evaluator and feedback sink.
+
+Run it with ``serve run causalrec.serve.app:build_app model_dir=runs/tune/best`` (typed
+arguments: :class:`~causalrec.serve.config.ServeAppArgs`), ``serve deploy
+configs/serve/default.yaml``, or ``causalrec serve --model runs/tune/best``.
+
+Deployments (sub-deployments reach the ingress as handles):
+
+* ``CausalRecIngress`` — FastAPI: ``POST /recommend``, ``POST /evaluate``, ``POST /feedback``,
+  ``GET /model``, ``GET /healthz``; OpenAPI at ``/docs``. Bodies over ``max_body_bytes`` get 413.
+* ``RecommenderDeployment`` — loads the model once per replica; scores concurrent requests
+  together with ``@serve.batch``; ``check_health`` fails when no model is loaded.
+* ``EvaluatorDeployment`` — off-policy evaluation of the served or a named policy.
+* ``FeedbackSinkDeployment`` — one replica joining served slates with their clicks into Parquet.
+
+Every deployment takes ``max_ongoing_requests`` and ``max_queued_requests`` from the arguments:
+beyond them Serve answers 503 at once instead of queuing without bound.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
+
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from causalrec.platform.errors import CausalRecError, DataError
+from causalrec.serve.config import ServeAppArgs
+from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
+from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
+from causalrec.serve.recommender import RecommenderCore
+from causalrec.serve.schemas import (
+    EvaluateRequest,
+    EvaluateResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    RecommendRequest,
+    RecommendResponse,
+    UserRecommendation,
+)
+
+__all__ = ["api", "build_app"]
+
+api = FastAPI(
+    title="causalrec",
+    description=(
+        "Recommendations with the exact propensity of every returned item, counterfactual "
+        "(off-policy) evaluation, and feedback logging into the causalrec log format."
+    ),
+)
+
+
+#: Body-size limit of this process's ingress. A module attribute set through an import at run
+#: time: Serve ships the ingress class (and its FastAPI app) by value, so state on ``api`` or in
+#: the class's globals would be a copy the middleware never sees.
+BODY_LIMIT: dict[str, int | None] = {"bytes": None}
+
+
+@api.middleware("http")
+async def _limit_body_size(request: Request, call_next):
+    limit = BODY_LIMIT["bytes"]
+    length = request.headers.get("content-length")
+    if limit is not None and length is not None and length.isdigit() and int(length) > limit:
+        return JSONResponse(
+            {"detail": f"request body of {length} bytes exceeds the limit of {limit} bytes"},
+            status_code=413,
+        )
+    return await call_next(request)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each offending field (values are not echoed: NaN is not valid JSON)."""
+    errors = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    fields = "; ".join(
+        f"{'.'.join(str(part) for part in e['loc'] if part != 'body')}: {e['msg']}" for e in errors
+    )
+    return JSONResponse({"detail": fields, "errors": errors}, status_code=422)
+
+
+def _error(exc: Exception) -> JSONResponse:
+    """The HTTP answer to a causalrec error raised in a deployment (its cause, without trace)."""
+    cause = getattr(exc, "cause", None) or exc
+    return JSONResponse({"detail": str(cause)}, status_code=_status(cause))
+
+
+def _status(exc: Exception) -> int:
+    if isinstance(exc, ForbiddenPathError):
+        return 403
+    if isinstance(exc, TooLargeError):
+        return 413
+    if isinstance(exc, UnknownRequestError):
+        return 404
+    return 422
+
+
+@serve.deployment
+class RecommenderDeployment:
+    """Loads the exported model once per replica and serves slates with propensities."""
+
+    def __init__(self, model_dir: str, seed: int, max_batch_size: int, batch_wait_timeout_s: float):
+        self.core: RecommenderCore | None = RecommenderCore(model_dir, seed)
+        self._score.set_max_batch_size(max_batch_size)
+        self._score.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def check_health(self) -> None:
+        """Serve's health check: fails when the model is not loaded."""
+        if self.core is None or not hasattr(self.core.model, "n_items_"):
+            raise RuntimeError("the recommender replica has no loaded model")
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _score(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
+        return self.core.score_batch(user_lists)
+
+    async def recommend(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Slates, scores and exact propensities for one request's users."""
+        users = request["users"]
+        self.core.check_request(users, request["k"])
+        rows = await self._score(np.asarray(users, dtype=np.int64))
+        return {**self.core.draw(rows, request), "users": users, "version": self.core.version}
+
+    def manifest(self) -> dict[str, Any]:
+        """The model's manifest (method, parameters, schema, tuning record, version)."""
+        return self.core.manifest
+
+
+@serve.deployment
+class EvaluatorDeployment:
+    """Off-policy evaluation of the served model or a named policy on logged data."""
+
+    def __init__(self, model_dir: str, data_root: str | None, max_rows: int):
+        self.core = EvaluatorCore(model_dir, data_root, max_rows)
+
+    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """See :meth:`EvaluatorCore.evaluate`."""
+        return self.core.evaluate(request)
+
+
+@serve.deployment(num_replicas=1)
+class FeedbackSinkDeployment:
+    """Pending served requests joined with their clicks, written as causalrec logs."""
+
+    def __init__(self, directory: str, model_dir: str, capacity: int, flush_rows: int):
+        from causalrec.methods.registry import load_recommender
+        from causalrec.platform.storage import read_user_features
+        from causalrec.serve.recommender import model_version
+
+        self.log = FeedbackLog(
+            directory,
+            n_items=load_recommender(model_dir).n_items_,
+            capacity=capacity,
+            flush_rows=flush_rows,
+            metadata={"model_version": model_version(model_dir), "model_dir": model_dir},
+            user_features=read_user_features(model_dir),
+        )
+
+    def record(self, request_id: str, served: dict[str, Any]) -> None:
+        """Remember a served request until its feedback arrives."""
+        self.log.record(request_id, served)
+
+    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> dict[str, int]:
+        """Log a request's clicks; returns row and file counts."""
+        rows = self.log.add_feedback(request_id, clicks)
+        return {
+            "rows": rows,
+            "buffered_rows": self.log.buffered_rows,
+            "written_files": self.log.written_files,
+        }
+
+    def flush(self) -> int:
+        """Write what is buffered now; returns the number of files written so far."""
+        self.log.flush()
+        return self.log.written_files
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # best effort at shutdown; written rows stay
+            self.log.flush()
+
+
+@serve.deployment
+@serve.ingress(api)
+class CausalRecIngress:
+    """HTTP front: validates requests and routes them to the deployments."""
+
+    def __init__(
+        self,
+        recommender: DeploymentHandle,
+        evaluator: DeploymentHandle,
+        sink: DeploymentHandle | None,
+        max_users_per_request: int,
+        max_body_bytes: int,
+    ):
+        self.recommender, self.evaluator, self.sink = recommender, evaluator, sink
+        self.max_users = max_users_per_request
+        self._manifest: dict[str, Any] | None = None
+        import causalrec.serve.app as this_module
+
+        this_module.BODY_LIMIT["bytes"] = max_body_bytes
+
+    async def _catalogue(self) -> tuple[int, int]:
+        """(n_users, n_items) of the served model, fetched once."""
+        if self._manifest is None:
+            self._manifest = await self.recommender.manifest.remote()
+        return self._manifest["n_users"], self._manifest["n_items"]
+
+    @api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, body: RecommendRequest):
+        """Recommend ``k`` items per user with each item's exact propensity."""
+        users = body.users
+        if len(users) > self.max_users:
+            return JSONResponse(
+                {"detail": f"user_id: {len(users)} users; at most {self.max_users} per request"},
+                status_code=413,
+            )
+        n_users, n_items = await self._catalogue()
+        unknown = [user for user in users if user >= n_users]
+        if unknown:
+            message = f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
+            return JSONResponse({"detail": message}, status_code=422)
+        if body.k > n_items:
+            return JSONResponse(
+                {"detail": f"k: {body.k} exceeds the catalogue size {n_items}"}, status_code=422
+            )
+        request = {**body.model_dump(exclude={"user_id"}), "users": users}
+        try:
+            served = await self.recommender.recommend.remote(request)
+        except CausalRecError as exc:
+            return _error(exc)
+        request_id = uuid.uuid4().hex
+        if self.sink is not None:
+            await self.sink.record.remote(request_id, served)
+        return RecommendResponse(
+            request_id=request_id,
+            model_version=served["version"],
+            policy=served["policy"],
+            recommendations=[
+                UserRecommendation(
+                    user_id=user,
+                    items=served["items"][i].tolist(),
+                    scores=served["scores"][i].tolist(),
+                    propensities=served["propensities"][i].tolist(),
+                )
+                for i, user in enumerate(users)
+            ],
+        )
+
+    @api.post("/evaluate", response_model=EvaluateResponse)
+    async def evaluate(self, body: EvaluateRequest):
+        """Off-policy estimates (with intervals and diagnostics) of a policy's value."""
+        request = body.model_dump()
+        try:
+            return await self.evaluator.evaluate.remote(request)
+        except CausalRecError as exc:
+            return _error(exc)
+
+    @api.post("/feedback", response_model=FeedbackResponse)
+    async def feedback(self, body: FeedbackRequest):
+        """Clicks on a served request; appended to the Parquet log sink."""
+        if self.sink is None:
+            return JSONResponse(
+                {"detail": "no feedback sink is configured (feedback_dir)"}, status_code=409
+            )
+        try:
+            counts = await self.sink.add_feedback.remote(body.request_id, body.clicks)
+        except CausalRecError as exc:
+            return _error(exc)
+        return FeedbackResponse(request_id=body.request_id, **counts)
+
+    @api.get("/model")
+    async def model(self) -> dict[str, Any]:
+        """The served model's manifest."""
+        return await self.recommender.manifest.remote()
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        """Liveness: the recommender answers with its model version."""
+        manifest = await self.recommender.manifest.remote()
+        return {"status": "ok", "model_version": manifest["model_version"]}
+
+
+def build_app(args: ServeAppArgs) -> Application:
+    """The application (typed builder for ``serve run`` and ``serve deploy``).
+
+    Relative paths are resolved against the current directory here, in the process that
+    builds the application, so replicas find them wherever they run on this machine.
+    """
+    if isinstance(args, dict):  # called from Python with a plain mapping
+        args = ServeAppArgs.from_dict(args, source="serve args")
+    model_dir = str(Path(args.model_dir).absolute())
+    if not (Path(model_dir) / "manifest.json").is_file():
+        raise DataError(f"model_dir: {args.model_dir!r} holds no saved model (manifest.json)")
+    limits = {
+        "max_ongoing_requests": args.max_ongoing_requests,
+        "max_queued_requests": args.max_queued_requests,
+    }
+    scaling = (
+        {"autoscaling_config": args.autoscaling}
+        if args.autoscaling
+        else {"num_replicas": args.num_replicas}
+    )
+
+    def cpus(n: float) -> dict[str, Any]:
+        return {"ray_actor_options": {"num_cpus": n}}
+
+    recommender = RecommenderDeployment.options(
+        **limits, **scaling, **cpus(args.recommender_cpus)
+    ).bind(model_dir, args.seed, args.max_batch_size, args.batch_wait_timeout_s)
+    data_root = str(Path(args.data_root).absolute()) if args.data_root else None
+    evaluator = EvaluatorDeployment.options(**limits, **cpus(args.evaluator_cpus)).bind(
+        model_dir, data_root, args.max_evaluate_rows
+    )
+    sink = None
+    if args.feedback_dir:
+        sink = FeedbackSinkDeployment.options(**limits, **cpus(args.ingress_cpus)).bind(
+            str(Path(args.feedback_dir).absolute()),
+            model_dir,
+            args.pending_requests,
+            args.feedback_flush_rows,
+        )
+    return CausalRecIngress.options(**limits, **cpus(args.ingress_cpus)).bind(
+        recommender, evaluator, sink, args.max_users_per_request, args.max_body_bytes
+    )

@@ -1,0 +1,62 @@
+"""Arguments of the Serve application (the typed application builder's schema).
+
+``serve run causalrec.serve.app:build_app model_dir=runs/tune/best`` and the ``args:`` of a
+``serve deploy`` config (``configs/serve/default.yaml``) are validated into
+:class:`ServeAppArgs`; ``causalrec serve`` builds one from its options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from causalrec.platform.config import StrictConfig
+
+__all__ = ["ServeAppArgs"]
+
+
+class ServeAppArgs(StrictConfig):
+    """How the recommender application serves.
+
+    Attributes:
+        model_dir: A model in the Recommender save format (``causalrec tune``'s ``best/``).
+        data_root: Directory under which ``/evaluate`` may read Parquet logs (``None``: inline
+            rows only). Paths outside it are refused with 403.
+        feedback_dir: Log directory that ``/feedback`` appends to (causalrec log format).
+        num_replicas: Replicas of the recommender deployment (ignored with ``autoscaling``).
+        autoscaling: Ray Serve ``autoscaling_config`` of the recommender deployment, e.g.
+            ``{min_replicas: 1, max_replicas: 4, target_ongoing_requests: 8}``.
+        max_ongoing_requests: Requests a replica works on at once.
+        max_queued_requests: Requests that may wait per deployment; beyond it callers get 503.
+        max_batch_size: Users scored together by one ``@serve.batch`` call.
+        batch_wait_timeout_s: How long a batch waits to fill.
+        max_users_per_request: Users per ``/recommend`` request.
+        max_body_bytes: Largest request body; larger bodies get 413.
+        max_evaluate_rows: Largest log ``/evaluate`` accepts (inline or from Parquet); 413 above.
+        feedback_flush_rows: Rows buffered before ``/feedback`` writes a Parquet file.
+        pending_requests: Served requests remembered for ``/feedback`` (oldest dropped first).
+        seed: Seed of the served policies' randomness (per replica, offset by the replica).
+        recommender_cpus: CPUs reserved per recommender replica.
+        evaluator_cpus: CPUs reserved by the evaluator replica.
+        ingress_cpus: CPUs reserved by the HTTP ingress (and the feedback sink) replica.
+    """
+
+    model_dir: str
+    data_root: str | None = None
+    feedback_dir: str | None = None
+    num_replicas: int = pydantic.Field(default=1, ge=1)
+    autoscaling: dict[str, Any] | None = None
+    max_ongoing_requests: int = pydantic.Field(default=32, ge=1)
+    max_queued_requests: int = pydantic.Field(default=64, ge=1)
+    max_batch_size: int = pydantic.Field(default=32, ge=1)
+    batch_wait_timeout_s: float = pydantic.Field(default=0.002, ge=0)
+    max_users_per_request: int = pydantic.Field(default=256, ge=1)
+    max_body_bytes: int = pydantic.Field(default=4_000_000, ge=1024)
+    max_evaluate_rows: int = pydantic.Field(default=200_000, ge=1)
+    feedback_flush_rows: int = pydantic.Field(default=1024, ge=1)
+    pending_requests: int = pydantic.Field(default=100_000, ge=1)
+    seed: int = 0
+    recommender_cpus: float = pydantic.Field(default=0.5, ge=0)
+    evaluator_cpus: float = pydantic.Field(default=0.5, ge=0)
+    ingress_cpus: float = pydantic.Field(default=0.1, ge=0)

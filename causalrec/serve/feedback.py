@@ -1,0 +1,155 @@
+"""Served traffic becomes logs: pending recommendations joined with their clicks, in batches.
+
+The sink remembers each served request (its slates and their exact propensities) until its
+feedback arrives, then buffers the impressions as rows of the causalrec log format and writes a
+Parquet part file atomically (temporary file, then rename) every ``flush_rows`` rows, so
+``read_logs(feedback_dir)`` always sees whole files and the traffic can be evaluated off-policy
+later, as any other log. One sink replica per application keeps round ids unique.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causalrec.platform import schema as log_schema_module
+from causalrec.platform import storage
+from causalrec.platform.errors import DataError
+from causalrec.platform.feedback import LoggedFeedback
+
+__all__ = ["FeedbackLog", "UnknownRequestError"]
+
+
+class UnknownRequestError(DataError):
+    """Feedback for a request id the sink does not hold (never served, expired or answered)."""
+
+
+class FeedbackLog:
+    """Pending served requests and a buffer of logged impressions.
+
+    Args:
+        directory: Log directory (``part-*.parquet`` files go to ``directory/logs``).
+        n_items: Catalogue size of the served model.
+        capacity: Pending requests remembered (the oldest is dropped first).
+        flush_rows: Buffered rows that trigger a write.
+        metadata: Extra self-description stored in every file (model version, ...).
+        user_features: Features of every user, shape (n_users, d), logged with each impression
+            (``None``: one constant 0 column — the log format needs at least one).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        n_items: int,
+        capacity: int = 100_000,
+        flush_rows: int = 1024,
+        metadata: dict[str, Any] | None = None,
+        user_features: np.ndarray | None = None,
+    ):
+        self.directory = Path(directory)
+        self.logs_dir = self.directory / storage.LOGS_SUBDIR
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.n_items, self.capacity, self.flush_rows = n_items, capacity, flush_rows
+        self.metadata = dict(metadata or {})
+        self.user_features = user_features
+        self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.buffer: list[LoggedFeedback] = []
+        self.buffered_rows = 0
+        self.written_files = 0
+        self.next_round = self._next_round_id()
+
+    def _next_round_id(self) -> int:
+        files = sorted(self.logs_dir.glob("part-*.parquet"))
+        if not files:
+            return 0
+        return int(storage.read_logs(self.logs_dir).round_id.max()) + 1
+
+    def record(self, request_id: str, served: dict[str, Any]) -> None:
+        """Remember a served request: ``users`` (n,), ``items``, ``propensities``, ``prefix``.
+
+        The last three have shape (n, k).
+        """
+        self.pending[request_id] = served
+        while len(self.pending) > self.capacity:
+            self.pending.popitem(last=False)
+
+    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> int:
+        """Join clicks to a served request and buffer its impressions; returns the row count.
+
+        Raises:
+            UnknownRequestError: If the request is not pending.
+            DataError: If ``clicks`` does not match the request's slates (shape named).
+        """
+        served = self.pending.get(request_id)
+        if served is None:
+            raise UnknownRequestError(
+                f"request_id: {request_id!r} is not pending (never served, already answered, or "
+                f"older than the last {self.capacity} requests)"
+            )
+        items = served["items"]
+        n, k = items.shape
+        lengths = sorted({len(row) for row in clicks})
+        if len(clicks) != n or lengths != [k]:
+            raise DataError(
+                f"clicks: expected {n} list(s) of {k} clicks (users x items of the request); "
+                f"got {len(clicks)} list(s) of lengths {lengths}"
+            )
+        click = np.asarray(clicks, dtype=np.int64)
+        del self.pending[request_id]
+        users = np.asarray(served["users"], dtype=np.int64)
+        if self.user_features is not None:
+            features = np.repeat(self.user_features[users], k, axis=0).astype(np.float32)
+        else:
+            features = np.zeros((n * k, 1), dtype=np.float32)
+        rounds = self.next_round + np.arange(n)
+        self.next_round += n
+        chunk = LoggedFeedback(
+            round_id=np.repeat(rounds, k),
+            user_id=np.repeat(users, k),
+            position=np.tile(np.arange(k, dtype=np.int64), n),
+            item_id=items.reshape(-1).astype(np.int64),
+            click=click.reshape(-1).astype(np.int8),
+            pscore=served["propensities"].reshape(-1).astype(np.float64),
+            pscore_prefix=served["prefix"].reshape(-1).astype(np.float64),
+            user_features=features,
+            expected_reward=np.full(n * k, np.nan),
+            policy=np.full(n * k, served["policy"]),
+            n_items=self.n_items,
+            slate_size=k,
+        )
+        self.buffer.append(chunk)
+        self.buffered_rows += chunk.n_rows
+        if self.buffered_rows >= self.flush_rows:
+            self.flush()
+        return chunk.n_rows
+
+    def flush(self) -> Path | None:
+        """Write the buffered rows as one Parquet part file (atomically); returns its path."""
+        if not self.buffer:
+            return None
+        slate_size = max(chunk.slate_size for chunk in self.buffer)
+        chunk = LoggedFeedback.concat([_with_slate_size(part, slate_size) for part in self.buffer])
+        metadata = {
+            **self.metadata,
+            "source": "causalrec serve feedback",
+            "n_items": self.n_items,
+            "slate_size": slate_size,
+        }
+        schema = log_schema_module.log_schema(chunk.user_features.shape[1], metadata)
+        path = self.logs_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        storage.write_table_atomic(path, storage.feedback_to_table(chunk, schema))
+        self.buffer, self.buffered_rows = [], 0
+        self.written_files += 1
+        return path
+
+
+def _with_slate_size(chunk: LoggedFeedback, slate_size: int) -> LoggedFeedback:
+    import dataclasses
+
+    return dataclasses.replace(chunk, slate_size=slate_size)

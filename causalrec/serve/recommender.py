@@ -1,0 +1,143 @@
+"""The recommender deployment: loads the exported model once per replica, scores in batches.
+
+Concurrent ``/recommend`` requests are scored together (``@serve.batch``: one ``model.score`` call
+for the users of up to ``max_batch_size`` requests); each request's slate is then drawn from its
+own policy — deterministic top-k, ε-greedy or Plackett–Luce softmax — through the platform's
+policy classes, so the reported propensities are the same exact probabilities OPE uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causalrec.methods.registry import load_recommender
+from causalrec.platform.errors import DataError
+from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy
+
+__all__ = ["RecommenderCore", "RowScorer", "model_version", "served_policy"]
+
+
+@dataclass(frozen=True)
+class RowScorer:
+    """Scores already computed for a request's users, as a policy-protocol scorer.
+
+    The request's users become local ids ``0..n-1``, so a policy built on it sees exactly
+    these rows (and never scores the whole user base).
+
+    Attributes:
+        rows: Scores, shape (n, n_items).
+    """
+
+    rows: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        """Users of the request."""
+        return len(self.rows)
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.rows.shape[1]
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Rows of the local users ``users``, shape (len(users), n_items)."""
+        return self.rows[users]
+
+
+def served_policy(
+    scorer, k: int, exploration: str, *, epsilon: float = 0.1, temperature: float = 1.0
+) -> Policy:
+    """The policy the server samples from (mirrors :meth:`Recommender.policy`)."""
+    name = f"served:{exploration}"
+    if exploration == "none":
+        return TopKPolicy(scorer, slate_size=k, name=name)
+    if exploration == "epsilon":
+        return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
+    return SoftmaxPolicy(scorer, temperature=temperature, slate_size=k, name=name)
+
+
+def model_version(model_dir: str | Path) -> str:
+    """A short hash of the saved model's files (manifest and weights)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+class RecommenderCore:
+    """What a recommender replica does, independent of Ray Serve (unit-testable).
+
+    Args:
+        model_dir: The saved model.
+        seed: Seed of the replica's sampling stream (offset by the process id).
+    """
+
+    def __init__(self, model_dir: str, seed: int = 0):
+        self.model_dir = str(model_dir)
+        self.model = load_recommender(model_dir)
+        self.version = model_version(model_dir)
+        manifest = Path(model_dir) / "model.json"
+        self.manifest: dict[str, Any] = json.loads((Path(model_dir) / "manifest.json").read_text())
+        if manifest.exists():
+            self.manifest["tuning"] = json.loads(manifest.read_text())
+        self.manifest["model_version"] = self.version
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, os.getpid()]))
+
+    @property
+    def n_users(self) -> int:
+        """Users the model knows."""
+        return self.model.n_users_
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.model.n_items_
+
+    def check_request(self, users: list[int], k: int) -> None:
+        """Raise :class:`DataError` naming the field for users or k the model cannot serve."""
+        unknown = [u for u in users if u >= self.n_users]
+        if unknown:
+            raise DataError(
+                f"user_id: unknown user {unknown[0]} (the model knows 0..{self.n_users - 1})"
+            )
+        if k > self.n_items:
+            raise DataError(f"k: {k} exceeds the catalogue size {self.n_items}")
+
+    def score_batch(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
+        """Scores of several requests' users in one model call; one (n_i, n_items) per request."""
+        sizes = [len(users) for users in user_lists]
+        scores = self.model.score(np.concatenate(user_lists).astype(np.int64))
+        return np.split(scores, np.cumsum(sizes)[:-1])
+
+    def draw(self, rows: np.ndarray, request: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Draw one slate per row of scores under the request's policy.
+
+        Returns:
+            ``items``, ``scores`` and ``propensities`` (marginal probability of each item at
+            its position), each of shape (n, k), and ``prefix`` (probability of each prefix).
+        """
+        policy = served_policy(
+            RowScorer(rows),
+            request["k"],
+            request["exploration"],
+            epsilon=request["epsilon"],
+            temperature=request["temperature"],
+        )
+        sample = policy.sample(np.arange(len(rows)), self.rng)
+        return {
+            "items": sample.actions,
+            "scores": np.take_along_axis(rows, sample.actions, axis=1),
+            "propensities": sample.marginal_pscore,
+            "prefix": sample.prefix_pscore,
+            "policy": policy.name,
+        }

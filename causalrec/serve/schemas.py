@@ -1,0 +1,190 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI at ``/docs``).
+
+Numbers must be finite (NaN and infinity are refused with 422, naming the field). Ranges that
+depend on the served model (``k`` <= catalogue size, known user ids) are checked by the
+application and also answered with 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pydantic
+
+__all__ = [
+    "EvaluateRequest",
+    "EvaluateResponse",
+    "FeedbackRequest",
+    "FeedbackResponse",
+    "LogRow",
+    "RecommendRequest",
+    "RecommendResponse",
+    "UserRecommendation",
+]
+
+_FINITE = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RecommendRequest(pydantic.BaseModel):
+    """``POST /recommend``: one user or a batch.
+
+    Attributes:
+        user_id: One user id or a list of them.
+        k: Items per user (slate size), 1 <= k <= the catalogue size.
+        exploration: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
+            (Plackett–Luce at ``temperature``); every returned item comes with its exact
+            probability under the served policy.
+        epsilon: ε of ``epsilon`` exploration, in [0, 1].
+        temperature: Temperature of ``softmax`` exploration, > 0.
+    """
+
+    model_config = _FINITE
+
+    user_id: int | list[int]
+    k: int = pydantic.Field(default=10, ge=1)
+    exploration: Literal["none", "epsilon", "softmax"] = "none"
+    epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
+    temperature: float = pydantic.Field(default=1.0, gt=0)
+
+    @pydantic.field_validator("user_id")
+    @classmethod
+    def _non_negative(cls, value):
+        users = value if isinstance(value, list) else [value]
+        if not users:
+            raise ValueError("user_id must hold at least one user")
+        bad = [u for u in users if u < 0]
+        if bad:
+            raise ValueError(f"user ids must be >= 0; got {bad[0]}")
+        return value
+
+    @property
+    def users(self) -> list[int]:
+        """The requested users as a list."""
+        return self.user_id if isinstance(self.user_id, list) else [self.user_id]
+
+
+class UserRecommendation(pydantic.BaseModel):
+    """One user's slate.
+
+    Attributes:
+        user_id: The user.
+        items: Recommended item ids, in position order, shape (k,).
+        scores: The model's score of each item, shape (k,).
+        propensities: ``P(item at this position | user)`` under the served policy, shape (k,).
+    """
+
+    user_id: int
+    items: list[int]
+    scores: list[float]
+    propensities: list[float]
+
+
+class RecommendResponse(pydantic.BaseModel):
+    """``POST /recommend`` answer: per user a slate; ids to send feedback against."""
+
+    request_id: str
+    model_version: str
+    policy: str
+    recommendations: list[UserRecommendation]
+
+
+class LogRow(pydantic.BaseModel):
+    """One logged impression, inline in ``/evaluate`` (the causalrec log format's core).
+
+    Attributes:
+        round_id: Round (request) index.
+        user_id: User id.
+        item_id: Shown item.
+        position: 0-based position in the slate.
+        click: Observed click, 0 or 1.
+        pscore: The logging policy's probability of the item at that position, in (0, 1].
+        user_features: Observed user features (same length in every row; may be empty).
+    """
+
+    model_config = _FINITE
+
+    round_id: int = pydantic.Field(ge=0)
+    user_id: int = pydantic.Field(ge=0)
+    item_id: int = pydantic.Field(ge=0)
+    position: int = pydantic.Field(default=0, ge=0)
+    click: int = pydantic.Field(ge=0, le=1)
+    pscore: float = pydantic.Field(gt=0, le=1)
+    user_features: list[float] = pydantic.Field(default_factory=list)
+
+
+class EvaluateRequest(pydantic.BaseModel):
+    """``POST /evaluate``: off-policy evaluation on logged data.
+
+    Attributes:
+        rows: Inline log rows (at most the server's row limit).
+        path: A Parquet log directory under the server's data root (instead of ``rows``).
+        policy: ``served`` (the deployed model, with ``k`` and ``exploration``) or a named
+            policy: ``uniform``, and for simulated logs ``logging``, ``oracle``, ``softmax:T``,
+            ``epsilon_greedy:E``.
+        exploration: Exploration of the served model's policy.
+        epsilon: ε of ``epsilon`` exploration.
+        temperature: Temperature of ``softmax`` exploration.
+        estimators: Estimator specs (``dr``, ``ips:clip=100``, ...); default: all standard ones.
+        alpha: 1 - confidence level of the intervals.
+        reward_model: Reward model of DM and DR-type estimators.
+    """
+
+    model_config = _FINITE
+
+    rows: list[LogRow] | None = None
+    path: str | None = None
+    policy: str = "served"
+    exploration: Literal["none", "epsilon", "softmax"] = "none"
+    epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
+    temperature: float = pydantic.Field(default=1.0, gt=0)
+    estimators: list[str] | None = None
+    alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
+    reward_model: Literal["logistic", "hgb", "mlp"] = "logistic"
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self):
+        if (self.rows is None) == (self.path is None):
+            raise ValueError("give exactly one of 'rows' (inline log rows) and 'path'")
+        if self.rows is not None and not self.rows:
+            raise ValueError("rows must hold at least one logged impression")
+        return self
+
+
+class EvaluateResponse(pydantic.BaseModel):
+    """``POST /evaluate`` answer: one record per estimator (estimate, interval, diagnostics)."""
+
+    policy: str
+    n_rows: int
+    estimates: list[dict[str, Any]]
+
+
+class FeedbackRequest(pydantic.BaseModel):
+    """``POST /feedback``: clicks on a served request's recommendations.
+
+    Attributes:
+        request_id: The ``request_id`` of a ``/recommend`` answer.
+        clicks: Per user of that request (same order), a 0/1 click per returned item.
+    """
+
+    model_config = _FINITE
+
+    request_id: str
+    clicks: list[list[int]]
+
+    @pydantic.field_validator("clicks")
+    @classmethod
+    def _binary(cls, clicks):
+        for row in clicks:
+            for click in row:
+                if click not in (0, 1):
+                    raise ValueError(f"clicks must be 0 or 1; got {click}")
+        return clicks
+
+
+class FeedbackResponse(pydantic.BaseModel):
+    """``POST /feedback`` answer."""
+
+    request_id: str
+    rows: int
+    buffered_rows: int
+    written_files: int
