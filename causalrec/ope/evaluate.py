@@ -115,12 +115,15 @@ class CrossFittedRewardModel:
         folds: Fold of each row of the log, shape (n_rows,).
         models: One fitted model per fold, trained on the other folds' rows.
         features: Reward-model features of each row, shape (n_rows, d_user), float64.
+        q_factual: Out-of-fold prediction for each row's logged item, shape (n_rows,) — it does
+            not depend on the evaluated policy, so it is computed once here.
     """
 
     config: RewardModelConfig
     folds: np.ndarray
     models: tuple
     features: np.ndarray
+    q_factual: np.ndarray
 
     @classmethod
     def fit(cls, logs: LoggedFeedback, config: RewardModelConfig) -> CrossFittedRewardModel:
@@ -129,15 +132,20 @@ class CrossFittedRewardModel:
         folds = fold_ids(logs.round_id, config.n_folds, config.seed)
         space = _feature_space(logs)
         reward = logs.click.astype(np.float64)
-        models = []
+        models, q_factual = [], np.empty(logs.n_rows)
         for fold in range(config.n_folds):
             train = folds != fold
-            models.append(
-                make_reward_model(space, config).fit(
-                    x[train], logs.item_id[train], logs.position[train], reward[train]
-                )
+            model = make_reward_model(space, config).fit(
+                x[train], logs.item_id[train], logs.position[train], reward[train]
             )
-        return cls(config=config, folds=folds, models=tuple(models), features=x)
+            held_out = ~train
+            q_factual[held_out] = model.predict_pairs(
+                x[held_out], logs.item_id[held_out], logs.position[held_out]
+            )
+            models.append(model)
+        return cls(
+            config=config, folds=folds, models=tuple(models), features=x, q_factual=q_factual
+        )
 
 
 def round_inputs(
@@ -175,7 +183,6 @@ def round_inputs(
             pi_logged[rows] = target_item == logs.item_id[rows]
             unsupported[rows] = ~seen[target_item, positions]
             if model is not None:
-                q_factual[rows] = model.predict_pairs(x[rows], logs.item_id[rows], positions)
                 q_policy[rows] = model.predict_pairs(x[rows], target_item, positions)
             return
         for start in range(0, len(rows), _CHUNK_ROWS):
@@ -189,13 +196,12 @@ def round_inputs(
             unsupported[chunk] = (at_position * ~seen[:, positions].T).sum(axis=1)
             if model is not None:
                 q_all = model.predict_all(x[chunk], positions)
-                q_factual[chunk] = q_all[local, logs.item_id[chunk]]
                 q_policy[chunk] = np.einsum("ci,ci->c", at_position, q_all)
 
     if reward_model is None:
         process(np.arange(n), None)
     else:
-        q_factual, q_policy = np.empty(n), np.empty(n)
+        q_factual, q_policy = reward_model.q_factual, np.empty(n)
         for fold, model in enumerate(reward_model.models):
             process(np.flatnonzero(reward_model.folds == fold), model)
     weight = pi_logged / pscore

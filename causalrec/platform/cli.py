@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "causalrec.ope.cli",
     "causalrec.methods.cli",
     "causalrec.tuning.cli",
+    "causalrec.serve.cli",
 )
 
 

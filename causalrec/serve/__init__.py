@@ -1,6 +1,15 @@
-"""Ray Serve deployment of a fitted recommender: recommendations with propensities, OPE.
+"""Ray Serve deployment of a fitted recommender: recommendations with propensities, OPE, feedback.
 
-Not implemented yet: this subpackage is filled by the serving issue. It exports nothing.
+:func:`causalrec.serve.app.build_app` builds the application from :class:`ServeAppArgs` (``serve
+run causalrec.serve.app:build_app model_dir=...``, ``serve deploy configs/serve/default.yaml``,
+or ``causalrec serve --model DIR``). The Serve-independent parts — :class:`RecommenderCore`,
+:class:`EvaluatorCore`, :class:`FeedbackLog` — are importable without starting Ray; ``app`` is
+not imported here so that importing :mod:`causalrec.serve` does not import Ray Serve.
 """
 
-__all__: list[str] = []
+from causalrec.serve.config import ServeAppArgs
+from causalrec.serve.evaluator import EvaluatorCore
+from causalrec.serve.feedback import FeedbackLog
+from causalrec.serve.recommender import RecommenderCore
+
+__all__ = ["EvaluatorCore", "FeedbackLog", "RecommenderCore", "ServeAppArgs"]

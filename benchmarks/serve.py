@@ -1,0 +1,129 @@
+"""HTTP latency and throughput of ``/recommend`` against a no-op Serve deployment, same machine.
+
+Usage::
+
+    python benchmarks/serve.py
+    python benchmarks/serve.py --requests 1000 --concurrency 32
+
+A local Ray with Serve on 127.0.0.1 runs three applications: a no-op deployment (returns a
+constant), and the causalrec application with ``@serve.batch`` on (``max_batch_size`` 32) and off
+(``max_batch_size`` 1), serving a naive MF trained on a 2,000-user x 300-item simulated log.
+Reported: p50/p99 latency at concurrency 1 (no-op vs ``/recommend``, and their ratio; target <=
+1.5x), and throughput with p50/p99 at ``--concurrency`` with batching on vs off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from ray import serve
+
+from causalrec.methods import make_recommender
+from causalrec.platform.runtime import init_ray
+from causalrec.serve.app import build_app
+from causalrec.serve.config import ServeAppArgs
+from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+class NoOp:
+    """The baseline: Serve's HTTP path with no work behind it."""
+
+    async def __call__(self, request) -> dict:
+        await request.body()
+        return {"ok": True}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _latencies(url: str, bodies: list[dict], concurrency: int) -> tuple[np.ndarray, float]:
+    """Per-request latency (s) and wall time of posting ``bodies`` with ``concurrency`` clients."""
+    clients = [httpx.Client(timeout=60) for _ in range(concurrency)]
+
+    def worker(index: int) -> list[float]:
+        client, times = clients[index], []
+        for body in bodies[index::concurrency]:
+            start = time.perf_counter()
+            answer = client.post(url, json=body)
+            times.append(time.perf_counter() - start)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{url}: HTTP {answer.status_code}: {answer.text[:200]}")
+        return times
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        times = [t for part in pool.map(worker, range(concurrency)) for t in part]
+    wall = time.perf_counter() - start
+    for client in clients:
+        client.close()
+    return np.asarray(times), wall
+
+
+def _summary(times: np.ndarray, wall: float) -> dict:
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)) * 1e3, 2),
+        "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 2),
+        "requests_per_s": round(len(times) / wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+
+    simulator = ConfoundedRecSimulator(
+        load_simulator_config(preset="confounded", n_users=2000, n_items=300)
+    )
+    logs = generate_logs(simulator, n_rounds=100_000, seed=0)
+    rng = np.random.default_rng(0)
+    bodies = [{"user_id": int(u), "k": args.k} for u in rng.integers(2000, size=args.requests)]
+    with tempfile.TemporaryDirectory() as root:
+        model_dir = Path(root) / "model"
+        make_recommender("naive", epochs=2, device="cpu").fit(logs).save(model_dir)
+        init_ray()
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        base = f"http://127.0.0.1:{port}"
+        serve.run(NoOp.bind(), name="noop", route_prefix="/noop")
+        for name, batch in (("batched", 32), ("unbatched", 1)):
+            app_args = ServeAppArgs(
+                model_dir=str(model_dir), max_batch_size=batch, max_ongoing_requests=64,
+                max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
+            )  # fmt: skip
+            serve.run(build_app(app_args), name=name, route_prefix=f"/{name}")
+        warmup = bodies[:50]
+        for path in ("/noop", "/batched/recommend", "/unbatched/recommend"):
+            _latencies(base + path, warmup, 4)
+        report = {}
+        noop = _summary(*_latencies(base + "/noop", bodies, 1))
+        single = _summary(*_latencies(base + "/batched/recommend", bodies, 1))
+        report["concurrency_1"] = {
+            "noop": noop,
+            "recommend": single,
+            "p50_ratio": round(single["p50_ms"] / noop["p50_ms"], 2),
+        }
+        report[f"concurrency_{args.concurrency}"] = {
+            name: _summary(*_latencies(f"{base}/{name}/recommend", bodies, args.concurrency))
+            for name in ("batched", "unbatched")
+        }
+        serve.shutdown()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

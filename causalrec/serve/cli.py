@@ -1,0 +1,69 @@
+"""``causalrec serve``: deploy a saved recommender behind HTTP on Ray Serve."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from causalrec.platform.config import load_yaml_config
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``causalrec serve``."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a saved recommender over HTTP (recommend, evaluate, feedback)",
+        description=(
+            "Deploy a model (e.g. causalrec tune's OUT/best) on Ray Serve: POST /recommend "
+            "returns items with their exact propensities, POST /evaluate runs off-policy "
+            "evaluation, POST /feedback appends clicks to a Parquet log; OpenAPI at /docs. "
+            "Joins RAY_ADDRESS or starts a local Ray; runs until interrupted."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="saved model directory")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP host to bind")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port")
+    parser.add_argument("--replicas", type=int, default=None, help="recommender replicas")
+    parser.add_argument("--data-root", default=None, help="directory /evaluate may read logs from")
+    parser.add_argument("--feedback-dir", default=None, help="log directory /feedback writes to")
+    parser.add_argument(
+        "--config", default=None, help="YAML of application arguments (ServeAppArgs fields)"
+    )
+    parser.add_argument("--name", default="causalrec", help="Serve application name")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``causalrec serve``: deploy, print the URL, block until Ctrl-C."""
+    from ray import serve
+
+    from causalrec.platform.runtime import init_ray
+    from causalrec.serve.app import build_app
+    from causalrec.serve.config import ServeAppArgs
+
+    values = {}
+    if args.config:
+        values = load_yaml_config(args.config, ServeAppArgs).model_dump()
+    values["model_dir"] = args.model
+    for key, option in (("num_replicas", "replicas"), ("data_root", "data_root")):
+        if getattr(args, option) is not None:
+            values[key] = getattr(args, option)
+    if args.feedback_dir is not None:
+        values["feedback_dir"] = args.feedback_dir
+    app_args = ServeAppArgs.from_dict(values, source="causalrec serve options")
+    application = build_app(app_args)  # checks the model before Ray starts
+    init_ray()
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(application, name=args.name, route_prefix="/")
+    print(f"serving {app_args.model_dir} at http://{args.host}:{args.port} (docs: /docs)")
+    print("press Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+        print("stopped")
+    return 0
