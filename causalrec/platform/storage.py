@@ -353,10 +353,15 @@ def read_logs(path: str | Path) -> LoggedFeedback:
     path = Path(path)
     if not path.exists():
         raise LogFormatError(f"log path {str(path)!r} does not exist")
-    tables, metadata = [], {}
+    tables, metadata, slate_size = [], {}, 1
     for file in log_files(path):
         table = _read_parquet(file)
         metadata = _check_version(file, table.schema)
+        # Files appended over time (served traffic) may differ in slate size: take the largest.
+        simulated = metadata.get("simulator", {})
+        slate_size = max(
+            slate_size, int(metadata.get("slate_size", simulated.get("slate_size", 1)))
+        )
         expected = log_schema_module.log_schema(table.schema.field("user_features").type.list_size)
         if not table.schema.remove_metadata().equals(expected.remove_metadata()):
             raise LogFormatError(f"{str(file)!r} does not have the causalrec log schema")
@@ -387,7 +392,7 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         policy=policy,
         n_items=int(metadata.get("n_items", simulator.get("n_items", 0)))
         or int(table.column("item_id").to_numpy().max()) + 1,
-        slate_size=int(metadata.get("slate_size", simulator.get("slate_size", 1))),
+        slate_size=slate_size,
         user_table=_features(users, "features") if users is not None else None,
         item_table=_features(items, "features") if items is not None else None,
         metadata=metadata,
