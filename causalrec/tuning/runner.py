@@ -22,10 +22,14 @@ Outputs under ``OUT``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,9 +239,10 @@ def tune_recommenders(
         tuner = _tuner(trainable, config, spaces, registry, horizon, out, verbose)
     started = time.monotonic()
     prepare_seconds = started - prepare_started
-    grid = tuner.fit()
+    with _sigint_watch() as interrupted:
+        grid = tuner.fit()
     search_seconds = time.monotonic() - started
-    _raise_if_interrupted(grid, config, search_seconds, experiment)
+    _raise_if_interrupted(grid, config, search_seconds, experiment, interrupted())
 
     results, checkpoints = _results_frame(grid, registry)
     summary = _summary(results, config, logs, simulator, oracle, k)
@@ -255,12 +260,41 @@ def tune_recommenders(
     return TuningResult(results=results, summary=summary, best_dir=best_dir)
 
 
-def _raise_if_interrupted(grid, config: TuningConfig, elapsed: float, experiment: Path) -> None:
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_watch():
+    """Yields a callable that tells whether Ray Tune caught a SIGINT during the block.
+
+    Tune (2.x) replaces the SIGINT handler for the run; on a SIGINT it stops the run, returns
+    normally, and puts back the handler it found. So a marker handler installed before the run
+    that is back in place after it means the run was interrupted. Outside the main thread (no
+    signal handlers) the watch answers False and the trial statuses decide.
+    """
+    if threading.current_thread() is not threading.main_thread() or os.environ.get(
+        "TUNE_DISABLE_SIGINT_HANDLER", "0"
+    ) not in ("", "0"):
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    state = {"interrupted": False}
+    try:
+        yield lambda: state["interrupted"]
+    finally:
+        state["interrupted"] = signal.getsignal(signal.SIGINT) is _interrupt
+        signal.signal(signal.SIGINT, previous)
+
+
+def _raise_if_interrupted(
+    grid, config: TuningConfig, elapsed: float, experiment: Path, interrupted: bool
+) -> None:
     """Tune returns early, without raising, when the driver is interrupted (SIGINT)."""
     unfinished = len(grid) - grid.num_terminated - grid.num_errors
     budget = config.search.time_budget_s
     missing = len(grid) < config.search.num_samples and (budget is None or elapsed < budget)
-    if unfinished > 0 or missing:
+    if interrupted or unfinished > 0 or missing:
         raise SearchInterruptedError(
             f"the search stopped with {unfinished} unfinished trial(s) and "
             f"{max(0, config.search.num_samples - len(grid))} not started; its state is in "

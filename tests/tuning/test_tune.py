@@ -147,13 +147,14 @@ def test_cli_reports_a_space_error_before_starting(tmp_path):
 def test_interrupted_search_resumes_without_rerunning_finished_trials(small_simulator, tmp_path):
     from ray.tune import ExperimentAnalysis
 
-    write_logs(small_simulator, tmp_path / "logs", 20_000, seed=0)
+    # Trials of a few seconds each (many small batches), so the interrupt lands inside one.
+    write_logs(small_simulator, tmp_path / "logs", 100_000, seed=0)
     config = tmp_path / "tune.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "methods": {
-                    "naive": {"lr": {"loguniform": [0.005, 0.05]}, "epochs": 3, "batch_size": 1024}
+                    "naive": {"lr": {"loguniform": [0.005, 0.05]}, "epochs": 8, "batch_size": 256}
                 },
                 "search": {"num_samples": 4, "max_concurrent_trials": 1},
                 "scheduler": {"kind": "fifo"},
@@ -172,7 +173,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(small_simu
         trials = (
             list((out / "experiment").glob("run_trial_*")) if (out / "experiment").is_dir() else []
         )
-        if len(trials) >= 3:  # one trial at a time: at least two have finished
+        if len(trials) >= 2:  # one trial at a time: the first has finished, the second runs
             break
         time.sleep(0.5)
     assert driver.poll() is None, driver.stderr.read()
@@ -185,7 +186,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(small_simu
     finished = {
         t.trial_id: t.last_result["timestamp"] for t in analysis.trials if t.status == "TERMINATED"
     }
-    assert 1 <= len(finished) < 4
+    assert 1 <= len(finished) < 4, finished
 
     resumed = subprocess.run(
         [*command, "--resume", "--json"], env=env, capture_output=True, text=True, timeout=600
