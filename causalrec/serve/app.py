@@ -119,7 +119,7 @@ class RecommenderDeployment:
         if self.core is None or not hasattr(self.core.model, "n_items_"):
             raise RuntimeError("the recommender replica has no loaded model")
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
         return self.core.score_batch(user_lists)
 

@@ -50,7 +50,7 @@ class ServeAppArgs(StrictConfig):
     max_ongoing_requests: int = pydantic.Field(default=32, ge=1)
     max_queued_requests: int = pydantic.Field(default=64, ge=1)
     max_batch_size: int = pydantic.Field(default=32, ge=1)
-    batch_wait_timeout_s: float = pydantic.Field(default=0.002, ge=0)
+    batch_wait_timeout_s: float = pydantic.Field(default=0.0, ge=0)
     max_users_per_request: int = pydantic.Field(default=256, ge=1)
     max_body_bytes: int = pydantic.Field(default=4_000_000, ge=1024)
     max_evaluate_rows: int = pydantic.Field(default=200_000, ge=1)
