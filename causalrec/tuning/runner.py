@@ -260,7 +260,7 @@ def tune_recommenders(
     return TuningResult(results=results, summary=summary, best_dir=best_dir)
 
 
-def _interrupt(signum, frame):
+def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
 
