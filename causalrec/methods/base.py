@@ -188,6 +188,13 @@ def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> 
         return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
 
 
+def _feature_tensor(table) -> torch.Tensor:
+    """A float32 copy of a feature table (a numpy array, possibly read-only, or a tensor)."""
+    if isinstance(table, torch.Tensor):
+        return table.detach().clone().float()
+    return torch.from_numpy(np.array(table, dtype=np.float32))
+
+
 def _tensor(array: np.ndarray, device) -> torch.Tensor:
     """``array`` on ``device`` without a copy where possible.
 
@@ -247,7 +254,7 @@ class TorchRecommender(Recommender):
         if self.backbone == "two_tower":
             users, items = self._feature_tables
             return TwoTower(
-                torch.as_tensor(users), torch.as_tensor(items), self.dim, self.dim, generator
+                _feature_tensor(users), _feature_tensor(items), self.dim, self.dim, generator
             )
         return MatrixFactorization(n_users, n_items, self.dim, generator)
 
@@ -466,6 +473,36 @@ class TorchRecommender(Recommender):
                 logits = logits[
                     :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
                 ]
+            return torch.sigmoid(logits).double().cpu().numpy()
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Predicted click probability of every item for users described by their features.
+
+        Only the ``two_tower`` backbone scores users it has never seen.
+
+        Args:
+            features: Observed user features, shape (n, d_user).
+
+        Returns:
+            Shape (n, n_items).
+        """
+        self._check_fitted()
+        if self.backbone != "two_tower":
+            raise ConfigError(
+                f"user_features: scoring by features needs backbone='two_tower'; this "
+                f"{self.name} model uses {self.backbone!r} and scores known user ids only"
+            )
+        features = np.asarray(features, dtype=np.float32)
+        width = self.network_.user_features.shape[1]
+        if features.ndim != 2 or features.shape[1] != width:
+            raise DataError(
+                f"user_features: expected rows of {width} features; got shape {features.shape}"
+            )
+        if not np.isfinite(features).all():
+            raise DataError("user_features: values must be finite")
+        with torch.no_grad():
+            tensor = torch.from_numpy(features).to(self.device_)
+            logits = self.network_.all_items_from_features(tensor)
             return torch.sigmoid(logits).double().cpu().numpy()
 
     # -- persistence --------------------------------------------------------------------------

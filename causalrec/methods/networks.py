@@ -98,7 +98,8 @@ class TwoTower(nn.Module):
 
     def all_items(self, users: torch.Tensor) -> torch.Tensor:
         """Logits of every item: users (b,) -> (b, n_items)."""
-        return (
-            self.user_tower(self.user_features[users]) @ self.item_tower(self.item_features).T
-            + self.bias
-        )
+        return self.all_items_from_features(self.user_features[users])
+
+    def all_items_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits of every item for users given by features: (b, d_user) -> (b, n_items)."""
+        return self.user_tower(features) @ self.item_tower(self.item_features).T + self.bias

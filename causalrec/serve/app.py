@@ -124,8 +124,11 @@ class RecommenderDeployment:
         return self.core.score_batch(user_lists)
 
     async def recommend(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Slates, scores and exact propensities for one request's users."""
+        """Slates, scores and exact propensities for one request's users (ids or features)."""
         users = request["users"]
+        if users is None:  # users described by features: scored directly, not batched by id
+            rows = self.core.model.score_features(np.asarray(request["user_features"]))
+            return {**self.core.draw(rows, request), "users": None, "version": self.core.version}
         self.core.check_request(users, request["k"])
         rows = await self._score(np.asarray(users, dtype=np.int64))
         return {**self.core.draw(rows, request), "users": users, "version": self.core.version}
@@ -218,27 +221,30 @@ class CausalRecIngress:
     async def recommend(self, body: RecommendRequest):
         """Recommend ``k`` items per user with each item's exact propensity."""
         users = body.users
-        if len(users) > self.max_users:
+        count, field = (
+            (len(users), "user_id") if users else (len(body.user_features), "user_features")
+        )
+        if count > self.max_users:
             return JSONResponse(
-                {"detail": f"user_id: {len(users)} users; at most {self.max_users} per request"},
+                {"detail": f"{field}: {count} users; at most {self.max_users} per request"},
                 status_code=413,
             )
         n_users, n_items = await self._catalogue()
-        unknown = [user for user in users if user >= n_users]
-        if unknown:
-            message = f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
-            return JSONResponse({"detail": message}, status_code=422)
         if body.k > n_items:
             return JSONResponse(
                 {"detail": f"k: {body.k} exceeds the catalogue size {n_items}"}, status_code=422
             )
+        unknown = [user for user in users or [] if user >= n_users]
+        if unknown:
+            message = f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
+            return JSONResponse({"detail": message}, status_code=422)
         request = {**body.model_dump(exclude={"user_id"}), "users": users}
         try:
             served = await self.recommender.recommend.remote(request)
         except CausalRecError as exc:
             return _error(exc)
         request_id = uuid.uuid4().hex
-        if self.sink is not None:
+        if self.sink is not None and users is not None:
             await self.sink.record.remote(request_id, served)
         return RecommendResponse(
             request_id=request_id,
@@ -246,12 +252,12 @@ class CausalRecIngress:
             policy=served["policy"],
             recommendations=[
                 UserRecommendation(
-                    user_id=user,
+                    user_id=None if users is None else users[i],
                     items=served["items"][i].tolist(),
                     scores=served["scores"][i].tolist(),
                     propensities=served["propensities"][i].tolist(),
                 )
-                for i, user in enumerate(users)
+                for i in range(len(served["items"]))
             ],
         )
 

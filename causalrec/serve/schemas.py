@@ -30,6 +30,9 @@ class RecommendRequest(pydantic.BaseModel):
 
     Attributes:
         user_id: One user id or a list of them.
+        user_features: Instead of ids, users described by their observed features (a list of
+            rows); needs a ``two_tower`` model. Such requests are not logged by ``/feedback``
+            (the log format keys rows by user id).
         k: Items per user (slate size), 1 <= k <= the catalogue size.
         exploration: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
             (Plackett–Luce at ``temperature``); every returned item comes with its exact
@@ -40,15 +43,26 @@ class RecommendRequest(pydantic.BaseModel):
 
     model_config = _FINITE
 
-    user_id: int | list[int]
+    user_id: int | list[int] | None = None
+    user_features: list[list[float]] | None = None
     k: int = pydantic.Field(default=10, ge=1)
     exploration: Literal["none", "epsilon", "softmax"] = "none"
     epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
     temperature: float = pydantic.Field(default=1.0, gt=0)
 
+    @pydantic.model_validator(mode="after")
+    def _one_way_to_name_users(self):
+        if (self.user_id is None) == (self.user_features is None):
+            raise ValueError("give exactly one of 'user_id' and 'user_features'")
+        if self.user_features is not None and not self.user_features:
+            raise ValueError("user_features must hold at least one row")
+        return self
+
     @pydantic.field_validator("user_id")
     @classmethod
     def _non_negative(cls, value):
+        if value is None:
+            return value
         users = value if isinstance(value, list) else [value]
         if not users:
             raise ValueError("user_id must hold at least one user")
@@ -58,8 +72,10 @@ class RecommendRequest(pydantic.BaseModel):
         return value
 
     @property
-    def users(self) -> list[int]:
-        """The requested users as a list."""
+    def users(self) -> list[int] | None:
+        """The requested user ids as a list (``None`` for a request by features)."""
+        if self.user_id is None:
+            return None
         return self.user_id if isinstance(self.user_id, list) else [self.user_id]
 
 
@@ -67,13 +83,13 @@ class UserRecommendation(pydantic.BaseModel):
     """One user's slate.
 
     Attributes:
-        user_id: The user.
+        user_id: The user (``None`` for a user given by features).
         items: Recommended item ids, in position order, shape (k,).
         scores: The model's score of each item, shape (k,).
         propensities: ``P(item at this position | user)`` under the served policy, shape (k,).
     """
 
-    user_id: int
+    user_id: int | None
     items: list[int]
     scores: list[float]
     propensities: list[float]

@@ -43,3 +43,19 @@ def test_two_tower_bad_input(world):
     )
     with pytest.raises(ConfigError, match="needs the log's user and item feature tables"):
         make_recommender("naive", backbone="two_tower").fit(bare)
+
+
+def test_score_features_scores_users_by_their_features(world):
+    _, logs = world
+    towers = make_recommender("naive", backbone="two_tower", epochs=2, dim=8).fit(logs)
+    users = np.array([3, 50, 700])
+    np.testing.assert_allclose(
+        towers.score_features(logs.user_table[users]), towers.score(users), rtol=1e-6
+    )
+    with pytest.raises(Exception, match=r"user_features: expected rows of \d+ features"):
+        towers.score_features(np.zeros((2, 1)))
+    with pytest.raises(Exception, match="user_features: values must be finite"):
+        towers.score_features(np.full((1, logs.user_table.shape[1]), np.nan))
+    mf = make_recommender("naive", epochs=1).fit(logs)
+    with pytest.raises(ConfigError, match="needs backbone='two_tower'"):
+        mf.score_features(logs.user_table[users])

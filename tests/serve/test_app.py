@@ -242,6 +242,37 @@ def test_non_finite_numbers_and_large_bodies(served):
     assert wrong.status_code == 422 and "expected 1 list(s) of 2 clicks" in wrong.text
 
 
+def test_recommend_by_user_features_needs_a_two_tower_model(served, tmp_path):
+    from ray import serve
+
+    features = served.logs.user_table[[4, 8]].tolist()
+    refused = served.client.post("/recommend", json={"user_features": features, "k": 2})
+    assert refused.status_code == 422 and "two_tower" in refused.text
+    towers = make_recommender("naive", backbone="two_tower", epochs=1, device="cpu").fit(
+        served.logs
+    )
+    towers.save(tmp_path / "towers")
+    args = ServeAppArgs(
+        model_dir=str(tmp_path / "towers"), recommender_cpus=0.1, evaluator_cpus=0.1,
+        ingress_cpus=0.05,
+    )  # fmt: skip
+    serve.run(build_app(args), name="towers", route_prefix="/towers")
+    try:
+        url = f"http://127.0.0.1:{served.port}/towers/recommend"
+        answer = httpx.post(url, json={"user_features": features, "k": 3}, timeout=60)
+        by_id = httpx.post(url, json={"user_id": [4, 8], "k": 3}, timeout=60)
+        both = httpx.post(url, json={"user_id": 4, "user_features": features}, timeout=60)
+    finally:
+        serve.delete("towers")
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["recommendations"]
+    assert [row["user_id"] for row in rows] == [None, None]
+    assert [row["items"] for row in rows] == [
+        row["items"] for row in by_id.json()["recommendations"]
+    ]
+    assert both.status_code == 422 and "exactly one of 'user_id' and 'user_features'" in both.text
+
+
 def test_overload_answers_503_not_500(served, tmp_path):
     from ray import serve
 
