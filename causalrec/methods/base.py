@@ -188,6 +188,11 @@ def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> 
         return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
 
 
+def _probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Click probabilities of logits, as a float64 numpy array on the CPU."""
+    return torch.sigmoid(logits).double().cpu().numpy()
+
+
 def _feature_tensor(table) -> torch.Tensor:
     """A float32 copy of a feature table (a numpy array, possibly read-only, or a tensor)."""
     if isinstance(table, torch.Tensor):
@@ -473,7 +478,7 @@ class TorchRecommender(Recommender):
                 logits = logits[
                     :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
                 ]
-            return torch.sigmoid(logits).double().cpu().numpy()
+            return _probabilities(logits)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted click probability of every item for users described by their features.
@@ -502,8 +507,7 @@ class TorchRecommender(Recommender):
             raise DataError("user_features: values must be finite")
         with torch.no_grad():
             tensor = torch.from_numpy(features).to(self.device_)
-            logits = self.network_.all_items_from_features(tensor)
-            return torch.sigmoid(logits).double().cpu().numpy()
+            return _probabilities(self.network_.all_items_from_features(tensor))
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -18,7 +18,7 @@ from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.platform.errors import ConfigError, LogFormatError
 from causalrec.platform.validation import unknown_name_error
 
-__all__ = ["RECOMMENDERS", "load_recommender", "make_recommender"]
+__all__ = ["RECOMMENDERS", "load_recommender", "make_recommender", "read_model_manifest"]
 
 #: Every registered recommender class by name.
 RECOMMENDERS: dict[str, type[Recommender]] = {
@@ -53,15 +53,14 @@ def make_recommender(name: str, **params: Any) -> Recommender:
     return cls(**params)
 
 
-def load_recommender(directory: str | Path) -> Recommender:
-    """Load a model saved by :meth:`TorchRecommender.save`.
+def read_model_manifest(directory: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a saved model (method, params, n_users, n_items, schema).
 
     Raises:
         LogFormatError: If the manifest is missing or unreadable.
-        ConfigError: If it was saved by an incompatible schema version or an unknown method.
+        ConfigError: If it was saved by an incompatible schema version.
     """
-    directory = Path(directory)
-    manifest_path = directory / "manifest.json"
+    manifest_path = Path(directory) / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -72,6 +71,18 @@ def load_recommender(directory: str | Path) -> Recommender:
             f"{str(manifest_path)!r} was saved with model schema version {version}; this "
             f"causalrec loads version {MODEL_SCHEMA_VERSION}"
         )
+    return manifest
+
+
+def load_recommender(directory: str | Path) -> Recommender:
+    """Load a model saved by :meth:`TorchRecommender.save`.
+
+    Raises:
+        LogFormatError: If the manifest is missing or unreadable.
+        ConfigError: If it was saved by an incompatible schema version or an unknown method.
+    """
+    directory = Path(directory)
+    manifest = read_model_manifest(directory)
     model = make_recommender(manifest["method"], **manifest["params"])
     if isinstance(model, TorchRecommender):
         state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)

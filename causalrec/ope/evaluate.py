@@ -111,7 +111,6 @@ class CrossFittedRewardModel:
     """Reward models fitted once on a log, fold by fold, so each row is predicted out of fold.
 
     Attributes:
-        config: The reward-model configuration.
         folds: Fold of each row of the log, shape (n_rows,).
         models: One fitted model per fold, trained on the other folds' rows.
         features: Reward-model features of each row, shape (n_rows, d_user), float64.
@@ -119,7 +118,6 @@ class CrossFittedRewardModel:
             not depend on the evaluated policy, so it is computed once here.
     """
 
-    config: RewardModelConfig
     folds: np.ndarray
     models: tuple
     features: np.ndarray
@@ -143,9 +141,7 @@ class CrossFittedRewardModel:
                 x[held_out], logs.item_id[held_out], logs.position[held_out]
             )
             models.append(model)
-        return cls(
-            config=config, folds=folds, models=tuple(models), features=x, q_factual=q_factual
-        )
+        return cls(folds=folds, models=tuple(models), features=x, q_factual=q_factual)
 
 
 def round_inputs(

@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,12 +32,17 @@ from causalrec.platform import schema as log_schema_module
 from causalrec.platform.errors import LogFormatError, OutputExistsError
 from causalrec.platform.feedback import LoggedFeedback
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "LogWriter",
     "atomic_output_dir",
     "read_item_features",
+    "read_log_column",
     "read_logs",
     "read_user_features",
+    "write_csv_atomic",
     "write_json_atomic",
     "write_table_atomic",
 ]
@@ -55,26 +60,31 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def write_table_atomic(path: str | Path, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` as Parquet via a temporary file and an atomic rename."""
+def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
     path = Path(path)
     tmp = _temporary_sibling(path)
     try:
-        pq.write_table(table, tmp, compression=_COMPRESSION)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(path: str | Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` as Parquet via a temporary file and an atomic rename."""
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression=_COMPRESSION))
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = _temporary_sibling(path)
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    _write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as CSV (no index) via a temporary file and an atomic rename."""
+    _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:
@@ -312,16 +322,19 @@ def _read_feature_table(path: Path) -> pa.Table | None:
     return _read_parquet(path) if path.is_file() else None
 
 
+def _read_features(path: Path) -> np.ndarray | None:
+    table = _read_feature_table(path)
+    return _features(table, "features") if table is not None else None
+
+
 def read_user_features(directory: str | Path) -> np.ndarray | None:
     """The ``users.parquet`` feature table of a directory, shape (n_users, d), or ``None``."""
-    table = _read_feature_table(Path(directory) / USERS_FILE)
-    return _features(table, "features") if table is not None else None
+    return _read_features(Path(directory) / USERS_FILE)
 
 
 def read_item_features(directory: str | Path) -> np.ndarray | None:
     """The ``items.parquet`` feature table of a directory, shape (n_items, d), or ``None``."""
-    table = _read_feature_table(Path(directory) / ITEMS_FILE)
-    return _features(table, "features") if table is not None else None
+    return _read_features(Path(directory) / ITEMS_FILE)
 
 
 def log_files(path: str | Path) -> list[Path]:
@@ -334,6 +347,16 @@ def log_files(path: str | Path) -> list[Path]:
     if not files:
         raise LogFormatError(f"no log files (part-*.parquet) under {str(path)!r}")
     return files
+
+
+def read_log_column(path: str | Path, column: str) -> np.ndarray:
+    """One column of a log's part files, without reading the rest of the log."""
+    return np.concatenate(
+        [
+            pq.read_table(file, columns=[column]).column(column).to_numpy()
+            for file in log_files(path)
+        ]
+    )
 
 
 def read_logs(path: str | Path) -> LoggedFeedback:
@@ -368,8 +391,6 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         tables.append(table)
     table = pa.concat_tables(tables)
     root = path if path.is_dir() and (path / LOGS_SUBDIR).is_dir() else None
-    users = _read_feature_table(root / USERS_FILE) if root else None
-    items = _read_feature_table(root / ITEMS_FILE) if root else None
 
     def column(name: str, dtype=None) -> np.ndarray:
         values = table.column(name).to_numpy()
@@ -393,7 +414,7 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         n_items=int(metadata.get("n_items", simulator.get("n_items", 0)))
         or int(table.column("item_id").to_numpy().max()) + 1,
         slate_size=slate_size,
-        user_table=_features(users, "features") if users is not None else None,
-        item_table=_features(items, "features") if items is not None else None,
+        user_table=read_user_features(root) if root else None,
+        item_table=read_item_features(root) if root else None,
         metadata=metadata,
     )

@@ -36,7 +36,7 @@ from causalrec.platform.errors import CausalRecError, DataError
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
-from causalrec.serve.recommender import RecommenderCore
+from causalrec.serve.recommender import RecommenderCore, request_problem
 from causalrec.serve.schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -155,13 +155,13 @@ class FeedbackSinkDeployment:
     """Pending served requests joined with their clicks, written as causalrec logs."""
 
     def __init__(self, directory: str, model_dir: str, capacity: int, flush_rows: int):
-        from causalrec.methods.registry import load_recommender
+        from causalrec.methods.registry import read_model_manifest
         from causalrec.platform.storage import read_user_features
         from causalrec.serve.recommender import model_version
 
         self.log = FeedbackLog(
             directory,
-            n_items=load_recommender(model_dir).n_items_,
+            n_items=read_model_manifest(model_dir)["n_items"],
             capacity=capacity,
             flush_rows=flush_rows,
             metadata={"model_version": model_version(model_dir), "model_dir": model_dir},
@@ -229,15 +229,9 @@ class CausalRecIngress:
                 {"detail": f"{field}: {count} users; at most {self.max_users} per request"},
                 status_code=413,
             )
-        n_users, n_items = await self._catalogue()
-        if body.k > n_items:
-            return JSONResponse(
-                {"detail": f"k: {body.k} exceeds the catalogue size {n_items}"}, status_code=422
-            )
-        unknown = [user for user in users or [] if user >= n_users]
-        if unknown:
-            message = f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
-            return JSONResponse({"detail": message}, status_code=422)
+        problem = request_problem(users, body.k, *await self._catalogue())
+        if problem:
+            return JSONResponse({"detail": problem}, status_code=422)
         request = {**body.model_dump(exclude={"user_id"}), "users": users}
         try:
             served = await self.recommender.recommend.remote(request)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from causalrec.methods.registry import load_recommender
 from causalrec.ope.evaluate import evaluate
@@ -56,8 +57,6 @@ class EvaluatorCore:
             raise ForbiddenPathError(f"path: {path!r} is outside the server's data root")
         rows = 0
         for file in log_files(resolved):
-            import pyarrow.parquet as pq
-
             rows += pq.ParquetFile(file).metadata.num_rows
             if rows > self.max_rows:
                 raise TooLargeError(f"path: the log has more than {self.max_rows} rows")

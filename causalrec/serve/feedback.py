@@ -9,6 +9,7 @@ later, as any other log. One sink replica per application keeps round ids unique
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections import OrderedDict
@@ -65,10 +66,9 @@ class FeedbackLog:
         self.next_round = self._next_round_id()
 
     def _next_round_id(self) -> int:
-        files = sorted(self.logs_dir.glob("part-*.parquet"))
-        if not files:
+        if not any(self.logs_dir.glob("part-*.parquet")):
             return 0
-        return int(storage.read_logs(self.logs_dir).round_id.max()) + 1
+        return int(storage.read_log_column(self.logs_dir, "round_id").max()) + 1
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
         """Remember a served request: ``users`` (n,), ``items``, ``propensities``, ``prefix``.
@@ -134,7 +134,9 @@ class FeedbackLog:
         if not self.buffer:
             return None
         slate_size = max(chunk.slate_size for chunk in self.buffer)
-        chunk = LoggedFeedback.concat([_with_slate_size(part, slate_size) for part in self.buffer])
+        # concat keeps the first part's slate size: give it the largest before concatenating.
+        first = dataclasses.replace(self.buffer[0], slate_size=slate_size)
+        chunk = LoggedFeedback.concat([first, *self.buffer[1:]])
         metadata = {
             **self.metadata,
             "source": "causalrec serve feedback",
@@ -147,9 +149,3 @@ class FeedbackLog:
         self.buffer, self.buffered_rows = [], 0
         self.written_files += 1
         return path
-
-
-def _with_slate_size(chunk: LoggedFeedback, slate_size: int) -> LoggedFeedback:
-    import dataclasses
-
-    return dataclasses.replace(chunk, slate_size=slate_size)

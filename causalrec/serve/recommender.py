@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from causalrec.methods.registry import load_recommender
+from causalrec.methods.registry import load_recommender, read_model_manifest
 from causalrec.platform.errors import DataError
 from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy
 
-__all__ = ["RecommenderCore", "RowScorer", "model_version", "served_policy"]
+__all__ = ["RecommenderCore", "RowScorer", "model_version", "request_problem", "served_policy"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ def served_policy(
     return SoftmaxPolicy(scorer, temperature=temperature, slate_size=k, name=name)
 
 
+def request_problem(users: list[int] | None, k: int, n_users: int, n_items: int) -> str | None:
+    """What makes a request unservable by a model of this catalogue (naming the field), if any."""
+    unknown = [user for user in users or [] if user >= n_users]
+    if unknown:
+        return f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
+    if k > n_items:
+        return f"k: {k} exceeds the catalogue size {n_items}"
+    return None
+
+
 def model_version(model_dir: str | Path) -> str:
     """A short hash of the saved model's files (manifest and weights)."""
     digest = hashlib.sha256()
@@ -86,10 +96,10 @@ class RecommenderCore:
         self.model_dir = str(model_dir)
         self.model = load_recommender(model_dir)
         self.version = model_version(model_dir)
-        manifest = Path(model_dir) / "model.json"
-        self.manifest: dict[str, Any] = json.loads((Path(model_dir) / "manifest.json").read_text())
-        if manifest.exists():
-            self.manifest["tuning"] = json.loads(manifest.read_text())
+        tuning = Path(model_dir) / "model.json"
+        self.manifest: dict[str, Any] = read_model_manifest(model_dir)
+        if tuning.exists():
+            self.manifest["tuning"] = json.loads(tuning.read_text())
         self.manifest["model_version"] = self.version
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, os.getpid()]))
 
@@ -105,13 +115,9 @@ class RecommenderCore:
 
     def check_request(self, users: list[int], k: int) -> None:
         """Raise :class:`DataError` naming the field for users or k the model cannot serve."""
-        unknown = [u for u in users if u >= self.n_users]
-        if unknown:
-            raise DataError(
-                f"user_id: unknown user {unknown[0]} (the model knows 0..{self.n_users - 1})"
-            )
-        if k > self.n_items:
-            raise DataError(f"k: {k} exceeds the catalogue size {self.n_items}")
+        problem = request_problem(users, k, self.n_users, self.n_items)
+        if problem:
+            raise DataError(problem)
 
     def score_batch(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
         """Scores of several requests' users in one model call; one (n_i, n_items) per request."""

@@ -221,7 +221,6 @@ def tune_recommenders(
     context = TrialContext(
         train=train,
         evaluator=evaluator,
-        simulator_config=logs.metadata.get("simulator") or None,
         oracle_value=oracle,
         k=k,
         registry=registry,
@@ -254,8 +253,7 @@ def tune_recommenders(
     if summary["selected"] is not None:
         best_dir = _export_best(out, results, checkpoints, summary, logs, train)
     storage.write_table_atomic(out / "results.parquet", pa.Table.from_pandas(results))
-    results.to_csv(out / ".results.csv.tmp", index=False)
-    (out / ".results.csv.tmp").replace(out / "results.csv")
+    storage.write_csv_atomic(out / "results.csv", results)
     storage.write_json_atomic(out / "summary.json", summary)
     return TuningResult(results=results, summary=summary, best_dir=best_dir)
 
@@ -416,7 +414,7 @@ def _export_best(out, results, checkpoints, summary, logs, train) -> Path | None
                 "k": summary["k"],
                 "epochs": int(row["epochs"]),
                 "trial_id": selected["trial_id"],
-                "logs_fingerprint": logs.fingerprint(),
+                "logs_fingerprint": summary["logs_fingerprint"],
                 "train_fingerprint": train.fingerprint(),
                 "train_rows": train.n_rows,
                 "causalrec_version": causalrec.__version__,

@@ -59,26 +59,23 @@ def validate_space(
                 raise unknown_name_error(
                     f"parameter under 'methods.{space.method}':", name, allowed
                 )
-        _probe(space, cls, space.fixed, f"methods.{space.method}")
+        _probe(cls, space.fixed, f"methods.{space.method}")
         for name, distribution in space.searched.items():
             for value in distribution.extremes():
-                _probe(space, cls, {**space.fixed, name: value}, f"methods.{space.method}.{name}")
+                key = f"methods.{space.method}.{name}"
+                _probe(cls, {**space.fixed, name: value}, f"{key}={value!r}")
     return spaces
 
 
-def _probe(space: MethodSpace, cls: type[Recommender], params: dict, key: str) -> None:
-    """Construct the method with ``params`` and run its parameter checks."""
+def _probe(cls: type[Recommender], params: dict, where: str) -> None:
+    """Construct the method with ``params`` and run its checks; errors start with ``where``."""
     try:
         model = cls(**params)
         validate = getattr(model, "_validate", None)
         if validate is not None:
             validate()
-    except ConfigError as exc:
-        shown = {k: v for k, v in params.items() if key.endswith(f".{k}")}
-        where = f"{key}={next(iter(shown.values()))!r}" if shown else key
+    except (ConfigError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: {exc}") from None
 
 
 def param_default(cls: type[Recommender], name: str) -> Any:

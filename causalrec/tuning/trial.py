@@ -3,8 +3,8 @@
 :func:`run_trial` is the Ray Tune function trainable. Everything it needs arrives once through
 Ray's object store in a :class:`TrialContext` (``tune.with_parameters``): the training split of
 the log, an :class:`~causalrec.ope.OfflineEvaluator` whose reward models were fitted on the
-validation split in the driver, and the simulator's config when the log is simulated. Trials never
-read Parquet.
+validation split in the driver, and the oracle's value when the log is simulated (the trial
+rebuilds the simulator from the log's metadata). Trials never read Parquet.
 
 After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
 split, with a 95% interval), ``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
@@ -47,8 +47,8 @@ class TrialContext:
     Attributes:
         train: Training split of the log.
         evaluator: DR evaluator of the validation split (reward models already fitted).
-        simulator_config: The simulator behind the log (``None`` for real logs).
-        oracle_value: Exact value of the best top-k policy (``None`` for real logs).
+        oracle_value: Exact value of the best top-k policy (``None`` for real logs, which have no
+            simulator).
         k: Slate size of the evaluated policy.
         registry: Recommender classes by method name.
         cpus_per_trial: CPUs Ray reserved per trial (the torch thread count).
@@ -56,7 +56,6 @@ class TrialContext:
 
     train: LoggedFeedback
     evaluator: OfflineEvaluator
-    simulator_config: dict | None
     oracle_value: float | None
     k: int
     registry: Mapping[str, type[Recommender]]
@@ -118,7 +117,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     from ray import tune
 
-    from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig
+    from causalrec.ope.policy_spec import simulator_from_logs
 
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
     method, params = trial_params(config)
@@ -128,11 +127,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     model = cls(**params)
     device = params.get("device", "cpu")
     state, progress = _restore(tune.get_checkpoint())
-    simulator = None
-    if context.simulator_config is not None:
-        simulator = ConfoundedRecSimulator(
-            SimulatorConfig.from_dict(context.simulator_config, source="log metadata")
-        )
+    simulated = context.oracle_value is not None
+    simulator = simulator_from_logs(context.train) if simulated else None
     train_seconds = float(progress.get("train_seconds", 0.0))
     eval_seconds = float(progress.get("eval_seconds", 0.0))
     restarts = int(progress.get("restarts", -1)) + 1
