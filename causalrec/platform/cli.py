@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "causalrec.methods.cli",
     "causalrec.tuning.cli",
     "causalrec.serve.cli",
+    "causalrec.abtest.cli",
 )
 
 

@@ -19,6 +19,7 @@ beyond them Serve answers 503 at once instead of queuing without bound.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime.
 
+import asyncio
 import contextlib
 import uuid
 from pathlib import Path
@@ -37,6 +38,7 @@ from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
 from causalrec.serve.recommender import RecommenderCore, request_problem
+from causalrec.serve.routing import ARMS, ExperimentSplit
 from causalrec.serve.schemas import (
     EvaluateRequest,
     EvaluateResponse,
@@ -194,17 +196,24 @@ class FeedbackSinkDeployment:
 @serve.deployment
 @serve.ingress(api)
 class CausalRecIngress:
-    """HTTP front: validates requests and routes them to the deployments."""
+    """HTTP front: validates requests and routes them to the deployments.
+
+    With an experiment, each user's slate comes from the recommender of its arm
+    (:class:`~causalrec.serve.routing.ExperimentSplit`); without one, every user's from arm ``a``.
+    """
 
     def __init__(
         self,
-        recommender: DeploymentHandle,
+        recommenders: dict[str, DeploymentHandle],
         evaluator: DeploymentHandle,
         sink: DeploymentHandle | None,
         max_users_per_request: int,
         max_body_bytes: int,
+        split: ExperimentSplit | None = None,
     ):
-        self.recommender, self.evaluator, self.sink = recommender, evaluator, sink
+        self.recommenders, self.evaluator, self.sink = recommenders, evaluator, sink
+        self.recommender = recommenders["a"]
+        self.split = split
         self.max_users = max_users_per_request
         self._manifest: dict[str, Any] | None = None
         import causalrec.serve.app as this_module
@@ -216,6 +225,39 @@ class CausalRecIngress:
         if self._manifest is None:
             self._manifest = await self.recommender.manifest.remote()
         return self._manifest["n_users"], self._manifest["n_items"]
+
+    async def _serve_arms(self, request: dict[str, Any]) -> tuple[dict[str, Any], list]:
+        """Slates for the request's users from their arms' recommenders, in request order.
+
+        Returns:
+            The served slates (as :meth:`RecommenderDeployment.recommend`; in an experiment
+            ``policy`` and ``version`` hold one value per user) and each user's arm.
+        """
+        users = request["users"]
+        if self.split is None or users is None:
+            served = await self.recommender.recommend.remote(request)
+            return served, [None] * len(served["items"])
+        arms = self.split.arms(np.asarray(users))
+        rows = {arm: np.flatnonzero(arms == arm) for arm in ARMS if (arms == arm).any()}
+        parts = await asyncio.gather(
+            *(
+                self.recommenders[arm].recommend.remote(
+                    {**request, "users": [users[i] for i in index]}
+                )
+                for arm, index in rows.items()
+            )
+        )
+        merged: dict[str, Any] = {"users": users}
+        order = np.concatenate(list(rows.values()))
+        for key in ("items", "scores", "propensities", "prefix"):
+            merged[key] = np.empty((len(users), request["k"]), dtype=parts[0][key].dtype)
+            merged[key][order] = np.concatenate([part[key] for part in parts])
+        policy, version = [""] * len(users), [""] * len(users)
+        for (arm, index), part in zip(rows.items(), parts, strict=True):
+            for i in index:
+                policy[i], version[i] = f"{arm}/{part['policy']}", part["version"]
+        merged.update(policy=policy, version=version)
+        return merged, arms.tolist()
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest):
@@ -234,26 +276,48 @@ class CausalRecIngress:
             return JSONResponse({"detail": problem}, status_code=422)
         request = {**body.model_dump(exclude={"user_id"}), "users": users}
         try:
-            served = await self.recommender.recommend.remote(request)
+            served, arms = await self._serve_arms(request)
         except CausalRecError as exc:
             return _error(exc)
         request_id = uuid.uuid4().hex
         if self.sink is not None and users is not None:
             await self.sink.record.remote(request_id, served)
+        versions, policies = served["version"], served["policy"]
+        per_user = isinstance(versions, list)
         return RecommendResponse(
             request_id=request_id,
-            model_version=served["version"],
-            policy=served["policy"],
+            model_version=",".join(dict.fromkeys(versions)) if per_user else versions,
+            policy=",".join(dict.fromkeys(policies)) if per_user else policies,
             recommendations=[
                 UserRecommendation(
                     user_id=None if users is None else users[i],
                     items=served["items"][i].tolist(),
                     scores=served["scores"][i].tolist(),
                     propensities=served["propensities"][i].tolist(),
+                    prefix_propensities=served["prefix"][i].tolist(),
+                    arm=arms[i],
+                    model_version=versions[i] if per_user else versions,
                 )
                 for i in range(len(served["items"]))
             ],
         )
+
+    @api.get("/experiment")
+    async def experiment(self):
+        """The A/B split and each arm's model version (404 when no experiment runs)."""
+        if self.split is None:
+            return JSONResponse({"detail": "no experiment is configured"}, status_code=404)
+        manifests = await asyncio.gather(
+            *(self.recommenders[arm].manifest.remote() for arm in ARMS)
+        )
+        return {
+            "salt": self.split.salt,
+            "share_b": self.split.share_b,
+            "arms": {
+                arm: {"method": m["method"], "model_version": m["model_version"]}
+                for arm, m in zip(ARMS, manifests, strict=True)
+            },
+        }
 
     @api.post("/evaluate", response_model=EvaluateResponse)
     async def evaluate(self, body: EvaluateRequest):
@@ -284,9 +348,14 @@ class CausalRecIngress:
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        """Liveness: the recommender answers with its model version."""
-        manifest = await self.recommender.manifest.remote()
-        return {"status": "ok", "model_version": manifest["model_version"]}
+        """Liveness: the recommender answers with its model version (every arm's, in a test)."""
+        if self.split is None:
+            manifest = await self.recommender.manifest.remote()
+            return {"status": "ok", "model_version": manifest["model_version"]}
+        manifests = await asyncio.gather(
+            *(handle.manifest.remote() for handle in self.recommenders.values())
+        )
+        return {"status": "ok", "model_version": ",".join(m["model_version"] for m in manifests)}
 
 
 def build_app(args: ServeAppArgs) -> Application:
@@ -316,6 +385,13 @@ def build_app(args: ServeAppArgs) -> Application:
     recommender = RecommenderDeployment.options(
         **limits, **scaling, **cpus(args.recommender_cpus)
     ).bind(model_dir, args.seed, args.max_batch_size, args.batch_wait_timeout_s)
+    recommenders, split = {"a": recommender}, None
+    if args.experiment is not None:
+        treatment_dir = _treatment_model(args.experiment.model_dir, model_dir)
+        recommenders["b"] = RecommenderDeployment.options(
+            name="RecommenderDeploymentB", **limits, **scaling, **cpus(args.recommender_cpus)
+        ).bind(treatment_dir, args.seed + 1, args.max_batch_size, args.batch_wait_timeout_s)
+        split = ExperimentSplit(args.experiment.salt, args.experiment.share_b)
     data_root = str(Path(args.data_root).absolute()) if args.data_root else None
     evaluator = EvaluatorDeployment.options(**limits, **cpus(args.evaluator_cpus)).bind(
         model_dir, data_root, args.max_evaluate_rows
@@ -329,5 +405,22 @@ def build_app(args: ServeAppArgs) -> Application:
             args.feedback_flush_rows,
         )
     return CausalRecIngress.options(**limits, **cpus(args.ingress_cpus)).bind(
-        recommender, evaluator, sink, args.max_users_per_request, args.max_body_bytes
+        recommenders, evaluator, sink, args.max_users_per_request, args.max_body_bytes, split
     )
+
+
+def _treatment_model(path: str, control_dir: str) -> str:
+    """The absolute treatment model directory, checked to serve the control's catalogue."""
+    from causalrec.methods.registry import read_model_manifest
+
+    treatment_dir = str(Path(path).absolute())
+    if not (Path(treatment_dir) / "manifest.json").is_file():
+        raise DataError(f"experiment.model_dir: {path!r} holds no saved model (manifest.json)")
+    control, treatment = read_model_manifest(control_dir), read_model_manifest(treatment_dir)
+    for key in ("n_users", "n_items"):
+        if control[key] != treatment[key]:
+            raise DataError(
+                f"experiment.model_dir: {path!r} has {key}={treatment[key]}; the control model "
+                f"(model_dir) has {key}={control[key]}: both arms must serve the same catalogue"
+            )
+    return treatment_dir

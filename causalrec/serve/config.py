@@ -13,7 +13,25 @@ import pydantic
 
 from causalrec.platform.config import StrictConfig
 
-__all__ = ["ServeAppArgs"]
+__all__ = ["ExperimentArgs", "ServeAppArgs"]
+
+
+class ExperimentArgs(StrictConfig):
+    """An A/B test run by the serving layer (see :mod:`causalrec.serve.routing`).
+
+    Arm ``a`` (control) is the application's ``model_dir``; arm ``b`` (treatment) is
+    ``model_dir`` here. Each user goes to the arm given by a salted hash of its id, so a user
+    always sees the same arm.
+
+    Attributes:
+        model_dir: The treatment model (arm ``b``), in the Recommender save format.
+        salt: Salt of the assignment hash (a new salt is a new experiment).
+        share_b: Share of users in arm ``b``, in (0, 1).
+    """
+
+    model_dir: str
+    salt: str = "causalrec-ab"
+    share_b: float = pydantic.Field(default=0.5, gt=0, lt=1)
 
 
 class ServeAppArgs(StrictConfig):
@@ -40,6 +58,8 @@ class ServeAppArgs(StrictConfig):
         recommender_cpus: CPUs reserved per recommender replica.
         evaluator_cpus: CPUs reserved by the evaluator replica.
         ingress_cpus: CPUs reserved by the HTTP ingress (and the feedback sink) replica.
+        experiment: An A/B test: users split by a hash of their id between ``model_dir`` (arm
+            ``a``) and ``experiment.model_dir`` (arm ``b``); ``None`` serves one model.
     """
 
     model_dir: str
@@ -60,3 +80,4 @@ class ServeAppArgs(StrictConfig):
     recommender_cpus: float = pydantic.Field(default=0.5, ge=0)
     evaluator_cpus: float = pydantic.Field(default=0.5, ge=0)
     ingress_cpus: float = pydantic.Field(default=0.1, ge=0)
+    experiment: ExperimentArgs | None = None

@@ -73,7 +73,7 @@ class FeedbackLog:
     def record(self, request_id: str, served: dict[str, Any]) -> None:
         """Remember a served request: ``users`` (n,), ``items``, ``propensities``, ``prefix``.
 
-        The last three have shape (n, k).
+        The last three have shape (n, k); ``policy`` is one name or one per user (A/B tests).
         """
         self.pending[request_id] = served
         while len(self.pending) > self.capacity:
@@ -119,7 +119,7 @@ class FeedbackLog:
             pscore_prefix=served["prefix"].reshape(-1).astype(np.float64),
             user_features=features,
             expected_reward=np.full(n * k, np.nan),
-            policy=np.full(n * k, served["policy"]),
+            policy=np.repeat(np.broadcast_to(np.asarray(served["policy"]), (n,)), k),
             n_items=self.n_items,
             slate_size=k,
         )

@@ -87,16 +87,27 @@ class UserRecommendation(pydantic.BaseModel):
         items: Recommended item ids, in position order, shape (k,).
         scores: The model's score of each item, shape (k,).
         propensities: ``P(item at this position | user)`` under the served policy, shape (k,).
+        prefix_propensities: Probability of the slate's first ``j + 1`` items under the served
+            policy, for ``j = 0..k-1``, shape (k,) (what slate estimators need).
+        arm: The user's arm (``a`` or ``b``) when an A/B test runs, else ``None``.
+        model_version: Version of the model that served this user.
     """
 
     user_id: int | None
     items: list[int]
     scores: list[float]
     propensities: list[float]
+    prefix_propensities: list[float]
+    arm: str | None = None
+    model_version: str
 
 
 class RecommendResponse(pydantic.BaseModel):
-    """``POST /recommend`` answer: per user a slate; ids to send feedback against."""
+    """``POST /recommend`` answer: per user a slate; ids to send feedback against.
+
+    In an A/B test ``model_version`` and ``policy`` list the distinct values of the request's
+    users (comma-separated, arm-prefixed policies); each user's own are in its recommendation.
+    """
 
     request_id: str
     model_version: str

@@ -1,6 +1,5 @@
 """The Serve application on the test session's Ray cluster, called over real HTTP."""
 
-import socket
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -16,14 +15,9 @@ from causalrec.platform.storage import read_logs, write_feature_tables
 from causalrec.serve.app import build_app
 from causalrec.serve.config import ServeAppArgs
 from causalrec.simulators import write_logs
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def served(ray_session, small_simulator, tmp_path_factory):
     model = make_recommender("naive", epochs=2, seed=0, device="cpu").fit(logs)
     model.save(root / "model")
     write_feature_tables(root / "model", logs.user_table, logs.item_table)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = ServeAppArgs(
         model_dir=str(root / "model"), data_root=str(root / "data"),
