@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "causalrec.tuning.cli",
     "causalrec.serve.cli",
     "causalrec.abtest.cli",
+    "causalrec.pipeline.cli",
 )
 
 

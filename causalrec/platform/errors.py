@@ -14,6 +14,7 @@ __all__ = [
     "InvalidActionError",
     "LogFormatError",
     "OutputExistsError",
+    "PipelineStageError",
     "SearchInterruptedError",
     "UnknownNameError",
 ]
@@ -52,3 +53,7 @@ class LogFormatError(CausalRecError, OSError):
 
 class SearchInterruptedError(CausalRecError):
     """A search's driver was stopped mid-sweep; its saved experiment state can be resumed."""
+
+
+class PipelineStageError(CausalRecError):
+    """A pipeline stage failed; the outputs of the stages before it are kept."""

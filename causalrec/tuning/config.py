@@ -202,6 +202,8 @@ class TuningConfig(StrictConfig):
         scheduler: Early stopping.
         resources: Per-trial resources.
         max_failures: Retries of a failing trial, each from its latest checkpoint.
+        export_candidates: Also export the best trial of every method (by the selection
+            metric) to ``OUT/candidates/METHOD/``, in the same format as ``OUT/best/``.
     """
 
     methods: dict[str, dict[str, Any]]
@@ -210,6 +212,7 @@ class TuningConfig(StrictConfig):
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: ResourcesConfig = ResourcesConfig()
     max_failures: int = pydantic.Field(default=2, ge=0)
+    export_candidates: bool = False
 
     @pydantic.field_validator("methods", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ Outputs under ``OUT``:
 * ``best/`` — the trial the selection metric chose, in the Recommender save format, plus
   ``model.json`` (method, parameters, metrics, the training log's fingerprint, causalrec
   version) and the log's ``users.parquet``/``items.parquet`` feature tables — what Serve loads;
+* ``candidates/METHOD/`` — with ``export_candidates``, each method's best trial, as ``best/``;
 * ``summary.json`` — the selection, the truly best trial, the selection regret and the timing
   (``prepare_seconds``: splitting the log and fitting the validation reward models once;
   ``search_seconds``: the Tune run);
@@ -57,6 +58,7 @@ from causalrec.tuning.space import (
 from causalrec.tuning.trial import MODEL_SUBDIR, TrialContext, run_trial
 
 __all__ = [
+    "CANDIDATES_DIR",
     "EXPERIMENT_DIR",
     "SearchInterruptedError",
     "TuningResult",
@@ -66,6 +68,8 @@ __all__ = [
 
 #: Sub-directory of ``OUT`` holding Ray Tune's experiment state.
 EXPERIMENT_DIR = "experiment"
+#: Sub-directory of ``OUT`` holding each method's best trial (``export_candidates``).
+CANDIDATES_DIR = "candidates"
 #: Metrics every trial reports (NaN where the log cannot provide them).
 METRICS = ("ope_dr", "ope_dr_low", "ope_dr_high", "ground_truth", "regret")
 
@@ -252,6 +256,8 @@ def tune_recommenders(
     best_dir = None
     if summary["selected"] is not None:
         best_dir = _export_best(out, results, checkpoints, summary, logs, train)
+    if config.export_candidates and not results.empty:
+        _export_candidates(out, results, checkpoints, summary, logs, train)
     storage.write_table_atomic(out / "results.parquet", pa.Table.from_pandas(results))
     storage.write_csv_atomic(out / "results.csv", results)
     storage.write_json_atomic(out / "summary.json", summary)
@@ -393,11 +399,31 @@ def _summary(results, config, logs, simulator, oracle, k) -> dict[str, Any]:
 
 def _export_best(out, results, checkpoints, summary, logs, train) -> Path | None:
     selected = summary["selected"]
-    checkpoint = checkpoints.get(selected["trial_id"])
+    return _export_trial(out / "best", selected, results, checkpoints, summary, logs, train)
+
+
+def _export_candidates(out, results, checkpoints, summary, logs, train) -> dict[str, Path]:
+    """The best trial of each method (by the selection metric) in ``OUT/candidates/METHOD``."""
+    metric = summary["selection_metric"]
+    usable = results[np.isfinite(results[metric])]
+    exported = {}
+    for method, trials in usable.groupby("method", sort=True):
+        best = _row_summary(trials.loc[trials[metric].idxmax()])
+        path = _export_trial(
+            out / CANDIDATES_DIR / method, best, results, checkpoints, summary, logs, train
+        )
+        if path is not None:
+            exported[method] = path
+    return exported
+
+
+def _export_trial(dest, trial, results, checkpoints, summary, logs, train) -> Path | None:
+    """A trial's model, the log's feature tables and ``model.json`` in ``dest``."""
+    checkpoint = checkpoints.get(trial["trial_id"])
     if checkpoint is None:
         return None
-    row = results.set_index("trial_id").loc[selected["trial_id"]]
-    with storage.atomic_output_dir(out / "best", overwrite=True) as staging:
+    row = results.set_index("trial_id").loc[trial["trial_id"]]
+    with storage.atomic_output_dir(dest, overwrite=True) as staging:
         with checkpoint.as_directory() as directory:
             for path in (Path(directory) / MODEL_SUBDIR).iterdir():
                 shutil.copy2(path, staging / path.name)
@@ -407,17 +433,17 @@ def _export_best(out, results, checkpoints, summary, logs, train) -> Path | None
         storage.write_json_atomic(
             staging / "model.json",
             {
-                "method": selected["method"],
-                "params": selected["params"],
-                "metrics": {name: selected[name] for name in METRICS},
+                "method": trial["method"],
+                "params": trial["params"],
+                "metrics": {name: trial[name] for name in METRICS},
                 "selection_metric": summary["selection_metric"],
                 "k": summary["k"],
                 "epochs": int(row["epochs"]),
-                "trial_id": selected["trial_id"],
+                "trial_id": trial["trial_id"],
                 "logs_fingerprint": summary["logs_fingerprint"],
                 "train_fingerprint": train.fingerprint(),
                 "train_rows": train.n_rows,
                 "causalrec_version": causalrec.__version__,
             },
         )
-    return out / "best"
+    return dest

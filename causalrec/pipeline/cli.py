@@ -1,0 +1,84 @@
+"""``causalrec pipeline``: the platform's main job, end to end (see :mod:`.runner`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from causalrec.platform.config import config_dir
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``causalrec pipeline``."""
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="end to end: simulate, tune, deploy, A/B test, evaluate off-policy, report",
+        description=(
+            "Simulate confounded logs and a uniform slice, tune the methods with Ray Tune, "
+            "deploy baseline vs. winner as an A/B experiment on Ray Serve, run the A/B test "
+            "through HTTP with clicks from the simulator, evaluate every candidate with every "
+            "off-policy estimator against the exact values, and write OUT/report.md and "
+            "OUT/report.html with figures. Joins RAY_ADDRESS (or --address) or starts a local "
+            "Ray; runs unchanged under `ray job submit`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=str(config_dir() / "pipeline" / "quick.yaml"),
+        help="pipeline config YAML (configs/pipeline/*.yaml)",
+    )
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="leave the A/B deployment running (on a local Ray: until Ctrl-C)",
+    )
+    parser.set_defaults(handler=run_pipeline_command)
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    """Handler of ``causalrec pipeline``."""
+    from causalrec.pipeline.config import load_pipeline_config
+    from causalrec.pipeline.runner import run_pipeline, summary_lines
+
+    config, tuning = load_pipeline_config(args.config)
+    started = time.monotonic()
+    record = run_pipeline(
+        config,
+        tuning,
+        args.out,
+        config_path=args.config,
+        address=args.address,
+        overwrite=args.overwrite,
+        keep_serving=args.keep_serving,
+        log=lambda line: print(line, flush=True),
+    )
+    for line in summary_lines(args.out):
+        print(line)
+    print(f"pipeline finished in {time.monotonic() - started:.0f} s")
+    if args.keep_serving and record.get("url"):
+        _serve_until_interrupted(record["url"], args.address)
+    return 0
+
+
+def _serve_until_interrupted(url: str, address: str | None) -> None:
+    """Keep a local Ray (and its deployment) alive; on a cluster the deployment stays anyway."""
+    import os
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        print(f"the experiment stays deployed at {url} on the cluster (serve shutdown to stop)")
+        return
+    print(f"serving at {url}; press Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+        print("stopped")

@@ -1,0 +1,216 @@
+"""``causalrec pipeline``: from confounded logs to a deployed causal recommender and its A/B test.
+
+Stages (:mod:`causalrec.pipeline.stages`), in order: ``simulate`` confounded logs and a uniform
+slice; ``tune`` the methods with Ray Tune and export each method's best trial and the winner;
+``deploy`` an A/B experiment on Ray Serve (baseline vs. winner, split by user id in the
+ingress); ``abtest`` through HTTP with clicks from the simulator, beside its offline (OPE)
+prediction; ``ope`` of every candidate with every estimator against the exact values;
+``report`` (Markdown, HTML, figures). Progress is printed stage by stage and recorded in
+``OUT/pipeline.json`` (status, seconds, error of each stage).
+
+Everything that can be checked before work is checked first (output directory, simulator
+preset, search space, budget, baseline, HTTP port), naming the field. A failing stage leaves
+the outputs of the stages before it intact, is recorded as failed with its error, and the report
+is still written from what exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from causalrec.pipeline.config import PipelineConfig
+from causalrec.pipeline.stages import STAGES, RunContext
+from causalrec.platform import storage
+from causalrec.platform.errors import CausalRecError, ConfigError, PipelineStageError
+from causalrec.tuning.config import TuningConfig
+
+__all__ = ["check_config", "run_pipeline", "summary_lines"]
+
+
+def check_config(config: PipelineConfig, tuning: TuningConfig, *, address: str | None) -> None:
+    """Refuse a run that cannot succeed, before any work (errors name the field).
+
+    Raises:
+        ConfigError: Unknown preset or method, an impossible budget, a baseline that is not
+            tuned, an HTTP port in use.
+    """
+    from causalrec.methods.registry import RECOMMENDERS
+    from causalrec.simulators import load_simulator_config
+    from causalrec.tuning.space import validate_space
+
+    stage = config.simulate
+    try:
+        load_simulator_config(preset=stage.preset, **stage.overrides)
+    except CausalRecError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
+    try:
+        validate_space(tuning, RECOMMENDERS)
+    except CausalRecError as exc:
+        raise ConfigError(f"tuning: {exc}") from None
+    n_methods, samples = len(tuning.methods), tuning.search.num_samples
+    if samples < n_methods:
+        raise ConfigError(
+            f"tuning.search.num_samples: {samples} trials cannot try each of the {n_methods} "
+            f"methods ({', '.join(tuning.methods)}); raise num_samples or drop methods"
+        )
+    held_out = int(stage.rounds * tuning.objective.validation_fraction)
+    if held_out < 500:
+        raise ConfigError(
+            f"simulate.rounds: {stage.rounds} rounds leave {held_out} held-out rounds "
+            f"(validation_fraction {tuning.objective.validation_fraction}); need >= 500"
+        )
+    if config.abtest.baseline not in tuning.methods:
+        raise ConfigError(
+            f"abtest.baseline: {config.abtest.baseline!r} is not among the tuned methods "
+            f"({', '.join(tuning.methods)})"
+        )
+    if config.abtest.via == "http" and address is None and config.serve.port:
+        with socket.socket() as sock:
+            try:
+                sock.bind((config.serve.host, config.serve.port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"serve.port: cannot listen on {config.serve.host}:{config.serve.port} "
+                    f"({exc.strerror}); free it or set serve.port (0 picks a free port)"
+                ) from None
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    tuning: TuningConfig,
+    out: str | Path,
+    *,
+    config_path: str | None = None,
+    address: str | None = None,
+    overwrite: bool = False,
+    keep_serving: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Run every stage (see the module docstring); returns the content of ``pipeline.json``.
+
+    Args:
+        config: The pipeline.
+        tuning: Its resolved tuning config.
+        out: Run directory (refused when not empty, unless ``overwrite``).
+        config_path: Where ``config`` came from (recorded).
+        address: Ray cluster to join (default ``RAY_ADDRESS``, else a local Ray).
+        overwrite: Replace a non-empty ``out``.
+        keep_serving: Leave the deployment running after the run.
+        log: Where progress lines go.
+
+    Raises:
+        ConfigError: From :func:`check_config`, before any work.
+        OutputExistsError: ``out`` holds a previous run and ``overwrite`` is false.
+        PipelineStageError: A stage failed (recorded in ``pipeline.json``).
+    """
+    import os
+    import shutil
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    out = storage.check_output_dir(out, overwrite=overwrite).absolute()
+    check_config(config, tuning, address=address)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    record: dict[str, Any] = {
+        "config_path": config_path,
+        "config": config.model_dump(mode="json"),
+        "seed": config.seed,
+        "started": _now(),
+        "finished": None,
+        "stages": [
+            {"name": name, "status": "pending", "seconds": None, "error": None} for name in STAGES
+        ],
+    }
+    ctx = RunContext(out=out, config=config, tuning=tuning, address=address)
+    failure = None
+    try:
+        for index, (name, stage) in enumerate(STAGES.items()):
+            entry = record["stages"][index]
+            if failure is not None and name != "report":
+                entry["status"] = "skipped"
+                continue
+            log(f"[{index + 1}/{len(STAGES)}] {name} ...")
+            started = time.monotonic()
+            # The report renders pipeline.json, so it sees itself (and the run) as finished.
+            last = index == len(STAGES) - 1
+            entry["status"] = "done" if last and failure is None else "running"
+            record["finished"] = _now() if last else None
+            storage.write_json_atomic(out / "pipeline.json", record)
+            try:
+                stage(ctx)
+            except Exception as exc:  # recorded, then raised as PipelineStageError below
+                entry["status"], entry["error"] = "failed", f"{type(exc).__name__}: {exc}"
+                failure = failure or (name, exc)
+            else:
+                entry["status"] = "done"
+            entry["seconds"] = round(time.monotonic() - started, 1)
+            log(f"[{index + 1}/{len(STAGES)}] {name} {entry['status']} in {entry['seconds']} s")
+            if entry["error"]:
+                log(f"    {entry['error']}")
+            if ctx.url and name == "deploy" and entry["status"] == "done":
+                log(f"    serving at {ctx.url} (docs: {ctx.url}/docs)")
+            storage.write_json_atomic(out / "pipeline.json", record)
+    finally:
+        if ctx.url and not keep_serving:
+            _shutdown_serve()
+    if failure is not None:
+        name, exc = failure
+        raise PipelineStageError(
+            f"stage {name!r} failed: {type(exc).__name__}: {exc} (outputs of the stages before "
+            f"it are in {str(out)!r}; see pipeline.json)"
+        ) from exc
+    record["url"] = ctx.url
+    return record
+
+
+def summary_lines(out: str | Path) -> list[str]:
+    """The run's headline figures for the console."""
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [
+        f"world: {summary['preset']} {summary['n_users']} users x {summary['n_items']} items, "
+        f"{summary['n_rounds']:,} rounds; oracle {summary['oracle_value']:.4f}, logging "
+        f"{summary['logging_value']:.4f}"
+    ]
+    selected, best = summary.get("selected"), summary.get("truly_best")
+    if selected:
+        lines.append(
+            f"selected {selected['method']} (DR {selected['ope_dr']:.4f}, exact "
+            f"{selected['true_value']:.4f}); truly best {best['method']} "
+            f"({best['true_value']:.4f}); selection regret {summary['selection_regret']:.4f}"
+        )
+    result_path = out / "abtest" / "result.json"
+    if result_path.exists():
+        result = json.loads(result_path.read_text())
+        online, offline = result["online"], result["offline"]
+        lines.append(
+            f"A/B ({result['mode']}, {result['users']:,} visits): online lift "
+            f"{online['lift']:+.4f} [{online['low']:+.4f}, {online['high']:+.4f}], "
+            f"p = {online['p_value']:.3g}; offline ({offline['estimator']}) "
+            f"{offline['lift']:+.4f} [{offline['low']:+.4f}, {offline['high']:+.4f}]; exact "
+            f"{result['exact_lift']:+.4f}; agree: same sign "
+            f"{'yes' if result['agreement']['same_sign'] else 'no'}, online inside offline "
+            f"interval {'yes' if result['agreement']['online_in_offline_interval'] else 'no'}"
+        )
+    lines.append(f"report: {out / 'report.md'} and {out / 'report.html'}")
+    return lines
+
+
+def _shutdown_serve() -> None:
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception as exc:  # the run's outputs are written; say so and go on
+        print(f"warning: could not shut Serve down: {exc}", file=sys.stderr)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,263 @@
+"""The pipeline's stages: each reads what the stages before it wrote and writes its own outputs.
+
+Every stage is a function of a :class:`RunContext`; what it writes is listed in its docstring
+(the report's run directory contract is in :mod:`causalrec.pipeline.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from causalrec.pipeline.config import PipelineConfig
+from causalrec.platform import storage
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.tuning.config import TuningConfig
+
+__all__ = ["STAGES", "RunContext"]
+
+
+@dataclass
+class RunContext:
+    """What the stages share.
+
+    Attributes:
+        out: The run directory.
+        config: The pipeline config.
+        tuning: Its resolved tuning config.
+        address: Ray cluster to join (``None``: ``RAY_ADDRESS`` or a local Ray).
+        simulator: The world (set by ``simulate``).
+        logs: The confounded logs (``simulate``).
+        validation: The rounds the search held out, on which candidates are evaluated (``tune``).
+        candidates: Model directory of each method's best trial (``tune``).
+        url: The deployed application's base URL (``deploy``).
+        notes: Extra facts for the console summary.
+    """
+
+    out: Path
+    config: PipelineConfig
+    tuning: TuningConfig
+    address: str | None = None
+    simulator: Any = None
+    logs: LoggedFeedback | None = None
+    validation: LoggedFeedback | None = None
+    candidates: dict[str, Path] = field(default_factory=dict)
+    url: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def update_summary(self, **values: Any) -> None:
+        """Merge ``values`` into ``summary.json``."""
+        path = self.out / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        storage.write_json_atomic(path, {**summary, **values})
+
+
+def simulate(ctx: RunContext) -> None:
+    """Confounded logs (``logs/``), a uniform slice (``uniform/``), ``summary.json``, graph."""
+    from causalrec.simulators import ConfoundedRecSimulator, load_simulator_config, write_logs
+
+    stage = ctx.config.simulate
+    simulator = ConfoundedRecSimulator(
+        load_simulator_config(preset=stage.preset, **stage.overrides)
+    )
+    write_logs(simulator, ctx.out / "logs", stage.rounds, seed=ctx.config.seed)
+    if stage.uniform_rounds:
+        write_logs(
+            simulator,
+            ctx.out / "uniform",
+            stage.uniform_rounds,
+            policy=simulator.uniform_policy(),
+            seed=ctx.config.seed + 1,
+            uniform_fraction=0.0,
+        )
+    ctx.simulator, ctx.logs = simulator, storage.read_logs(ctx.out / "logs")
+    ctx.update_summary(
+        preset=stage.preset,
+        n_users=simulator.n_users,
+        n_items=simulator.n_items,
+        slate_size=simulator.slate_size,
+        n_rounds=stage.rounds,
+        uniform_rounds=stage.uniform_rounds,
+        oracle_value=simulator.oracle_value(),
+        logging_value=simulator.policy_value(simulator.logging_policy()),
+        selected=None,
+        truly_best=None,
+        selection_regret=None,
+    )
+    storage.write_json_atomic(ctx.out / "causal_graph.json", simulator.causal_graph().to_dict())
+
+
+def tune(ctx: RunContext) -> None:
+    """The search (``tune/``, with ``candidates/METHOD/``) and ``candidates.csv``."""
+    from causalrec.tuning.runner import CANDIDATES_DIR, split_rounds, tune_recommenders
+
+    # Tune warns whenever syncing its experiment state takes > 5 s (slow disks, busy CPUs);
+    # the pipeline reports its own progress, so keep the console to that.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tuning = ctx.tuning.model_copy(update={"export_candidates": True})
+    result = tune_recommenders(ctx.logs, tuning, ctx.out / "tune", address=ctx.address, verbose=0)
+    _, ctx.validation = split_rounds(ctx.logs, tuning.objective.validation_fraction)
+    metric = tuning.objective.metric
+    oracle = ctx.simulator.oracle_value()
+    rows = []
+    for method_dir in sorted((ctx.out / "tune" / CANDIDATES_DIR).iterdir()):
+        manifest = json.loads((method_dir / "model.json").read_text())
+        ctx.candidates[method_dir.name] = method_dir
+        true_value = manifest["metrics"]["ground_truth"]
+        rows.append(
+            {
+                "candidate": method_dir.name,
+                "method": manifest["method"],
+                "trial_id": manifest["trial_id"],
+                "params": json.dumps(manifest["params"], sort_keys=True),
+                "true_value": true_value,
+                "regret": oracle - true_value,
+                metric: manifest["metrics"][metric],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    summary = result.summary
+    selected = summary["selected"]
+    frame["selected"] = frame["trial_id"] == (selected or {}).get("trial_id")
+    storage.write_csv_atomic(ctx.out / "candidates.csv", frame)
+
+    def brief(trial):
+        if trial is None:
+            return None
+        return {
+            "candidate": trial["method"],
+            "method": trial["method"],
+            "true_value": trial["ground_truth"],
+            "ope_dr": trial["ope_dr"],
+        }
+
+    ctx.update_summary(
+        selected=brief(selected),
+        truly_best=brief(summary["truly_best"]),
+        selection_regret=summary["selection_regret"],
+        n_trials=summary["n_trials"],
+        search_seconds=summary["timing"]["search_seconds"],
+    )
+
+
+def deploy(ctx: RunContext) -> None:
+    """The experiment on Ray Serve: baseline (arm a) vs. the winner (``tune/best``, arm b)."""
+    from ray import serve
+
+    from causalrec.platform.runtime import init_ray
+    from causalrec.serve.app import build_app
+    from causalrec.serve.config import ServeAppArgs
+
+    stage, ab = ctx.config.serve, ctx.config.abtest
+    args = ServeAppArgs.from_dict(
+        {
+            "feedback_dir": str(ctx.out / "serve" / "feedback"),
+            "data_root": str(ctx.out),
+            **stage.app,
+            "model_dir": str(ctx.candidates[ab.baseline]),
+            "experiment": {"model_dir": str(ctx.out / "tune" / "best"), "salt": ab.salt},
+        },
+        source="serve.app",
+    )
+    application = build_app(args)
+    init_ray(ctx.address)
+    port = stage.port or _free_port(stage.host)
+    serve.start(http_options={"host": stage.host, "port": port})
+    serve.run(application, name="causalrec", route_prefix="/")
+    ctx.url = f"http://{stage.host}:{port}"
+    storage.write_json_atomic(
+        ctx.out / "serve" / "deployment.json", {"url": ctx.url, "args": args.model_dump()}
+    )
+
+
+def abtest(ctx: RunContext) -> None:
+    """Winner vs. baseline (``abtest/``), through the deployment unless ``via: in-process``."""
+    from causalrec.abtest import resolve_arm, run_abtest
+    from causalrec.serve.routing import ExperimentSplit
+
+    ab = ctx.config.abtest
+    arms = {
+        "a": resolve_arm("a", str(ctx.candidates[ab.baseline]), ctx.logs, ctx.simulator),
+        "b": resolve_arm("b", str(ctx.out / "tune" / "best"), ctx.logs, ctx.simulator),
+    }
+    run_abtest(
+        arms,
+        ctx.simulator,
+        ab.users,
+        ctx.out / "abtest",
+        logs=ctx.validation,
+        url=ctx.url if ab.via == "http" else None,
+        split=ExperimentSplit(ab.salt),
+        seed=ctx.config.seed,
+        alpha=ab.alpha,
+        offline_estimator=ab.estimator,
+    )
+
+
+def ope(ctx: RunContext) -> None:
+    """Every candidate with every estimator, on the held-out rounds and the uniform slice.
+
+    Writes ``ope.csv`` (held-out confounded rounds) and ``ope_uniform.csv`` (uniform slice):
+    one row per candidate and estimator, with the estimate, its interval, diagnostics, the
+    candidate's exact value and the error.
+    """
+    from causalrec.methods.registry import load_recommender
+    from causalrec.ope import OfflineEvaluator
+
+    stage = ctx.config.ope
+    policies = {
+        name: load_recommender(path).policy(ctx.simulator.slate_size)
+        for name, path in ctx.candidates.items()
+    }
+    truth = {name: ctx.simulator.policy_value(policy) for name, policy in policies.items()}
+    sources = {"ope.csv": ctx.validation}
+    if (ctx.out / "uniform").exists():
+        sources["ope_uniform.csv"] = storage.read_logs(ctx.out / "uniform")
+    for filename, logs in sources.items():
+        evaluator = OfflineEvaluator(logs, stage.estimators, reward_model=stage.reward_model)
+        frames = []
+        for name, policy in policies.items():
+            frame = evaluator.evaluate(policy, warn=False)
+            frame["estimator"] = _short_names(evaluator.estimators)
+            frame.insert(0, "candidate", name)
+            frame["true_value"] = truth[name]
+            frame["error"] = frame["estimate"] - truth[name]
+            frames.append(frame)
+        storage.write_csv_atomic(ctx.out / filename, pd.concat(frames, ignore_index=True))
+
+
+def report(ctx: RunContext) -> None:
+    """``report.md``, ``report.html`` and ``figures/``."""
+    from causalrec.pipeline.report import write_report
+
+    write_report(ctx.out)
+
+
+def _short_names(estimators) -> list[str]:
+    """Estimator names (``dr``), or their full specs where two share a name."""
+    names = [estimator.name for estimator in estimators]
+    return [n if names.count(n) == 1 else repr(e) for n, e in zip(names, estimators, strict=True)]
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+#: The stages in order, by name.
+STAGES = {
+    "simulate": simulate,
+    "tune": tune,
+    "deploy": deploy,
+    "abtest": abtest,
+    "ope": ope,
+    "report": report,
+}
