@@ -43,7 +43,7 @@ _ARM |= {"clicks": "int", "ctr": "num", "clicks_per_visit": "num", "exact_value"
 _ONLINE = ("lift", "low", "high", "relative_lift", "relative_low", "relative_high", "p_value")
 _JSON_FIELDS: dict[str, dict[str, str]] = {
     "pipeline.json": {
-        "config_path": "str", "seed": "int", "started": "str", "finished": "str?",
+        "config_path": "str?", "seed": "int", "started": "str", "finished": "str?",
         "stages": "list",
     },
     "summary.json": {

@@ -89,7 +89,7 @@ def _run(ctx: Context) -> list[doc.Block]:
     else:
         rows += [
             ("Seed", str(pipeline["seed"])),
-            ("Config", pipeline["config_path"]),
+            ("Config", pipeline["config_path"] or "given in Python (see pipeline.json)"),
             ("Started", pipeline["started"]),
             ("Finished", pipeline["finished"] or "not finished"),
         ]

@@ -42,11 +42,14 @@ class ServeStageConfig(StrictConfig):
     """Stage 3: deployment of the A/B experiment on Ray Serve.
 
     Attributes:
+        deploy: Deploy the experiment (``false``: an offline run; the A/B test then runs
+            in-process).
         host: HTTP host (loopback unless told otherwise).
         port: HTTP port (0: any free port).
         app: Further :class:`~causalrec.serve.config.ServeAppArgs` fields (replicas, limits).
     """
 
+    deploy: bool = True
     host: str = "127.0.0.1"
     port: int = pydantic.Field(default=8000, ge=0, le=65535)
     app: dict[str, Any] = pydantic.Field(default_factory=dict)

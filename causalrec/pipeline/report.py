@@ -6,7 +6,7 @@ its sections then say "not available: stage X did not complete" (with the stage'
 raises :class:`~causalrec.platform.errors.DataError` naming the file and the field::
 
     RUN/
-      pipeline.json       config_path, seed, started, finished (ISO or null), stages: [{name,
+      pipeline.json       config_path | null, seed, started, finished (ISO or null), stages: [{name,
                           status (done|failed|skipped|pending), seconds, error}] in the order
                           simulate, tune, deploy, abtest, ope, report
       summary.json        preset, n_users, n_items, slate_size, n_rounds, uniform_rounds,

@@ -70,6 +70,11 @@ def check_config(config: PipelineConfig, tuning: TuningConfig, *, address: str |
             f"abtest.baseline: {config.abtest.baseline!r} is not among the tuned methods "
             f"({', '.join(tuning.methods)})"
         )
+    if config.abtest.via == "http" and not config.serve.deploy:
+        raise ConfigError(
+            "abtest.via: 'http' needs the deployment; set serve.deploy: true or abtest.via: "
+            "in-process"
+        )
     if config.abtest.via == "http" and address is None and config.serve.port:
         with socket.socket() as sock:
             try:
@@ -144,12 +149,12 @@ def run_pipeline(
             record["finished"] = _now() if last else None
             storage.write_json_atomic(out / "pipeline.json", record)
             try:
-                stage(ctx)
+                outcome = stage(ctx)
             except Exception as exc:  # recorded, then raised as PipelineStageError below
                 entry["status"], entry["error"] = "failed", f"{type(exc).__name__}: {exc}"
                 failure = failure or (name, exc)
             else:
-                entry["status"] = "done"
+                entry["status"] = outcome or "done"
             entry["seconds"] = round(time.monotonic() - started, 1)
             log(f"[{index + 1}/{len(STAGES)}] {name} {entry['status']} in {entry['seconds']} s")
             if entry["error"]:

@@ -1,7 +1,8 @@
 """The pipeline's stages: each reads what the stages before it wrote and writes its own outputs.
 
 Every stage is a function of a :class:`RunContext`; what it writes is listed in its docstring
-(the report's run directory contract is in :mod:`causalrec.pipeline.report`).
+(the report's run directory contract is in :mod:`causalrec.pipeline.report`). A stage that has
+nothing to do returns ``"skipped"``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class RunContext:
         validation: The rounds the search held out, on which candidates are evaluated (``tune``).
         candidates: Model directory of each method's best trial (``tune``).
         url: The deployed application's base URL (``deploy``).
-        notes: Extra facts for the console summary.
     """
 
     out: Path
@@ -48,7 +48,6 @@ class RunContext:
     validation: LoggedFeedback | None = None
     candidates: dict[str, Path] = field(default_factory=dict)
     url: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def update_summary(self, **values: Any) -> None:
         """Merge ``values`` into ``summary.json``."""
@@ -145,8 +144,11 @@ def tune(ctx: RunContext) -> None:
     )
 
 
-def deploy(ctx: RunContext) -> None:
-    """The experiment on Ray Serve: baseline (arm a) vs. the winner (``tune/best``, arm b)."""
+def deploy(ctx: RunContext) -> str | None:
+    """The experiment on Ray Serve: baseline (arm a) vs. the winner (``tune/best``, arm b).
+
+    Returns ``"skipped"`` with ``serve.deploy: false``.
+    """
     from ray import serve
 
     from causalrec.platform.runtime import init_ray
@@ -154,6 +156,8 @@ def deploy(ctx: RunContext) -> None:
     from causalrec.serve.config import ServeAppArgs
 
     stage, ab = ctx.config.serve, ctx.config.abtest
+    if not stage.deploy:
+        return "skipped"
     args = ServeAppArgs.from_dict(
         {
             "feedback_dir": str(ctx.out / "serve" / "feedback"),

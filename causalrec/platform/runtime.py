@@ -1,7 +1,8 @@
 """The Ray runtime: one way to start or join a cluster, the same code everywhere.
 
-With no address and no ``RAY_ADDRESS`` a local Ray is started in-process (the embedded default);
-with either, the process joins that cluster. Clusters started with ``ray start --head`` on Ray
+With no address and no ``RAY_ADDRESS`` a new local Ray is started in-process (the embedded
+default) — even when a ``ray start`` cluster runs on the same machine, which plain ``ray.init()``
+would join; with either, the process joins that cluster. Clusters started with ``ray start --head`` on Ray
 >= 2.60 use token authentication: clients need ``RAY_AUTH_MODE=token`` (the token is read from
 ``~/.ray/auth_token``).
 """
@@ -34,6 +35,6 @@ def init_ray(
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **kwargs}
         if address is None:
-            options["num_cpus"] = num_cpus
+            address, options["num_cpus"] = "local", num_cpus
         ray.init(address=address, **options)
     return ray.cluster_resources()

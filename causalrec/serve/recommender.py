@@ -74,11 +74,16 @@ def request_problem(users: list[int] | None, k: int, n_users: int, n_items: int)
     return None
 
 
+#: Files beside a saved model that describe it but are not the model: its version ignores them,
+#: so the same weights exported by two searches (different trial ids) have the same version.
+_DESCRIPTIVE_FILES = frozenset({"model.json", "metrics.json", "users.parquet", "items.parquet"})
+
+
 def model_version(model_dir: str | Path) -> str:
-    """A short hash of the saved model's files (manifest and weights)."""
+    """A short hash of the saved model's own files (manifest and weights)."""
     digest = hashlib.sha256()
     for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file():
+        if path.is_file() and path.name not in _DESCRIPTIVE_FILES:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
