@@ -2,9 +2,9 @@
 
 With no address and no ``RAY_ADDRESS`` a new local Ray is started in-process (the embedded
 default) — even when a ``ray start`` cluster runs on the same machine, which plain ``ray.init()``
-would join; with either, the process joins that cluster. Clusters started with ``ray start --head`` on Ray
->= 2.60 use token authentication: clients need ``RAY_AUTH_MODE=token`` (the token is read from
-``~/.ray/auth_token``).
+would join; with either, the process joins that cluster. Clusters started with
+``ray start --head`` on Ray >= 2.60 use token authentication: clients need
+``RAY_AUTH_MODE=token`` (the token is read from ``~/.ray/auth_token``).
 """
 
 from __future__ import annotations

@@ -34,8 +34,9 @@ def _ray(env, *args, check=True) -> str:
 
 
 def _status(env, address, job) -> str:
-    output = _ray(env, "job", "status", "--address", address, job)
-    match = re.search(r"Status for job '[^']+': (\w+)", output)
+    """The job's status from `ray job list` (one JobDetails record per job)."""
+    output = _ray(env, "job", "list", "--address", address)
+    match = re.search(rf"submission_id='{job}'.*?status=<JobStatus\.(\w+)", output)
     assert match, output
     return match.group(1)
 
