@@ -7,7 +7,7 @@ import time
 
 from causalrec.platform.config import load_yaml_config
 
-__all__ = ["register"]
+__all__ = ["app_args_from_options", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,16 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", default=None, help="YAML of application arguments (ServeAppArgs fields)"
     )
+    parser.add_argument(
+        "--experiment-model",
+        default=None,
+        help="A/B test: serve this model to arm b (users split by a hash of their id)",
+    )
+    parser.add_argument("--salt", default=None, help="salt of the A/B split")
     parser.add_argument("--name", default="causalrec", help="Serve application name")
     parser.set_defaults(handler=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    """Handler of ``causalrec serve``: deploy, print the URL, block until Ctrl-C."""
-    from ray import serve
-
-    from causalrec.platform.runtime import init_ray
-    from causalrec.serve.app import build_app
+def app_args_from_options(args: argparse.Namespace):
+    """The application arguments: ``--config`` YAML, overridden by the command-line options."""
     from causalrec.serve.config import ServeAppArgs
 
     values = {}
@@ -53,12 +55,27 @@ def run_serve(args: argparse.Namespace) -> int:
             values[key] = getattr(args, option)
     if args.feedback_dir is not None:
         values["feedback_dir"] = args.feedback_dir
-    app_args = ServeAppArgs.from_dict(values, source="causalrec serve options")
+    if args.experiment_model is not None:
+        experiment = {**(values.get("experiment") or {}), "model_dir": args.experiment_model}
+        values["experiment"] = experiment | ({"salt": args.salt} if args.salt else {})
+    return ServeAppArgs.from_dict(values, source="causalrec serve options")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``causalrec serve``: deploy, print the URL, block until Ctrl-C."""
+    from ray import serve
+
+    from causalrec.platform.runtime import init_ray
+    from causalrec.serve.app import build_app
+
+    app_args = app_args_from_options(args)
     application = build_app(app_args)  # checks the model before Ray starts
     init_ray()
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name=args.name, route_prefix="/")
     print(f"serving {app_args.model_dir} at http://{args.host}:{args.port} (docs: /docs)")
+    if app_args.experiment is not None:
+        print(f"A/B test: arm b serves {app_args.experiment.model_dir} (GET /experiment)")
     print("press Ctrl-C to stop")
     try:
         while True:

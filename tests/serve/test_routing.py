@@ -45,3 +45,22 @@ def test_bad_share_is_refused(share):
 def test_negative_user_ids_are_refused():
     with pytest.raises(ConfigError, match="user ids"):
         ExperimentSplit().arms(np.array([3, -1]))
+
+
+def test_serve_cli_options_make_an_experiment(tmp_path):
+    from causalrec.platform.cli import build_parser
+    from causalrec.serve.cli import app_args_from_options
+
+    config = tmp_path / "app.yaml"
+    config.write_text("model_dir: ignored\nexperiment: {model_dir: old, share_b: 0.2}\n")
+    base = ["serve", "--model", "a", "--config", str(config)]
+    args = app_args_from_options(build_parser().parse_args(base))
+    assert args.model_dir == "a" and args.experiment.model_dir == "old"
+    options = [*base, "--experiment-model", "b", "--salt", "s2", "--replicas", "3"]
+    args = app_args_from_options(build_parser().parse_args(options))
+    assert (args.experiment.model_dir, args.experiment.salt, args.experiment.share_b) == (
+        "b",
+        "s2",
+        0.2,
+    )
+    assert args.num_replicas == 3
