@@ -23,6 +23,7 @@ PRODUCER = {
     "summary.json": "simulate",
     "candidates.csv": "tune",
     "ope.csv": "ope",
+    "ope_uniform.csv": "ope",
     "abtest/result.json": "abtest",
     "causal_graph.json": "simulate",
 }
@@ -36,6 +37,7 @@ _CSV_COLUMNS = {  # (text columns, numeric columns)
         ("estimate", "low", "high", "true_value", "error", "ess"),
     ),
 }
+_CSV_COLUMNS["ope_uniform.csv"] = _CSV_COLUMNS["ope.csv"]
 # Kinds: int, num (NaN allowed), str, bool, list, a trailing "?" allows null. Fields below a
 # null "obj?" are not checked.
 _ARM = {"label": "str", "spec": "str", "users": "int", "visits": "int", "impressions": "int"}

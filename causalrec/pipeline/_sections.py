@@ -216,6 +216,19 @@ def _ope_errors(ctx: Context) -> list[doc.Block]:
     ope = ctx.inputs["ope.csv"]
     if ope is None:
         return [*blocks, ctx.unavailable("ope.csv")]
+    blocks.append(doc.Heading("On the held-out rounds of the confounded log", level=3))
+    blocks += _error_table(ope)
+    if np.isfinite(ope["error"].to_numpy()).any():
+        blocks.append(ctx.figure("ope_error", "OPE error by estimator", fig.plot_ope_error, ope))
+    uniform = ctx.inputs.get("ope_uniform.csv")
+    if uniform is not None:
+        blocks.append(doc.Heading("On the uniform-random slice (full overlap)", level=3))
+        blocks += _error_table(uniform)
+    return blocks
+
+
+def _error_table(ope: pd.DataFrame) -> list[doc.Block]:
+    """Per estimator: error statistics and coverage across candidates."""
     rows, mae = [], {}
     for name, group in ope.groupby("estimator", sort=False):
         error = group["error"].to_numpy()[np.isfinite(group["error"].to_numpy())]
@@ -237,7 +250,7 @@ def _ope_errors(ctx: Context) -> list[doc.Block]:
         )
     columns = ("Estimator", "Candidates", "Mean abs error", "RMSE", "Mean error")
     columns += ("Coverage of true value", "Warnings")
-    blocks.append(doc.Table(columns, tuple(rows)))
+    blocks: list[doc.Block] = [doc.Table(columns, tuple(rows))]
     finite = {name: value for name, value in mae.items() if math.isfinite(value)}
     if finite:
         best = min(finite, key=finite.__getitem__)
@@ -248,7 +261,6 @@ def _ope_errors(ctx: Context) -> list[doc.Block]:
                 f"{best} ({format_number(finite[best])})."
             )
         )
-        blocks.append(ctx.figure("ope_error", "OPE error by estimator", fig.plot_ope_error, ope))
     return blocks
 
 

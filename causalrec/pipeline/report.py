@@ -15,6 +15,7 @@ raises :class:`~causalrec.platform.errors.DataError` naming the file and the fie
                           selection_regret | null
       candidates.csv      candidate, method, trial_id, params (JSON), true_value, regret, selected
       ope.csv             candidate, estimator, estimate, low, high, true_value, error, ess, warning
+      ope_uniform.csv     the same, on the uniform-random slice (optional: own table if present)
       abtest/result.json  users, alpha, seed, mode, arms {a, b: {label, spec, users, visits,
                           impressions, clicks, ctr, clicks_per_visit, exact_value}},
                           online {lift, low, high,

@@ -148,6 +148,19 @@ def test_ope_error_table_matches_the_inputs(report):
         assert f"| {expected} |" in row
 
 
+def test_uniform_slice_errors_get_their_own_table(tmp_path, graph):
+    _, ope = make_run(tmp_path, graph)
+    uniform = ope.assign(estimate=ope.true_value + 0.001, error=0.001)
+    uniform.loc[uniform.estimator == "dr", "error"] = -0.0031
+    uniform.to_csv(tmp_path / "ope_uniform.csv", index=False)
+    markdown = write_report(tmp_path).markdown.read_text(encoding="utf-8")
+    section = markdown.split("### On the uniform-random slice (full overlap)\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    dr_row = next(line for line in section.splitlines() if line.startswith("| dr |"))
+    assert f"| {four(0.0031)} |" in dr_row and f"| {four(-0.0031)} |" in dr_row
+    assert "### On the held-out rounds of the confounded log" in markdown
+
+
 def test_html_escapes_names_and_links_only_existing_figures(report):
     root, paths, _, _ = report
     page = paths.html.read_text(encoding="utf-8")
