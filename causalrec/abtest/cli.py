@@ -65,6 +65,8 @@ def format_result(result: dict) -> str:
         f"MDE {_number(online['mde'])}"
     )
     lines.append(f"exact lift:          {_number(result['exact_lift'])}")
+    if result.get("identical_arms"):
+        lines.append("A/A test: both arms serve the same model (exact and offline lifts are 0)")
     offline = result["offline"]
     if offline is not None:
         agreement = result["agreement"]

@@ -62,6 +62,8 @@ class ABTestResult:
         agreement: ``same_sign`` and ``online_in_offline_interval``, ``None`` without offline.
         split: Salt and share of the assignment.
         feedback_rows: Rows the server logged through ``/feedback`` (HTTP mode).
+        identical_arms: Both arms serve the same model or policy (an A/A test: the exact and
+            offline lifts are 0 by construction, so "same sign" cannot hold).
     """
 
     users: int
@@ -75,6 +77,7 @@ class ABTestResult:
     agreement: dict[str, bool] | None
     split: dict[str, Any]
     feedback_rows: int = 0
+    identical_arms: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -179,6 +182,7 @@ def run_abtest(
         agreement=agreement,
         split={"salt": split.salt, "share_b": split.share_b},
         feedback_rows=feedback_rows,
+        identical_arms=arms["a"].version == arms["b"].version,
     )
     _write(out, overwrite, result, arms, simulator, users, served, clicks, expected, split, seed)
     return result

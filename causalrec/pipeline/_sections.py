@@ -278,6 +278,13 @@ def _abtest(ctx: Context) -> list[doc.Block]:
             f"{'' if significant else 'not '}significant at alpha = {alpha:g}."
         )
     )
+    if result.get("identical_arms"):
+        blocks.append(
+            doc.Notice(
+                "A/A test: both arms serve the same model, so the exact and offline lifts are 0 "
+                "by construction and 'same sign' cannot hold; the online lift measures noise."
+            )
+        )
     off_name = offline["estimator"] if offline else "OPE"
     comparison = {
         "Online lift [low, high]": format_interval(online["lift"], online["low"], online["high"]),

@@ -204,6 +204,11 @@ def summary_lines(out: str | Path) -> list[str]:
             f"{'yes' if result['agreement']['same_sign'] else 'no'}, online inside offline "
             f"interval {'yes' if result['agreement']['online_in_offline_interval'] else 'no'}"
         )
+        if result.get("identical_arms"):
+            lines.append(
+                "    the winner is the baseline's own best trial: an A/A test (exact and offline "
+                "lifts are 0 by construction)"
+            )
     lines.append(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return lines
 

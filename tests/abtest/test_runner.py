@@ -111,3 +111,14 @@ def test_cli_runs_and_refuses_bad_users_before_writing(world, tmp_path, capsys):
     assert main([*common, "--users", "800", "--out", str(tmp_path / "ok"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["arms"]["b"]["spec"] == "oracle" and printed["offline"]["estimator"] == "dr"
+
+
+def test_an_a_a_test_is_flagged(world, small_simulator, tmp_path):
+    root, logs = world
+    arms = _arms(logs, small_simulator, str(root / "naive"), str(root / "naive"))
+    result = run_abtest(arms, small_simulator, 1_000, tmp_path / "out", logs=logs, seed=0)
+    assert result.identical_arms and result.exact_lift == 0.0
+    assert result.offline["lift"] == 0.0
+    assert "A/A test" in format_result(result.to_dict())
+    different = _arms(logs, small_simulator, str(root / "naive"), "oracle")
+    assert not run_abtest(different, small_simulator, 500, tmp_path / "two", seed=0).identical_arms
