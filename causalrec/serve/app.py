@@ -382,23 +382,31 @@ def build_app(args: ServeAppArgs) -> Application:
     def cpus(n: float) -> dict[str, Any]:
         return {"ray_actor_options": {"num_cpus": n}}
 
+    # Internal hops (ingress → recommender, evaluator, sink) are not HTTP requests: the ingress
+    # logs each request once; a second access-log line per hop costs a write on the hot path.
+    internal = {"logging_config": {"enable_access_log": args.internal_access_log}}
+
     recommender = RecommenderDeployment.options(
-        **limits, **scaling, **cpus(args.recommender_cpus)
+        **limits, **scaling, **cpus(args.recommender_cpus), **internal
     ).bind(model_dir, args.seed, args.max_batch_size, args.batch_wait_timeout_s)
     recommenders, split = {"a": recommender}, None
     if args.experiment is not None:
         treatment_dir = _treatment_model(args.experiment.model_dir, model_dir)
         recommenders["b"] = RecommenderDeployment.options(
-            name="RecommenderDeploymentB", **limits, **scaling, **cpus(args.recommender_cpus)
+            name="RecommenderDeploymentB",
+            **limits,
+            **scaling,
+            **cpus(args.recommender_cpus),
+            **internal,
         ).bind(treatment_dir, args.seed + 1, args.max_batch_size, args.batch_wait_timeout_s)
         split = ExperimentSplit(args.experiment.salt, args.experiment.share_b)
     data_root = str(Path(args.data_root).absolute()) if args.data_root else None
-    evaluator = EvaluatorDeployment.options(**limits, **cpus(args.evaluator_cpus)).bind(
+    evaluator = EvaluatorDeployment.options(**limits, **cpus(args.evaluator_cpus), **internal).bind(
         model_dir, data_root, args.max_evaluate_rows
     )
     sink = None
     if args.feedback_dir:
-        sink = FeedbackSinkDeployment.options(**limits, **cpus(args.ingress_cpus)).bind(
+        sink = FeedbackSinkDeployment.options(**limits, **cpus(args.ingress_cpus), **internal).bind(
             str(Path(args.feedback_dir).absolute()),
             model_dir,
             args.pending_requests,

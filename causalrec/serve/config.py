@@ -60,6 +60,8 @@ class ServeAppArgs(StrictConfig):
         ingress_cpus: CPUs reserved by the HTTP ingress (and the feedback sink) replica.
         experiment: An A/B test: users split by a hash of their id between ``model_dir`` (arm
             ``a``) and ``experiment.model_dir`` (arm ``b``); ``None`` serves one model.
+        internal_access_log: Also write Serve's access log for the internal deployments (each
+            HTTP request is logged once by the ingress either way).
     """
 
     model_dir: str
@@ -81,3 +83,4 @@ class ServeAppArgs(StrictConfig):
     evaluator_cpus: float = pydantic.Field(default=0.5, ge=0)
     ingress_cpus: float = pydantic.Field(default=0.1, ge=0)
     experiment: ExperimentArgs | None = None
+    internal_access_log: bool = False
