@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,10 +56,10 @@ def _wait_for(env, address, job, wanted, timeout_s) -> str:
 def cluster():
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
-    dashboard = free_port()
+    dashboard, gcs = free_port(), free_port()
     head = subprocess.Popen(
         ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
-         "--port", str(free_port()), "--dashboard-port", str(dashboard),
+         "--port", str(gcs), "--dashboard-port", str(dashboard),
          "--ray-client-server-port", str(free_port()),
          "--dashboard-agent-listen-port", str(free_port()), "--num-cpus", "2", "--block"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -79,6 +80,12 @@ def cluster():
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        # `ray start` recorded this head as the machine's current cluster; `ray stop` would
+        # forget it, killing the process does not, and a later `ray.init()` or `serve run`
+        # without an address would try to join the dead head.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{gcs}"):
+            current.unlink()
 
 
 def _submit(env, address, job, out) -> None:
