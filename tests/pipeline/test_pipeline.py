@@ -157,3 +157,13 @@ def test_same_config_and_seed_give_identical_logs_and_results(ray_session, tmp_p
     summary = json.loads((first / "summary.json").read_text())
     assert np.isfinite(summary["selection_regret"]) and summary["selection_regret"] >= 0
     assert (first / "report.html").exists() and (first / "figures" / "ab_lift.png").exists()
+
+
+@pytest.mark.parametrize("name", ["quick.yaml", "full.yaml"])
+def test_shipped_pipeline_configs_pass_the_checks(name):
+    from causalrec.pipeline.runner import check_config
+    from causalrec.platform.config import config_dir
+
+    config, tuning = load_pipeline_config(config_dir() / "pipeline" / name)
+    check_config(config, tuning, address="127.0.0.1:6379")  # no port check: a cluster
+    assert config.abtest.via == "http" and config.abtest.baseline in tuning.methods
