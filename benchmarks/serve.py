@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ import numpy as np
 from ray import serve
 
 from causalrec.methods import make_recommender
-from causalrec.platform.runtime import init_ray
+from causalrec.platform.runtime import free_port, init_ray
 from causalrec.serve.app import build_app
 from causalrec.serve.config import ServeAppArgs
 from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
@@ -45,12 +44,6 @@ class NoOp:
     async def __call__(self, request) -> dict:
         await request.body()
         return {"ok": True}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _latencies(url: str, bodies: list[dict], concurrency: int) -> tuple[np.ndarray, float]:
@@ -87,21 +80,19 @@ def _interleaved(base: str, calls: dict[str, tuple[str, dict | None]], n: int) -
                 times[name].append(time.perf_counter() - start)
                 if answer.status_code != 200:
                     raise RuntimeError(f"{path}: HTTP {answer.status_code}: {answer.text[:200]}")
+    return {name: _percentiles(t) for name, t in times.items()}
+
+
+def _percentiles(times) -> dict:
+    """p50 and p99 (ms) of latencies in seconds."""
     return {
-        name: {
-            "p50_ms": round(float(np.percentile(t, 50)) * 1e3, 2),
-            "p99_ms": round(float(np.percentile(t, 99)) * 1e3, 2),
-        }
-        for name, t in times.items()
+        "p50_ms": round(float(np.percentile(times, 50)) * 1e3, 2),
+        "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 2),
     }
 
 
 def _summary(times: np.ndarray, wall: float) -> dict:
-    return {
-        "p50_ms": round(float(np.percentile(times, 50)) * 1e3, 2),
-        "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 2),
-        "requests_per_s": round(len(times) / wall, 1),
-    }
+    return {**_percentiles(times), "requests_per_s": round(len(times) / wall, 1)}
 
 
 def main() -> None:
@@ -121,7 +112,7 @@ def main() -> None:
         model_dir = Path(root) / "model"
         make_recommender("naive", epochs=2, device="cpu").fit(logs).save(model_dir)
         init_ray()
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         base = f"http://127.0.0.1:{port}"
         serve.run(NoOp.bind(), name="noop", route_prefix="/noop")

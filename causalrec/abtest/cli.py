@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-__all__ = ["format_result", "register"]
+__all__ = ["format_lifts", "format_result", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,14 +57,19 @@ def format_result(result: dict) -> str:
             f"{label:<4} {arm['spec'][-28:]:<28} {arm['visits']:>7} {arm['clicks']:>7} "
             f"{arm['ctr']:>7.4f} {arm['clicks_per_visit']:>12.4f} {arm['exact_value']:>7.4f}"
         )
+    return "\n".join([*lines, *format_lifts(result)])
+
+
+def format_lifts(result: dict) -> list[str]:
+    """Online, exact and offline lift of a result, with the agreement verdicts."""
     online = result["online"]
-    lines.append(
+    lines = [
         f"online lift (b - a): {_number(online['lift'])} "
         f"[{_number(online['low'])}, {_number(online['high'])}], "
         f"relative {online['relative_lift']:+.1%}, p = {online['p_value']:.4g}, "
-        f"MDE {_number(online['mde'])}"
-    )
-    lines.append(f"exact lift:          {_number(result['exact_lift'])}")
+        f"MDE {_number(online['mde'])}",
+        f"exact lift:          {_number(result['exact_lift'])}",
+    ]
     if result.get("identical_arms"):
         lines.append("A/A test: both arms serve the same model (exact and offline lifts are 0)")
     offline = result["offline"]
@@ -76,7 +81,7 @@ def format_result(result: dict) -> str:
             f"{'yes' if agreement['same_sign'] else 'no'}; online inside offline interval: "
             f"{'yes' if agreement['online_in_offline_interval'] else 'no'}"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def run_abtest_command(args: argparse.Namespace) -> int:

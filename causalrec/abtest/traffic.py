@@ -142,10 +142,11 @@ def send_feedback(url: str, served: ServedSlates, clicks: np.ndarray) -> int:
     """
     logged = 0
     assert served.request_ids is not None
-    ids = np.asarray(served.request_ids)
+    rows_of: dict[str, list[int]] = {}
+    for row, request_id in enumerate(served.request_ids):
+        rows_of.setdefault(request_id, []).append(row)
     with _client(url) as client:
-        for request_id in dict.fromkeys(served.request_ids):
-            rows = np.flatnonzero(ids == request_id)
+        for request_id, rows in rows_of.items():
             answer = client.post(
                 "/feedback", json={"request_id": request_id, "clicks": clicks[rows].tolist()}
             )

@@ -341,6 +341,7 @@ class OfflineEvaluator:
         self.logs, self.estimators = logs, list(estimators)
         needs_model = any(getattr(e, "needs_q_hat", False) for e in self.estimators)
         self.reward_model_config = config if needs_model else None
+        self._requested_reward_model = config  # what difference() fits if it needs a model
         self.pscore_source = "logged"
         self.pscore = logs.pscore
         if np.isnan(self.pscore).all():
@@ -385,7 +386,11 @@ class OfflineEvaluator:
                 f"estimator: {estimator!r} is not a mean of per-round terms; use dr, ips or dm"
             )
         if getattr(spec, "needs_q_hat", False) and self.reward_model_config is None:
-            self.reward_model_config = _reward_model_config("logistic")
+            if self._requested_reward_model is None:
+                raise DataError(
+                    f"estimator: {estimator!r} needs a reward model; reward_model is None"
+                )
+            self.reward_model_config = self._requested_reward_model
         self.prepare()
         terms = []
         for policy in (policy_a, policy_b):

@@ -70,15 +70,10 @@ def _serve_until_interrupted(url: str, address: str | None) -> None:
     """Keep a local Ray (and its deployment) alive; on a cluster the deployment stays anyway."""
     import os
 
+    from causalrec.serve.cli import serve_until_interrupted
+
     if address or os.environ.get("RAY_ADDRESS"):
         print(f"the experiment stays deployed at {url} on the cluster (serve shutdown to stop)")
         return
-    print(f"serving at {url}; press Ctrl-C to stop")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve
-
-        serve.shutdown()
-        print("stopped")
+    print(f"serving at {url}")
+    serve_until_interrupted()

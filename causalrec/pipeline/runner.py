@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import socket
 import sys
 import time
@@ -114,9 +116,6 @@ def run_pipeline(
         OutputExistsError: ``out`` holds a previous run and ``overwrite`` is false.
         PipelineStageError: A stage failed (recorded in ``pipeline.json``).
     """
-    import os
-    import shutil
-
     address = address or os.environ.get("RAY_ADDRESS")
     out = storage.check_output_dir(out, overwrite=overwrite).absolute()
     check_config(config, tuning, address=address)
@@ -193,22 +192,11 @@ def summary_lines(out: str | Path) -> list[str]:
         )
     result_path = out / "abtest" / "result.json"
     if result_path.exists():
+        from causalrec.abtest.cli import format_lifts
+
         result = json.loads(result_path.read_text())
-        online, offline = result["online"], result["offline"]
-        lines.append(
-            f"A/B ({result['mode']}, {result['users']:,} visits): online lift "
-            f"{online['lift']:+.4f} [{online['low']:+.4f}, {online['high']:+.4f}], "
-            f"p = {online['p_value']:.3g}; offline ({offline['estimator']}) "
-            f"{offline['lift']:+.4f} [{offline['low']:+.4f}, {offline['high']:+.4f}]; exact "
-            f"{result['exact_lift']:+.4f}; agree: same sign "
-            f"{'yes' if result['agreement']['same_sign'] else 'no'}, online inside offline "
-            f"interval {'yes' if result['agreement']['online_in_offline_interval'] else 'no'}"
-        )
-        if result.get("identical_arms"):
-            lines.append(
-                "    the winner is the baseline's own best trial: an A/A test (exact and offline "
-                "lifts are 0 by construction)"
-            )
+        lines.append(f"A/B test ({result['mode']}, {result['users']:,} visits):")
+        lines += [f"    {line}" for line in format_lifts(result)]
     lines.append(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return lines
 

@@ -151,7 +151,7 @@ def deploy(ctx: RunContext) -> str | None:
     """
     from ray import serve
 
-    from causalrec.platform.runtime import init_ray
+    from causalrec.platform.runtime import free_port, init_ray
     from causalrec.serve.app import build_app
     from causalrec.serve.config import ServeAppArgs
 
@@ -170,7 +170,7 @@ def deploy(ctx: RunContext) -> str | None:
     )
     application = build_app(args)
     init_ray(ctx.address)
-    port = stage.port or _free_port(stage.host)
+    port = stage.port or free_port(stage.host)
     serve.start(http_options={"host": stage.host, "port": port})
     serve.run(application, name="causalrec", route_prefix="/")
     ctx.url = f"http://{stage.host}:{port}"
@@ -246,14 +246,6 @@ def _short_names(estimators) -> list[str]:
     """Estimator names (``dr``), or their full specs where two share a name."""
     names = [estimator.name for estimator in estimators]
     return [n if names.count(n) == 1 else repr(e) for n, e in zip(names, estimators, strict=True)]
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 #: The stages in order, by name.

@@ -10,9 +10,10 @@ would join; with either, the process joins that cluster. Clusters started with
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
-__all__ = ["SERVE_LATENCY_ENV", "init_ray"]
+__all__ = ["SERVE_LATENCY_ENV", "free_port", "init_ray"]
 
 #: Ray Serve settings of the local Ray that :func:`init_ray` starts, for low latency on small
 #: machines (each is a process-wide Serve constant read when Ray's processes start; a value
@@ -52,3 +53,10 @@ def init_ray(
                 os.environ.setdefault(name, value)
         ray.init(address=address, **options)
     return ray.cluster_resources()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on now (for Serve's HTTP proxy, test heads)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -112,13 +112,13 @@ class RecommenderDeployment:
     """Loads the exported model once per replica and serves slates with propensities."""
 
     def __init__(self, model_dir: str, seed: int, max_batch_size: int, batch_wait_timeout_s: float):
-        self.core: RecommenderCore | None = RecommenderCore(model_dir, seed)
+        self.core = RecommenderCore(model_dir, seed)
         self._score.set_max_batch_size(max_batch_size)
         self._score.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def check_health(self) -> None:
         """Serve's health check: fails when the model is not loaded."""
-        if self.core is None or not hasattr(self.core.model, "n_items_"):
+        if not hasattr(self.core.model, "n_items_"):
             raise RuntimeError("the recommender replica has no loaded model")
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)

@@ -7,7 +7,7 @@ import time
 
 from causalrec.platform.config import load_yaml_config
 
-__all__ = ["app_args_from_options", "register"]
+__all__ = ["app_args_from_options", "register", "serve_until_interrupted"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,14 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"serving {app_args.model_dir} at http://{args.host}:{args.port} (docs: /docs)")
     if app_args.experiment is not None:
         print(f"A/B test: arm b serves {app_args.experiment.model_dir} (GET /experiment)")
+    serve_until_interrupted()
+    return 0
+
+
+def serve_until_interrupted() -> None:
+    """Block while Serve runs in this process's Ray; on Ctrl-C shut Serve down."""
+    from ray import serve
+
     print("press Ctrl-C to stop")
     try:
         while True:
@@ -83,4 +91,3 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         serve.shutdown()
         print("stopped")
-    return 0

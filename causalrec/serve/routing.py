@@ -50,16 +50,17 @@ class ExperimentSplit:
     def __post_init__(self) -> None:
         if not 0.0 < self.share_b < 1.0:
             raise ConfigError(f"share_b must be in (0, 1); got {self.share_b}")
+        digest = hashlib.blake2b(self.salt.encode(), digest_size=8).digest()
+        # Hashed once: the ingress assigns every request with the same split.
+        object.__setattr__(self, "_salt_key", np.uint64(int.from_bytes(digest, "little")))
 
     def buckets(self, user_ids: np.ndarray) -> np.ndarray:
         """Uniform hash of each user in [0, 1), shape (n,)."""
         users = np.asarray(user_ids)
         if users.size and users.min() < 0:
             raise ConfigError(f"user ids must be >= 0; got {int(users.min())}")
-        digest = hashlib.blake2b(self.salt.encode(), digest_size=8).digest()
-        salt = np.uint64(int.from_bytes(digest, "little"))
         with np.errstate(over="ignore"):
-            hashed = _splitmix64(users.astype(np.uint64) ^ salt)
+            hashed = _splitmix64(users.astype(np.uint64) ^ self._salt_key)
         return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
     def in_b(self, user_ids: np.ndarray) -> np.ndarray:

@@ -7,12 +7,12 @@ import pytest
 from causalrec.abtest import resolve_arm, run_abtest
 from causalrec.methods import make_recommender
 from causalrec.platform.errors import ConfigError, DataError
+from causalrec.platform.runtime import free_port
 from causalrec.platform.storage import read_logs, write_feature_tables
 from causalrec.serve.app import build_app
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.routing import ExperimentSplit
 from causalrec.simulators import generate_logs, write_logs
-from tests.helpers import free_port
 
 pytestmark = pytest.mark.ray
 

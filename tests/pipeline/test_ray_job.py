@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from causalrec.platform.runtime import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ from scipy import stats
 
 from causalrec.methods import make_recommender
 from causalrec.ope import OverlapWarning, evaluate
+from causalrec.platform.runtime import free_port
 from causalrec.platform.storage import read_logs, write_feature_tables
 from causalrec.serve.app import build_app
 from causalrec.serve.config import ServeAppArgs
 from causalrec.simulators import write_logs
-from tests.helpers import free_port
 
 pytestmark = pytest.mark.ray
 
