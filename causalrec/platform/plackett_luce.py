@@ -6,8 +6,10 @@ probability ``p_i / (1 - p_{a_1})``, and so on (Plackett 1975; Luce 1959). Sampl
 Gumbel-top-k trick (Kool et al. 2019).
 
 Prefix probabilities ``P(a_1..a_k)`` are always exact. Item–position marginals
-``P(item i at position k)`` are exact by enumerating the ``n_items^(k-1)`` ordered prefixes while
-that is tractable, and otherwise estimated by Monte Carlo.
+``P(item i at position k)`` are exact by enumerating the ``n_items^k`` ordered prefixes of a
+0-based position k while that is at most :data:`EXACT_PREFIX_BUDGET`, and otherwise estimated by
+Rao–Blackwellised Monte Carlo (:mod:`causalrec.platform.pl_estimates`): positive for every item
+that can be shown, with a reported relative standard error.
 
 References:
     Plackett, "The Analysis of Permutations", Applied Statistics 1975.
@@ -16,10 +18,17 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from causalrec.platform import pl_estimates
 
 __all__ = [
     "EXACT_PREFIX_BUDGET",
+    "SlateMarginals",
+    "exact_marginal",
+    "exact_positions",
     "gumbel_top_k",
     "marginals",
     "prefix_probabilities",
@@ -92,6 +101,14 @@ def _remaining_after(p: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
     return np.maximum(remaining, np.finfo(float).tiny)
 
 
+def exact_marginal(p: np.ndarray, k: int) -> np.ndarray:
+    """Exact ``P(item i at 0-based position k)`` for one user, shape (n_items,).
+
+    Costs ``n_items^k``: use it only where :func:`exact_positions` allows.
+    """
+    return _exact_position_marginal(p, k)
+
+
 def _exact_position_marginal(p: np.ndarray, k: int) -> np.ndarray:
     """P(item i at 0-based position k) for one user by enumerating ordered prefixes.
 
@@ -130,44 +147,70 @@ def _exact_position_marginal(p: np.ndarray, k: int) -> np.ndarray:
     return np.clip(p * outside, 0.0, 1.0)
 
 
+def exact_positions(n_items: int, slate_size: int) -> np.ndarray:
+    """Which 0-based positions have enumerable marginals (``n_items^k`` <= the budget), (K,)."""
+    return np.array([n_items**k <= EXACT_PREFIX_BUDGET for k in range(slate_size)])
+
+
+@dataclass(frozen=True)
+class SlateMarginals:
+    """Item–position marginals of one user's Plackett–Luce slates.
+
+    Attributes:
+        marginal: ``P(item i at position k)``, shape (n_items, K); strictly positive wherever
+            ``p_i > 0`` and the item can reach position k.
+        exact: Whether each position was enumerated exactly, shape (K,).
+        relative_se: Largest estimated relative standard error over the items of each position,
+            shape (K,); 0 at exact positions.
+        draws: Prefixes drawn for the estimated positions (0 when all are exact).
+    """
+
+    marginal: np.ndarray
+    exact: np.ndarray
+    relative_se: np.ndarray
+    draws: int = 0
+
+
 def marginals(
     probs: np.ndarray,
     slate_size: int,
     rng: np.random.Generator | None = None,
     *,
-    mc_draws: int = 20_000,
-) -> tuple[np.ndarray, np.ndarray]:
+    target_relative_se: float = pl_estimates.TARGET_RELATIVE_SE,
+    max_draws: int = pl_estimates.MAX_DRAWS,
+) -> SlateMarginals:
     """Item–position marginals of Plackett–Luce slates for one user.
+
+    Positions whose ordered prefixes can be enumerated (see :func:`exact_positions`) are exact;
+    the others are Rao–Blackwellised Monte Carlo estimates
+    (:func:`causalrec.platform.pl_estimates.estimate_position_marginals`) with their relative
+    standard error.
 
     Args:
         probs: Item probabilities, shape (n_items,), summing to one.
         slate_size: K.
         rng: Source of randomness for positions that need Monte Carlo.
-        mc_draws: Number of slates drawn when a position cannot be computed exactly.
+        target_relative_se: Largest relative standard error aimed at for estimated positions.
+        max_draws: Most prefixes drawn for them.
 
     Returns:
-        ``(marginal, exact)``: marginal probabilities of shape (n_items, K) and a boolean array
-        of shape (K,) that is ``False`` for positions estimated by Monte Carlo.
+        The marginals, which positions are exact, and the estimation error.
     """
     n = probs.shape[0]
     out = np.empty((n, slate_size))
-    exact = np.ones(slate_size, dtype=bool)
-    for k in range(slate_size):
-        if n**k <= EXACT_PREFIX_BUDGET:
-            out[:, k] = _exact_position_marginal(probs, k)
-        else:
-            exact[k] = False
+    exact = exact_positions(n, slate_size)
+    relative_se = np.zeros(slate_size)
+    for k in np.flatnonzero(exact):
+        out[:, k] = _exact_position_marginal(probs, int(k))
+    draws = 0
     if not exact.all():
         if rng is None:
             raise ValueError("rng is required when some positions need Monte Carlo marginals")
-        logits = np.log(np.clip(probs, np.finfo(float).tiny, None))
-        counts = np.zeros((n, slate_size))
-        done = 0
-        while done < mc_draws:
-            batch = min(2_000, mc_draws - done)
-            slates = gumbel_top_k(np.broadcast_to(logits, (batch, n)), slate_size, rng)
-            for k in np.flatnonzero(~exact):
-                counts[:, k] += np.bincount(slates[:, k], minlength=n)
-            done += batch
-        out[:, ~exact] = counts[:, ~exact] / mc_draws
-    return out, exact
+        estimated = [int(k) for k in np.flatnonzero(~exact)]
+        estimate = pl_estimates.estimate_position_marginals(
+            probs, estimated, rng, target_relative_se=target_relative_se, max_draws=max_draws
+        )
+        out[:, estimated] = estimate.marginal
+        relative_se[estimated] = estimate.relative_se.max(axis=0)
+        draws = estimate.draws
+    return SlateMarginals(out, exact, relative_se, draws)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import log_softmax
 from typing_extensions import override
 
-from causalrec.platform import plackett_luce
+from causalrec.platform import pl_estimates, plackett_luce
 from causalrec.platform.alias import AliasTable
 from causalrec.platform.errors import ConfigError, DataError
 
@@ -125,6 +125,27 @@ class Policy(abc.ABC):
         rows = np.arange(len(users))[:, None]
         return dist[rows, actions, np.arange(actions.shape[1])[None, :]]
 
+    def expected_slate_reward(
+        self, users: np.ndarray, relevance: np.ndarray, examination: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Σ_k e_k Σ_i P(i at k | u) r_ui per user, and the variance of that number.
+
+        The variance is 0 where the marginals are exact; policies whose marginals are Monte Carlo
+        estimates return the estimate's sampling variance.
+
+        Args:
+            users: User ids, shape (n,).
+            relevance: r_ui for every item, shape (n, n_items).
+            examination: e_k per position, shape (>= K,) (the first K are used).
+
+        Returns:
+            ``(value, variance)``, both of shape (n,).
+        """
+        dist = self._as_3d(self.action_distribution(users))
+        K = min(dist.shape[2], len(examination))
+        value = np.einsum("nik,ni,k->n", dist[:, :, :K], relevance, examination[:K])
+        return value, np.zeros(len(users))
+
     def _as_3d(self, dist: np.ndarray) -> np.ndarray:
         return dist[:, :, None] if dist.ndim == 2 else dist
 
@@ -198,8 +219,12 @@ class SoftmaxPolicy(Policy):
         epsilon: Share of uniform slates in [0, 1].
         slate_size: K.
         name: Identifier written into logs.
-        mc_draws: Monte Carlo draws for marginals at positions too large to enumerate.
-        seed: Seed for those Monte Carlo draws.
+        target_relative_se: Largest relative standard error aimed at for marginals at positions
+            too large to enumerate (Rao–Blackwellised Monte Carlo, see
+            :mod:`causalrec.platform.pl_estimates`).
+        max_draws: Most prefixes drawn per user for those marginals.
+        seed: Seed of those draws; each user has its own stream, so a user's estimated
+            marginals do not depend on the other users of a batch.
     """
 
     def __init__(
@@ -210,7 +235,8 @@ class SoftmaxPolicy(Policy):
         epsilon: float = 0.0,
         slate_size: int = 1,
         name: str = "softmax",
-        mc_draws: int = 20_000,
+        target_relative_se: float = pl_estimates.TARGET_RELATIVE_SE,
+        max_draws: int = pl_estimates.MAX_DRAWS,
         seed: int | None = 0,
     ):
         if not temperature > 0:
@@ -219,12 +245,17 @@ class SoftmaxPolicy(Policy):
         _check_slate_size(slate_size, scorer.n_items)
         self.scorer, self.temperature, self.epsilon = scorer, temperature, epsilon
         self.n_items, self.slate_size, self.name = scorer.n_items, slate_size, name
-        self.mc_draws = mc_draws
-        self._mc_rng = np.random.default_rng(np.random.SeedSequence(seed))
+        if not target_relative_se > 0:
+            raise ConfigError(f"target_relative_se must be > 0; got {target_relative_se}")
+        if max_draws < pl_estimates.DRAW_BATCH:
+            raise ConfigError(f"max_draws must be >= {pl_estimates.DRAW_BATCH}; got {max_draws}")
+        self.target_relative_se, self.max_draws, self.seed = target_relative_se, max_draws, seed
         self._table: np.ndarray | None = None
         self._alias: AliasTable | None = None
         self._marginal_cache: dict[int, np.ndarray] = {}
-        self._exact = np.ones(slate_size, dtype=bool)
+        self._exact = plackett_luce.exact_positions(self.n_items, slate_size)
+        #: Largest relative standard error of any estimated marginal computed so far.
+        self.max_relative_se = 0.0
         self._use_table = scorer.n_users * scorer.n_items <= TABLE_BUDGET
 
     # -- probabilities ------------------------------------------------------------------------
@@ -255,8 +286,24 @@ class SoftmaxPolicy(Policy):
     @property
     @override
     def exact_marginals(self) -> bool:
-        """``False`` once any position's marginals had to be estimated by Monte Carlo."""
-        return bool(self._exact.all())
+        """``False`` when some positions' marginals are Monte Carlo estimates (K >= 3, large n)."""
+        return self.slate_size == 1 or bool(self._exact.all())
+
+    @property
+    def exact_positions(self) -> np.ndarray:
+        """Which 0-based positions have exact marginals, shape (K,)."""
+        return self._exact.copy()
+
+    def _user_marginals(self, p: np.ndarray, user: int) -> np.ndarray:
+        estimate = plackett_luce.marginals(
+            p,
+            self.slate_size,
+            pl_estimates.user_rng(self.seed, user),
+            target_relative_se=self.target_relative_se,
+            max_draws=self.max_draws,
+        )
+        self.max_relative_se = max(self.max_relative_se, float(estimate.relative_se.max()))
+        return estimate.marginal
 
     @override
     def action_distribution(self, users: np.ndarray) -> np.ndarray:
@@ -268,14 +315,84 @@ class SoftmaxPolicy(Policy):
         for row, user in enumerate(users):
             cached = self._marginal_cache.get(int(user))
             if cached is None:
-                cached, exact = plackett_luce.marginals(
-                    base[row], self.slate_size, self._mc_rng, mc_draws=self.mc_draws
-                )
-                self._exact &= exact
+                cached = self._user_marginals(base[row], int(user))
                 if self._use_table:
                     self._marginal_cache[int(user)] = cached
             out[row] = cached
         return (1 - self.epsilon) * out + self.epsilon / self.n_items
+
+    @override
+    def marginal_probability(self, users: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """``P(item actions[:, k] at position k | user)``, shape (n, K), for given slates.
+
+        Uncached users get only the entries asked for: exact positions are enumerated, the
+        others estimated for the shown items alone, so serving a slate never computes the
+        marginals of the whole catalogue.
+        """
+        users = _check_users(users)
+        actions = np.asarray(actions)
+        if self.slate_size == 1 or self._exact.all():
+            return super().marginal_probability(users, actions)
+        base = self.softmax_probabilities(users)
+        K = actions.shape[1]
+        out = np.empty((len(users), K))
+        estimated = [k for k in range(K) if not self._exact[k]]
+        for row, user in enumerate(users):
+            cached = self._marginal_cache.get(int(user))
+            if cached is None and self._use_table:
+                cached = self._marginal_cache[int(user)] = self._user_marginals(
+                    base[row], int(user)
+                )
+            if cached is not None:
+                out[row] = cached[actions[row], np.arange(K)]
+                continue
+            for k in range(K):
+                if self._exact[k]:
+                    out[row, k] = plackett_luce.exact_marginal(base[row], k)[actions[row, k]]
+            if estimated:
+                estimate = pl_estimates.estimate_position_marginals(
+                    base[row],
+                    estimated,
+                    pl_estimates.user_rng(self.seed, int(user)),
+                    items=actions[row, estimated],
+                    target_relative_se=self.target_relative_se,
+                    max_draws=self.max_draws,
+                )
+                out[row, estimated] = estimate.marginal
+                self.max_relative_se = max(self.max_relative_se, float(estimate.relative_se.max()))
+        return (1 - self.epsilon) * out + self.epsilon / self.n_items
+
+    @override
+    def expected_slate_reward(
+        self, users: np.ndarray, relevance: np.ndarray, examination: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        users = _check_users(users)
+        if self.slate_size == 1 or self._exact.all():
+            return super().expected_slate_reward(users, relevance, examination)
+        base = self.softmax_probabilities(users)
+        K = min(self.slate_size, len(examination))
+        values, variances = np.zeros(len(users)), np.zeros(len(users))
+        weights = {k: float(examination[k]) for k in range(K) if not self._exact[k]}
+        for row, user in enumerate(users):
+            p, r = base[row], relevance[row]
+            exact = sum(
+                examination[k] * float(plackett_luce.exact_marginal(p, k) @ r)
+                for k in range(K)
+                if self._exact[k]
+            )
+            estimate = pl_estimates.estimate_slate_value(
+                p,
+                r,
+                weights,
+                pl_estimates.user_rng(self.seed, int(user), stream=1),
+                target_relative_se=self.target_relative_se,
+                max_draws=self.max_draws,
+            )
+            values[row] = exact + estimate.value
+            variances[row] = estimate.variance
+        uniform = relevance.mean(axis=1) * float(np.sum(examination[:K]))
+        values = (1 - self.epsilon) * values + self.epsilon * uniform
+        return values, (1 - self.epsilon) ** 2 * variances
 
     # -- sampling -----------------------------------------------------------------------------
     @override

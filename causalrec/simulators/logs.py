@@ -53,11 +53,39 @@ def log_metadata(
         "slate_size": simulator.slate_size,
         "uniform_fraction": uniform_fraction,
         "chunk_rounds": CHUNK_ROUNDS,
-        "pscore": "exact",
+        **pscore_metadata(policy),
     }
-    if isinstance(policy, SoftmaxPolicy) and policy.slate_size > 1:
-        metadata["marginal_mc_draws"] = policy.mc_draws
     return metadata
+
+
+def pscore_metadata(policy: Policy) -> dict[str, Any]:
+    """How exact the logged ``pscore`` is, per position (``pscore_prefix`` is always exact).
+
+    ``pscore`` is ``"exact"`` or ``"estimated"``; ``pscore_exact_positions`` flags each 0-based
+    position, and for estimated positions the Rao–Blackwellised estimator's target relative
+    standard error and draw limit are recorded (the achieved largest relative standard error is
+    added as ``pscore_max_relative_se`` once the log is complete).
+    """
+    exact = np.ones(policy.slate_size, dtype=bool)
+    if isinstance(policy, SoftmaxPolicy):
+        exact = policy.exact_positions if policy.slate_size > 1 else exact
+    metadata: dict[str, Any] = {
+        "pscore": "exact" if exact.all() else "estimated",
+        "pscore_exact_positions": exact.tolist(),
+    }
+    if not exact.all():
+        assert isinstance(policy, SoftmaxPolicy)
+        metadata["pscore_target_relative_se"] = policy.target_relative_se
+        metadata["pscore_max_draws"] = policy.max_draws
+    return metadata
+
+
+def _achieved_error(policy: Policy, metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` plus the largest relative standard error of the logged estimated pscores."""
+    if metadata.get("pscore") != "estimated":
+        return metadata
+    assert isinstance(policy, SoftmaxPolicy)
+    return {**metadata, "pscore_max_relative_se": policy.max_relative_se}
 
 
 def iter_log_chunks(
@@ -161,7 +189,7 @@ def generate_logs(
         LoggedFeedback.concat(chunks),
         user_table=simulator.user_features_f32.copy(),
         item_table=simulator.item_features.astype(np.float32),
-        metadata=metadata,
+        metadata=_achieved_error(policy, metadata),
     )
 
 
@@ -292,6 +320,7 @@ def write_logs(
         )
         summary = _finish(simulator, policy, stats, files=writer.n_files)
         storage.write_json_atomic(
-            staging / storage.SUMMARY_FILE, {"summary": summary.to_dict(), "metadata": metadata}
+            staging / storage.SUMMARY_FILE,
+            {"summary": summary.to_dict(), "metadata": _achieved_error(policy, metadata)},
         )
     return summary

@@ -40,6 +40,7 @@ from scipy.special import expit
 
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy, UniformPolicy
+from causalrec.platform.units import PolicyValue
 from causalrec.simulators.config import SimulatorConfig
 from causalrec.simulators.graph import CausalGraph, Edge, Node
 
@@ -307,13 +308,18 @@ class ConfoundedRecSimulator:
         return TopKPolicy(self.relevance_scorer, slate_size=self.slate_size, name="oracle")
 
     # -- ground truth -----------------------------------------------------------------------------
-    def policy_value(self, policy: Policy) -> float:
-        """Exact expected clicks per round under ``policy`` (the intervention do(exposure := π)).
+    def policy_value(self, policy: Policy) -> PolicyValue:
+        """Expected clicks per round under ``policy`` (the intervention do(exposure := π)).
 
         An expectation over uniformly drawn users and the policy's own randomness using the true
         relevance and examination probabilities: Σ_k e_k Σ_i P_π(i at k | u) r_ui averaged over
-        users. No sampling noise (for Plackett–Luce slates whose marginals are too large to
-        enumerate, the policy's Monte Carlo marginals are used; see ``policy.exact_marginals``).
+        users. It is exact (no sampling noise) wherever the policy's marginals are. For
+        Plackett–Luce slates whose later positions cannot be enumerated, those positions are
+        Σ_k e_k E[r(a_k) | prefix] averaged over sampled prefixes (Rao–Blackwellised); the
+        result then says ``exact=False`` and carries its standard error.
+
+        Returns:
+            A :class:`~causalrec.platform.units.PolicyValue` (a float in clicks per round).
         """
         if policy.n_items != self.n_items or policy.slate_size > self.slate_size:
             raise ConfigError(
@@ -321,16 +327,19 @@ class ConfoundedRecSimulator:
                 f"{policy.slate_size}; the simulator has n_items={self.n_items}, "
                 f"slate_size={self.slate_size}"
             )
-        total = 0.0
+        total = variance = 0.0
         for start in range(0, self.n_users, _USER_BATCH):
             users = np.arange(start, min(start + _USER_BATCH, self.n_users))
-            dist = policy.action_distribution(users)
-            dist = dist[:, :, None] if dist.ndim == 2 else dist
-            relevance = self.relevance(users)
-            total += float(
-                np.einsum("nik,ni,k->", dist, relevance, self.examination[: dist.shape[2]])
+            values, variances = policy.expected_slate_reward(
+                users, self.relevance(users), self.examination
             )
-        return total / self.n_users
+            total += float(values.sum())
+            variance += float(variances.sum())
+        standard_error = float(np.sqrt(variance)) / self.n_users
+        exact = policy.exact_marginals
+        return PolicyValue(
+            total / self.n_users, standard_error=0.0 if exact else standard_error, exact=exact
+        )
 
     def oracle_value(self) -> float:
         """Exact value of the best top-K policy (an upper bound on every policy's value).

@@ -26,9 +26,11 @@ def brute_force(p: np.ndarray, K: int):
 @pytest.mark.parametrize(("n", "K", "concentration"), [(5, 1, 1.0), (6, 3, 0.3), (7, 4, 2.0)])
 def test_exact_marginals_match_enumeration(n, K, concentration):
     p = np.random.default_rng(n).dirichlet(np.full(n, concentration))
-    marginal, exact = plackett_luce.marginals(p, K)
+    result = plackett_luce.marginals(p, K)
+    marginal, exact = result.marginal, result.exact
     expected, _ = brute_force(p, K)
     assert exact.all()
+    assert (result.relative_se == 0).all() and result.draws == 0
     np.testing.assert_allclose(marginal, expected, atol=1e-12)
     np.testing.assert_allclose(marginal.sum(axis=0), 1.0, atol=1e-12)
 
@@ -43,14 +45,68 @@ def test_prefix_probabilities_match_enumeration():
         assert prefix[row, 0] == pytest.approx(p[slate[0]], rel=1e-12)
 
 
-def test_monte_carlo_used_beyond_budget_and_close(monkeypatch):
+@pytest.mark.parametrize("concentration", [0.3, 1.0, 3.0])
+def test_rao_blackwellised_marginals_beyond_budget(monkeypatch, concentration):
     monkeypatch.setattr(plackett_luce, "EXACT_PREFIX_BUDGET", 10)
-    p = np.random.default_rng(1).dirichlet(np.ones(6))
-    marginal, exact = plackett_luce.marginals(p, 3, np.random.default_rng(2), mc_draws=40_000)
-    expected, _ = brute_force(p, 3)
-    assert exact.tolist() == [True, True, False]  # 6**2 = 36 prefixes > budget 10
-    np.testing.assert_allclose(marginal[:, :2], expected[:, :2], atol=1e-12)
-    np.testing.assert_allclose(marginal[:, 2], expected[:, 2], atol=0.01)
+    p = np.random.default_rng(1).dirichlet(np.full(7, concentration))
+    result = plackett_luce.marginals(p, 4, np.random.default_rng(2), target_relative_se=0.005)
+    expected, _ = brute_force(p, 4)
+    assert result.exact.tolist() == [True, True, False, False]  # 7**2 = 49 prefixes > budget 10
+    np.testing.assert_allclose(result.marginal[:, :2], expected[:, :2], atol=1e-12)
+    assert (result.marginal > 0).all()  # every item can reach every position
+    assert (result.relative_se[2:] <= 0.005).all() and result.relative_se[2:].min() > 0
+    # Each estimate is within 4.5 of its reported standard errors of the truth: the reported
+    # error is honest (counting slates, as before, was off by 5-10% at this budget).
+    z = (result.marginal[:, 2:] - expected[:, 2:]) / (result.relative_se[2:] * expected[:, 2:])
+    assert np.abs(z).max() < 4.5
+
+
+def test_counting_would_give_zero_but_rao_blackwell_never_does(monkeypatch):
+    """A shown item always gets a positive marginal, even where counting slates gives 0."""
+    monkeypatch.setattr(plackett_luce, "EXACT_PREFIX_BUDGET", 10)
+    p = np.random.default_rng(3).dirichlet(np.full(40, 0.2))
+    result = plackett_luce.marginals(p, 3, np.random.default_rng(4))
+    slates = plackett_luce.gumbel_top_k(
+        np.tile(np.log(p), (20_000, 1)), 3, np.random.default_rng(5)
+    )
+    counted = np.bincount(slates[:, 2], minlength=40) / 20_000
+    assert (counted == 0).any()  # what the old estimator reported for these items
+    assert (result.marginal[p > 0, 2] > 0).all()
+    np.testing.assert_allclose(result.marginal[:, 2].sum(), 1.0, rtol=0.02)
+
+
+def test_marginals_of_shown_items_only_agree_with_full_marginals(monkeypatch):
+    from causalrec.platform import pl_estimates
+
+    p = np.random.default_rng(6).dirichlet(np.ones(1000))
+    items = np.array([5, 17, 400, 999])
+    positions = [2, 5, 7, 9]
+    asked = pl_estimates.estimate_position_marginals(
+        p, positions, np.random.default_rng(7), items=items
+    )
+    full = pl_estimates.estimate_position_marginals(p, positions, np.random.default_rng(8))
+    assert asked.marginal.shape == (4,)
+    columns = np.arange(4)
+    scale = np.hypot(asked.relative_se, full.relative_se[items, columns]) * asked.marginal
+    assert np.abs(asked.marginal - full.marginal[items, columns]).max() < 4.5 * scale.max()
+    assert (asked.relative_se <= pl_estimates.TARGET_RELATIVE_SE).all()
+
+
+def test_prefix_sampler_draws_plackett_luce_prefixes():
+    from causalrec.platform import pl_estimates
+
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    n = 60_000
+    prefixes = pl_estimates.sample_prefixes(p, 2, n, np.random.default_rng(9))
+    assert (prefixes[:, 0] != prefixes[:, 1]).all()
+    _, slate_prob = brute_force(p, 2)
+    keys = list(slate_prob)
+    observed = np.array([np.sum((prefixes[:, 0] == a) & (prefixes[:, 1] == b)) for a, b in keys])
+    assert stats.chisquare(observed, n * np.array([slate_prob[k] for k in keys])).pvalue > 1e-3
+    without = pl_estimates.sample_prefixes(p, 2, n, np.random.default_rng(10), exclude=0)
+    assert (without != 0).all()
+    q = p[1:] / p[1:].sum()  # the law without item 0
+    assert np.mean(without[:, 0] == 1) == pytest.approx(q[0], abs=4.5 * np.sqrt(q[0] / n))
 
 
 def test_gumbel_top_k_frequencies_match_plackett_luce():
@@ -73,7 +129,7 @@ def test_peaked_distributions_stay_exact():
     logits = np.array([60.0, 40.0, 20.0, 0.0, -5.0])
     p = np.exp(logits - logits.max())
     p /= p.sum()
-    marginal, _ = plackett_luce.marginals(p, 3)
+    marginal = plackett_luce.marginals(p, 3).marginal
     exact = [Fraction(x) for x in p]
     total = sum(exact)
     exact = [x / total for x in exact]

@@ -30,8 +30,9 @@ def test_alias_tables_are_exact_for_any_distribution(values):
 def test_plackett_luce_marginals_are_doubly_substochastic(values, K):
     p = softmax(values)
     K = min(K, len(p))
-    marginal, exact = plackett_luce.marginals(p, K)
-    assert exact.all()
+    result = plackett_luce.marginals(p, K)
+    marginal = result.marginal
+    assert result.exact.all()
     np.testing.assert_allclose(marginal.sum(axis=0), 1.0, atol=1e-9)  # each position sums to 1
     assert (marginal.sum(axis=1) <= 1 + 1e-9).all()  # an item fills at most one position
     np.testing.assert_allclose(marginal[:, 0], p, rtol=1e-12)
