@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,36 @@ from causalrec.platform.errors import LogFormatError, OutputExistsError, Unknown
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.obd import load_obd_sample, read_obd, write_obd
 
-OBD_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "obd"
-needs_obd = pytest.mark.skipif(not OBD_DIR.is_dir(), reason="../shared/data/obd not present")
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "obd_raw"
+SHARED_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "obd"
+needs_shared = pytest.mark.skipif(not SHARED_DIR.is_dir(), reason="../shared/data/obd not present")
+
+
+class RawOBD(NamedTuple):
+    """A raw OBD directory and facts about it, counted with plain pandas from its CSV files."""
+
+    path: Path
+    rows: int  # rows of each policy's all.csv
+    clicks: dict[str, int]
+    n_categorical: int  # one-hot width: distinct user_feature_0..3 values in both logs
+
+
+# The fixture's facts are in tests/fixtures/obd_raw/README.md; the shared sample's in its README.
+FIXTURE = RawOBD(FIXTURE_DIR, 120, {"random": 38, "bts": 42}, 3 + 4 + 8 + 6)
+SHARED = RawOBD(SHARED_DIR, 10_000, {"random": 38, "bts": 42}, 3 + 5 + 9 + 9)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(FIXTURE, id="fixture"),
+        pytest.param(SHARED, id="shared", marks=needs_shared),
+    ],
+)
+def raw(request):
+    """The shipped raw fixture always; the shared 10,000-row sample too when present."""
+    return request.param
+
 
 ARRAYS = LoggedFeedback.ROW_FIELDS
 
@@ -31,25 +60,24 @@ def assert_same_log(actual, expected):
 
 
 @pytest.fixture(scope="module")
-def csv():
+def csv(raw):
     return {
-        policy: pd.read_csv(OBD_DIR / policy / "all" / "all.csv", index_col=0)
+        policy: pd.read_csv(raw.path / policy / "all" / "all.csv", index_col=0)
         for policy in ("random", "bts")
     }
 
 
 @pytest.fixture(scope="module")
-def converted():
-    return {policy: read_obd(OBD_DIR, policy=policy) for policy in ("random", "bts")}
+def converted(raw):
+    return {policy: read_obd(raw.path, policy=policy) for policy in ("random", "bts")}
 
 
-@needs_obd
 @pytest.mark.parametrize("policy", ["random", "bts"])
-def test_rows_clicks_positions_and_pscore_match_the_csv(csv, converted, policy):
+def test_rows_clicks_positions_and_pscore_match_the_csv(raw, csv, converted, policy):
     frame = csv[policy].sort_values("timestamp", kind="stable")
     log = converted[policy]
-    assert log.n_rows == log.n_rounds == len(frame) == 10_000
-    assert int(log.click.sum()) == frame["click"].sum() == {"random": 38, "bts": 42}[policy]
+    assert log.n_rows == log.n_rounds == len(frame) == raw.rows
+    assert int(log.click.sum()) == frame["click"].sum() == raw.clicks[policy]
     assert log.click.mean() == pytest.approx(frame["click"].mean())
     np.testing.assert_array_equal(log.position, frame["position"].to_numpy() - 1)
     assert set(np.unique(log.position)) == {0, 1, 2}
@@ -61,33 +89,32 @@ def test_rows_clicks_positions_and_pscore_match_the_csv(csv, converted, policy):
     assert log.metadata["license"] == "CC BY 4.0" and log.metadata["campaign"] == "all"
 
 
-@needs_obd
 def test_random_log_has_uniform_item_position_propensities(converted):
     np.testing.assert_allclose(converted["random"].pscore, 1 / 80)
     assert converted["bts"].pscore.min() < 1e-4 < 0.9 < converted["bts"].pscore.max()
 
 
-@needs_obd
 @pytest.mark.parametrize("policy", ["random", "bts"])
-def test_user_features_encode_the_csv_row(csv, converted, policy):
+def test_user_features_encode_the_csv_row(raw, csv, converted, policy):
     frame = csv[policy].sort_values("timestamp", kind="stable").reset_index(drop=True)
     log = converted[policy]
     names = log.metadata["feature_names"]
-    assert log.user_features.dtype == np.float32 and log.user_features.shape == (10_000, 106)
-    assert len(names) == 106 and names[26:] == [f"user-item_affinity_{k}" for k in range(80)]
+    width = raw.n_categorical + 80
+    assert log.user_features.dtype == np.float32 and log.user_features.shape == (raw.rows, width)
+    assert len(names) == width
+    assert names[raw.n_categorical :] == [f"user-item_affinity_{k}" for k in range(80)]
     np.testing.assert_array_equal(
-        log.user_features[:, 26:],
+        log.user_features[:, raw.n_categorical :],
         frame[[f"user-item_affinity_{k}" for k in range(80)]].to_numpy(np.float32),
     )
-    one_hot = log.user_features[:, :26]
+    one_hot = log.user_features[:, : raw.n_categorical]
     assert set(np.unique(one_hot)) == {0.0, 1.0}
     np.testing.assert_array_equal(one_hot.sum(axis=1), 4)
-    for row in (0, 4_321, 9_999):
+    for row in (0, raw.rows // 2, raw.rows - 1):
         hot = [names[j] for j in np.flatnonzero(one_hot[row])]
         assert hot == [f"user_feature_{k}={frame.at[row, f'user_feature_{k}']}" for k in range(4)]
 
 
-@needs_obd
 def test_random_and_bts_feature_columns_align(csv, converted):
     random, bts = converted["random"], converted["bts"]
     assert random.user_features.shape[1] == bts.user_features.shape[1]
@@ -101,7 +128,6 @@ def test_random_and_bts_feature_columns_align(csv, converted):
     assert random.metadata["n_contexts"] == bts.metadata["n_contexts"]
 
 
-@needs_obd
 def test_user_id_is_the_context_of_the_categorical_features(csv, converted):
     columns = [f"user_feature_{k}" for k in range(4)]
     combos = sorted(
@@ -115,9 +141,8 @@ def test_user_id_is_the_context_of_the_categorical_features(csv, converted):
     assert converted["random"].metadata["n_contexts"] == len(combos)
 
 
-@needs_obd
-def test_item_table_encodes_item_context(converted):
-    items = pd.read_csv(OBD_DIR / "bts" / "all" / "item_context.csv", index_col=0)
+def test_item_table_encodes_item_context(raw, converted):
+    items = pd.read_csv(raw.path / "bts" / "all" / "item_context.csv", index_col=0)
     log = converted["bts"]
     assert log.item_table.shape == (80, 1 + 12 + 21 + 7)
     np.testing.assert_array_equal(log.item_table[:, 0], items["item_feature_0"].astype(np.float32))
@@ -128,21 +153,39 @@ def test_item_table_encodes_item_context(converted):
         assert items.at[5, column] == value
 
 
-@needs_obd
-def test_write_read_round_trip(converted, tmp_path):
+def test_write_read_round_trip(raw, converted, tmp_path):
     log = converted["bts"]
     summary = write_obd(log, tmp_path / "bts")
     assert_same_log(storage.read_logs(tmp_path / "bts"), log)
     assert not (tmp_path / "bts" / storage.USERS_FILE).exists()
     written = json.loads((tmp_path / "bts" / storage.SUMMARY_FILE).read_text())
-    assert written["summary"] == summary and summary["clicks"] == 42
+    assert written["summary"] == summary and summary["clicks"] == raw.clicks["bts"]
     assert summary["max_inverse_pscore"] == pytest.approx(1 / log.pscore.min())
 
 
-@needs_obd
+@needs_shared
 @pytest.mark.parametrize("policy", ["random", "bts"])
-def test_shipped_sample_equals_a_fresh_conversion(converted, policy):
-    assert_same_log(load_obd_sample(policy), converted[policy])
+def test_shipped_sample_equals_a_fresh_conversion(policy):
+    assert_same_log(load_obd_sample(policy), read_obd(SHARED_DIR, policy=policy))
+
+
+@pytest.mark.parametrize("policy", ["random", "bts"])
+def test_shipped_sample_holds_the_fixture_rows(policy):
+    # The fixture's rows are verbatim rows of the shared sample, whose CSV is in timestamp order:
+    # the first column (the row number there) is the round of the shipped sample.
+    frame = pd.read_csv(FIXTURE_DIR / policy / "all" / "all.csv", index_col=0)
+    rounds = frame.sort_values("timestamp", kind="stable").index.to_numpy()
+    fixture, shipped = read_obd(FIXTURE_DIR, policy=policy), load_obd_sample(policy)
+    assert len(rounds) == FIXTURE.rows and not frame.index.is_monotonic_increasing  # shuffled
+    for name in ("position", "item_id", "click", "pscore"):
+        np.testing.assert_array_equal(
+            getattr(fixture, name), getattr(shipped, name)[rounds], err_msg=name
+        )
+    shipped_column = {name: j for j, name in enumerate(shipped.metadata["feature_names"])}
+    columns = [shipped_column[name] for name in fixture.metadata["feature_names"]]
+    np.testing.assert_array_equal(fixture.user_features, shipped.user_features[rounds][:, columns])
+    np.testing.assert_array_equal(fixture.item_table, shipped.item_table)
+    assert fixture.metadata["item_feature_names"] == shipped.metadata["item_feature_names"]
 
 
 @pytest.mark.parametrize(("policy", "clicks"), [("random", 38), ("bts", 42)])
@@ -178,22 +221,20 @@ def test_missing_data_dir_names_the_path(tmp_path):
         read_obd(tmp_path / "nowhere", policy="random")
 
 
-@needs_obd
-def test_missing_file_and_column_name_the_file(tmp_path):
+def test_missing_file_and_column_name_the_file(raw, tmp_path):
     data = tmp_path / "obd"
-    shutil.copytree(OBD_DIR, data)
+    shutil.copytree(raw.path, data, copy_function=shutil.copyfile)  # writable copies
     (data / "bts" / "all" / "all.csv").unlink()
     with pytest.raises(LogFormatError, match=r"bts/all/all\.csv' does not exist"):
         read_obd(data, policy="random")
-    frame = pd.read_csv(OBD_DIR / "random" / "all" / "item_context.csv", index_col=0)
+    frame = pd.read_csv(raw.path / "random" / "all" / "item_context.csv", index_col=0)
     frame.drop(columns="item_feature_2").to_csv(data / "random" / "all" / "item_context.csv")
-    shutil.copy(OBD_DIR / "bts" / "all" / "all.csv", data / "bts" / "all" / "all.csv")
+    shutil.copyfile(raw.path / "bts" / "all" / "all.csv", data / "bts" / "all" / "all.csv")
     with pytest.raises(LogFormatError, match=r"item_context\.csv' lacks the columns \['item_fe"):
         read_obd(data, policy="random")
 
 
-@needs_obd
-def test_non_empty_out_is_refused_and_left_alone(converted, tmp_path):
+def test_non_empty_out_is_refused_and_left_alone(raw, converted, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("previous run")
@@ -202,22 +243,21 @@ def test_non_empty_out_is_refused_and_left_alone(converted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (out / "keep.txt").read_text() == "previous run"
     write_obd(converted["random"], out, overwrite=True)
-    assert not (out / "keep.txt").exists() and storage.read_logs(out).n_rows == 10_000
+    assert not (out / "keep.txt").exists() and storage.read_logs(out).n_rows == raw.rows
 
 
-@needs_obd
-def test_cli_import_obd_smoke(tmp_path):
+def test_cli_import_obd_smoke(raw, tmp_path):
     out = tmp_path / "obd_random"
     command = [sys.executable, "-m", "causalrec.platform.cli", "import-obd"]
-    args = ["--data", str(OBD_DIR), "--policy", "random", "--out", str(out), "--json"]
+    args = ["--data", str(raw.path), "--policy", "random", "--out", str(out), "--json"]
     result = subprocess.run(command + args, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert (summary["rows"], summary["clicks"]) == (10_000, 38)
+    assert (summary["rows"], summary["clicks"]) == (raw.rows, raw.clicks["random"])
     assert (summary["items"], summary["positions"]) == (80, 3)
-    assert summary["ctr"] == pytest.approx(0.0038)
+    assert summary["ctr"] == pytest.approx(raw.clicks["random"] / raw.rows)
     assert summary["mean_inverse_pscore"] == pytest.approx(80.0)
-    assert storage.read_logs(out).n_rows == 10_000
+    assert storage.read_logs(out).n_rows == raw.rows
     again = subprocess.run(command + args, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "not empty" in again.stderr
 
