@@ -82,7 +82,10 @@ def _add_estimation_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
     parser.add_argument(
-        "--interval", default="normal", choices=["normal", "bootstrap"], help="interval method"
+        "--interval",
+        default="normal",
+        choices=["normal", "bootstrap", "studentized"],
+        help="interval method",
     )
 
 

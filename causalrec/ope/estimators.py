@@ -37,8 +37,8 @@ import numpy as np
 
 from causalrec.ope._validation import check_hyperparameter
 from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
-from causalrec.ope.intervals import EstimatorTerms, bootstrap_interval, normal_interval
-from causalrec.platform.errors import ConfigError, DataError
+from causalrec.ope.intervals import EstimatorTerms, confidence_interval
+from causalrec.platform.errors import DataError
 
 __all__ = [
     "DM",
@@ -51,7 +51,7 @@ __all__ = [
     "SwitchDR",
 ]
 
-IntervalMethod = Literal["normal", "bootstrap"]
+IntervalMethod = Literal["normal", "bootstrap", "studentized"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,12 @@ class OffPolicyEstimator(abc.ABC):
 
     def _inputs(self, arrays: dict) -> RoundInputs:
         return round_inputs_from_arrays(**arrays, needs_q_hat=self.needs_q_hat)
+
+    def terms_from_inputs(self, inputs: RoundInputs) -> EstimatorTerms:
+        """Per-round terms (baseline, correction, normaliser) from which estimate and intervals
+        are computed, e.g. to resample several estimators together
+        (:func:`causalrec.ope.intervals.bootstrap_intervals`)."""
+        return self._checked_terms(inputs)
 
     def _checked_terms(self, inputs: RoundInputs) -> EstimatorTerms:
         if self.needs_q_hat and not inputs.has_reward_model:
@@ -101,11 +107,7 @@ class OffPolicyEstimator(abc.ABC):
     ) -> tuple[float, float]:
         """``(low, high)`` of a ``1 - alpha`` confidence interval."""
         terms = self._checked_terms(inputs)
-        if method == "normal":
-            return normal_interval(terms, alpha)
-        if method == "bootstrap":
-            return bootstrap_interval(terms, alpha, n_bootstrap, seed)
-        raise ConfigError(f"method must be 'normal' or 'bootstrap'; got {method!r}")
+        return confidence_interval(terms, method, alpha, n_bootstrap, seed)
 
     def clipped_share(self, inputs: RoundInputs) -> float:
         """Share of rounds whose weight this estimator clips, switches or shrinks away."""
@@ -152,7 +154,7 @@ class OffPolicyEstimator(abc.ABC):
         n_bootstrap: int = 1000,
         seed: int | None = None,
     ) -> tuple[float, float]:
-        """``(low, high)``: normal (delta method) or percentile bootstrap interval."""
+        """``(low, high)``: normal (delta method), percentile or studentized bootstrap interval."""
         inputs = self._inputs(_arrays(locals()))
         return self.interval_from_inputs(
             inputs, alpha=alpha, method=method, n_bootstrap=n_bootstrap, seed=seed

@@ -282,7 +282,7 @@ def evaluate(
             :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for logs of complete slates).
         reward_model: Kind, config or ``None`` (then DM and DR-type estimators are skipped).
         alpha: 1 - confidence level of the intervals.
-        interval: ``"normal"`` or ``"bootstrap"``.
+        interval: ``"normal"``, ``"bootstrap"`` (percentile) or ``"studentized"`` (bootstrap-t).
         n_bootstrap: Bootstrap replicates.
         seed: Seed of the bootstrap.
 
@@ -424,7 +424,7 @@ class OfflineEvaluator:
         Args:
             policy: The target policy.
             alpha: 1 - confidence level of the intervals.
-            interval: ``"normal"`` or ``"bootstrap"``.
+            interval: ``"normal"``, ``"bootstrap"`` (percentile) or ``"studentized"`` (bootstrap-t).
             n_bootstrap: Bootstrap replicates.
             seed: Seed of the bootstrap.
             warn: Emit an :class:`OverlapWarning` when overlap is poor (the ``warning`` column

@@ -28,8 +28,8 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from causalrec.ope._validation import check_hyperparameter, check_probabilities
-from causalrec.ope.intervals import EstimatorTerms, bootstrap_interval, normal_interval
-from causalrec.platform.errors import ConfigError, DataError
+from causalrec.ope.intervals import EstimatorTerms, confidence_interval
+from causalrec.platform.errors import DataError
 
 __all__ = ["SlateEstimator", "SlateIndependentIPS", "SlateRewardInteractionIPS", "SlateStandardIPS"]
 
@@ -102,17 +102,13 @@ class SlateEstimator:
         pscore,
         evaluation_pscore,
         alpha: float = 0.05,
-        method: Literal["normal", "bootstrap"] = "normal",
+        method: Literal["normal", "bootstrap", "studentized"] = "normal",
         n_bootstrap: int = 1000,
         seed: int | None = None,
     ) -> tuple[float, float]:
         """``(low, high)`` of a ``1 - alpha`` interval, resampling slates."""
         terms = self._terms(reward, slate_id, position, pscore, evaluation_pscore)
-        if method == "normal":
-            return normal_interval(terms, alpha)
-        if method == "bootstrap":
-            return bootstrap_interval(terms, alpha, n_bootstrap, seed)
-        raise ConfigError(f"method must be 'normal' or 'bootstrap'; got {method!r}")
+        return confidence_interval(terms, method, alpha, n_bootstrap, seed)
 
 
 @dataclass(frozen=True)
