@@ -25,7 +25,7 @@ import causalrec
 from causalrec.methods.data import Feedback, InteractionData
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
-from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy
+from causalrec.platform.policy import LogitScorer, Policy, SoftmaxPolicy, TopKPolicy
 
 __all__ = ["MODEL_SCHEMA_VERSION", "Recommender", "TorchRecommender", "TrainingError"]
 
@@ -159,8 +159,10 @@ class Recommender(abc.ABC):
         Args:
             k: Slate size.
             exploration: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
-                (Plackett–Luce over logit scores at ``temperature``), all with exact
-                propensities.
+                (Plackett–Luce over the log-odds of the predicted click probabilities at
+                ``temperature``: softmax(logit(score) / T)), all with exact propensities (for
+                k >= 3 over large catalogues, later positions' marginals are estimated; see
+                :class:`~causalrec.platform.policy.SoftmaxPolicy`).
             epsilon: ε of the ε-greedy policy.
             temperature: Temperature of the softmax policy.
         """
@@ -171,8 +173,10 @@ class Recommender(abc.ABC):
             return TopKPolicy(scorer, slate_size=k, name=name)
         if exploration == "epsilon":
             return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
-        if exploration == "softmax":
-            return SoftmaxPolicy(scorer, temperature=temperature, slate_size=k, name=name)
+        if exploration == "softmax":  # on the log-odds of the predicted click probabilities
+            return SoftmaxPolicy(
+                LogitScorer(scorer), temperature=temperature, slate_size=k, name=name
+            )
         raise ConfigError(
             f"exploration must be 'none', 'epsilon' or 'softmax'; got {exploration!r}"
         )

@@ -77,9 +77,11 @@ class OffPolicyEstimator(abc.ABC):
         return round_inputs_from_arrays(**arrays, needs_q_hat=self.needs_q_hat)
 
     def terms_from_inputs(self, inputs: RoundInputs) -> EstimatorTerms:
-        """Per-round terms (baseline, correction, normaliser) from which estimate and intervals
-        are computed, e.g. to resample several estimators together
-        (:func:`causalrec.ope.intervals.bootstrap_intervals`)."""
+        """Per-round terms (baseline, correction, normaliser) of the estimate and intervals.
+
+        Lets callers resample several estimators together
+        (:func:`causalrec.ope.intervals.bootstrap_intervals`).
+        """
         return self._checked_terms(inputs)
 
     def _checked_terms(self, inputs: RoundInputs) -> EstimatorTerms:

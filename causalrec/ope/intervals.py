@@ -183,10 +183,11 @@ def bootstrap_interval(
     When ``n * n_bootstrap`` exceeds :data:`EXACT_BOOTSTRAP_ELEMENTS` the Bag of Little
     Bootstraps is used instead (Kleiner, Talwalkar, Sarkar, Jordan, JRSS-B 2014):
     ``BLB_SUBSETS`` subsets of size ``ceil(n ** 0.7)``, each resampled to full size ``n`` with
-    multinomial weights ``max(BLB_MIN_REPLICATES, n_bootstrap / BLB_SUBSETS)`` times. Each subset gives the quantiles of
-    its replicates' deviations from the subset's own estimate (or of their t statistics); the
-    quantiles are averaged over subsets and the interval is centred on the full-sample estimate,
-    as Kleiner et al. intend. It has the same asymptotics at a cost independent of ``n``.
+    multinomial weights ``max(BLB_MIN_REPLICATES, n_bootstrap / BLB_SUBSETS)`` times. Each
+    subset gives the quantiles of its replicates' deviations from the subset's own estimate (or
+    of their t statistics); the quantiles are averaged over subsets and the interval is centred
+    on the full-sample estimate, as Kleiner et al. intend. It has the same asymptotics at a cost
+    independent of ``n``.
 
     Args:
         terms: The estimator's per-unit terms.

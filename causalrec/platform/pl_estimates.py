@@ -22,8 +22,8 @@ error is reported. The same conditioning gives the value of a slate policy,
 Prefixes are drawn position by position from the item CDF (binary search) with the items already
 drawn cut out, so a draw costs O(k² + k log n), not O(n) as the Gumbel-top-k trick: a 10-item
 slate over 1,000 items needs no n-sized work per draw. Each user's draws come from its own random
-stream (``SeedSequence(seed, spawn_key=(user, stream))``), so a user's estimate does not depend on which other
-users are in the batch.
+stream (``SeedSequence(seed, spawn_key=(user, stream))``), so a user's estimate does not depend on
+which other users are in the batch.
 
 References:
     Casella & Robert, "Rao-Blackwellisation of Sampling Schemes", Biometrika 1996.

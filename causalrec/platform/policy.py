@@ -26,6 +26,7 @@ from causalrec.platform.alias import AliasTable
 from causalrec.platform.errors import ConfigError, DataError
 
 __all__ = [
+    "LogitScorer",
     "Policy",
     "SlateSample",
     "SoftmaxPolicy",
@@ -151,6 +152,36 @@ class Policy(abc.ABC):
 
     def _format(self, marginal: np.ndarray) -> np.ndarray:
         return marginal[:, :, 0] if self.slate_size == 1 else marginal
+
+
+@dataclass(frozen=True)
+class LogitScorer:
+    """The log-odds of a scorer whose scores are probabilities (predicted click rates).
+
+    A softmax over probabilities in (0, 1) is nearly uniform (their spread is at most 1), so
+    softmax exploration of a click model runs on ``log(p / (1 - p))``; the ranking, and so any
+    top-k policy, is unchanged. Probabilities are clipped to [1e-15, 1 - 1e-15].
+
+    Attributes:
+        scorer: Provides ``scores(users)`` in [0, 1], shape (n, n_items).
+    """
+
+    scorer: UserItemScorer
+
+    @property
+    def n_users(self) -> int:
+        """Users of the wrapped scorer."""
+        return self.scorer.n_users
+
+    @property
+    def n_items(self) -> int:
+        """Items of the wrapped scorer."""
+        return self.scorer.n_items
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Log-odds of the wrapped probabilities, shape (len(users), n_items)."""
+        p = np.clip(np.asarray(self.scorer.scores(users), dtype=np.float64), 1e-15, 1 - 1e-15)
+        return np.log(p) - np.log1p(-p)
 
 
 def _check_slate_size(slate_size: int, n_items: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from causalrec.methods.registry import load_recommender, read_model_manifest
 from causalrec.platform.errors import DataError
-from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy
+from causalrec.platform.policy import LogitScorer, Policy, SoftmaxPolicy, TopKPolicy
 
 __all__ = ["RecommenderCore", "RowScorer", "model_version", "request_problem", "served_policy"]
 
@@ -61,7 +61,8 @@ def served_policy(
         return TopKPolicy(scorer, slate_size=k, name=name)
     if exploration == "epsilon":
         return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
-    return SoftmaxPolicy(scorer, temperature=temperature, slate_size=k, name=name)
+    # Scores are click probabilities; the softmax runs on their log-odds (as Recommender.policy).
+    return SoftmaxPolicy(LogitScorer(scorer), temperature=temperature, slate_size=k, name=name)
 
 
 def request_problem(users: list[int] | None, k: int, n_users: int, n_items: int) -> str | None:

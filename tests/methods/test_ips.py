@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import special, stats
 
 from causalrec.methods import (
     IPSMF,
@@ -57,18 +58,29 @@ def test_score_and_policies(small_simulator, small_logs):
     np.testing.assert_allclose(model.score(users, np.array([3, 1])), scores[:, [3, 1]])
     top = model.policy(k=3).deterministic_slates(users)
     np.testing.assert_array_equal(top, np.argsort(-scores, axis=1)[:, :3])
-    rng = np.random.default_rng(0)
-    for policy in (
-        model.policy(2, "epsilon", epsilon=0.2),
-        model.policy(2, "softmax", temperature=0.5),
-    ):
-        sample = policy.sample(users, rng)
-        np.testing.assert_allclose(
-            sample.marginal_pscore, policy.marginal_probability(users, sample.actions)
-        )
+    # ε-greedy: closed-form marginals, (1 − ε) on the greedy item of each position, + ε / n.
+    policy = model.policy(2, "epsilon", epsilon=0.2)
+    sample = policy.sample(np.repeat(users, 200), np.random.default_rng(0))
+    greedy = np.repeat(top[:, :2], 200, axis=0)
+    n_items = small_simulator.n_items
+    np.testing.assert_allclose(
+        sample.marginal_pscore, 0.8 * (sample.actions == greedy) + 0.2 / n_items, rtol=1e-12
+    )
     assert 0 < small_simulator.policy_value(model.policy(1)) <= small_simulator.oracle_value()
     with pytest.raises(ConfigError, match="exploration must be"):
         model.policy(1, "boltzmann")
+
+
+def test_softmax_policy_is_plackett_luce_over_logits(small_logs):
+    model = make_recommender("naive", epochs=2).fit(small_logs)
+    users = np.array([0, 5, 9])
+    logits = special.logit(model.score(users).astype(np.float64)) / 0.5
+    p = special.softmax(logits, axis=1)
+    # K = 2 by hand: P(i first) = p_i; P(i second) = p_i Σ_{a ≠ i} p_a / (1 − p_a).
+    ratio = p / (1 - p)
+    second = p * (ratio.sum(axis=1, keepdims=True) - ratio)
+    dist = model.policy(2, "softmax", temperature=0.5).action_distribution(users)
+    np.testing.assert_allclose(dist, np.stack([p, second], axis=-1), rtol=1e-5)
 
 
 def test_save_and_load_round_trip(small_logs, tmp_path):
@@ -142,11 +154,95 @@ def test_non_finite_loss_stops_training_and_nothing_is_fitted(small_logs, tmp_pa
     assert not (tmp_path / "nan-model").exists()
 
 
-def test_augmentation_adds_pseudo_labelled_pairs(small_logs):
-    plain = make_recommender("ips", epochs=2, seed=0).fit(small_logs)
-    augmented = make_recommender("ips", epochs=2, seed=0, augment=3).fit(small_logs)
-    assert augmented.imputation_network_ is not None
-    assert not np.allclose(plain.score(np.arange(5)), augmented.score(np.arange(5)))
+class _Bilinear(torch.nn.Module):
+    """A stand-in scoring network with known logits: scale · (a·user + b·item + c)."""
+
+    def __init__(self, a: float, b: float, c: float):
+        super().__init__()
+        self.a, self.b, self.c = a, b, c
+        self.scale = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+
+    def forward(self, users, items):
+        return self.scale * (self.a * users.double() + self.b * items.double() + self.c)
+
+    def logits(self, users, items) -> np.ndarray:
+        return self.a * users + self.b * items + self.c
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """−y log σ(x) − (1 − y) log(1 − σ(x)), in plain numpy (soft labels allowed)."""
+    return np.logaddexp(0.0, logits) - labels * logits
+
+
+def test_augmentation_draws_k_uniform_pairs_per_exposed_pair(small_logs):
+    from causalrec.methods.data import InteractionData
+
+    data = InteractionData.from_logs(small_logs, "exposed")
+    model = make_recommender("ips", augment=3)
+    samples = model._sample(data, 20_000, np.random.default_rng(0), "cpu")
+    users, items = samples["augment_users"].numpy(), samples["augment_items"].numpy()
+    assert users.shape == items.shape == (60_000,)
+    # Uniform over users and over items, and independent of each other (coarse 4 x 4 table).
+    counts_u = np.bincount(users, minlength=data.n_users)
+    counts_i = np.bincount(items, minlength=data.n_items)
+    assert len(counts_u) == data.n_users and len(counts_i) == data.n_items
+    assert stats.chisquare(counts_u).pvalue > 1e-3 and stats.chisquare(counts_i).pvalue > 1e-3
+    table = np.bincount((users % 4) * 4 + items % 4, minlength=16).reshape(4, 4)
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+    # Not the logged pairs: the share that was exposed is the share of all pairs exposed.
+    exposed = np.zeros((data.n_users, data.n_items), dtype=bool)
+    exposed[data.users, data.items] = True
+    share, expected = exposed[users, items].mean(), exposed.mean()
+    assert abs(share - expected) < 4.5 * np.sqrt(expected * (1 - expected) / len(users))
+    assert make_recommender("ips")._sample(data, 10, np.random.default_rng(0), "cpu") == {}
+
+
+def test_augmented_loss_labels_pseudo_pairs_with_the_imputation_model():
+    """Each pseudo pair weighs as an exposed pair, with label σ(imputation logit), detached."""
+    rng = np.random.default_rng(1)
+    b, k = 5, 3
+    users, items = rng.integers(0, 10, size=b), rng.integers(0, 8, size=b)
+    labels, weights = rng.integers(0, 2, size=b).astype(float), rng.uniform(0.5, 2.0, size=b)
+    aug_users, aug_items = rng.integers(0, 10, size=b * k), rng.integers(0, 8, size=b * k)
+    main, imputation = _Bilinear(0.2, -0.3, 0.1), _Bilinear(-0.15, 0.25, -0.4)
+    model = make_recommender("ips", augment=k)
+    model.imputation_network_ = imputation
+    batch = {
+        "users": torch.from_numpy(users),
+        "items": torch.from_numpy(items),
+        "labels": torch.from_numpy(labels),
+        "weight": torch.from_numpy(weights),
+        "augment_users": torch.from_numpy(aug_users),
+        "augment_items": torch.from_numpy(aug_items),
+    }
+    loss = model._losses(batch, {"main": main})["main"]
+    exposed = weights * _bce(main.logits(users, items), labels)
+    pseudo_labels = 1 / (1 + np.exp(-imputation.logits(aug_users, aug_items)))
+    pseudo = _bce(main.logits(aug_users, aug_items), pseudo_labels)
+    expected = (exposed.sum() + pseudo.sum()) / (b + b * k)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert main.scale.grad is not None and imputation.scale.grad is None
+
+
+def test_augmentation_pulls_predictions_towards_the_imputation_model(small_logs):
+    params = dict(epochs=2, batch_size=1000, lr=0.05, seed=0, device="cpu")
+    plain = make_recommender("ips", **params).fit(small_logs)
+    augmented = make_recommender("ips", augment=8, **params).fit(small_logs)
+    assert not hasattr(plain, "imputation_network_")
+    n_users, n_items = augmented.n_users_, augmented.n_items_
+    users = torch.arange(n_users).repeat_interleave(n_items)
+    items = torch.arange(n_items).repeat(n_users)
+    with torch.no_grad():
+        imputed = torch.sigmoid(augmented.imputation_network_(users, items)).numpy()
+    # The imputation model was fitted on the log: it scores logged clicks above logged non-clicks.
+    logged = imputed.reshape(n_users, n_items)[small_logs.user_id, small_logs.item_id]
+    assert logged[small_logs.click == 1].mean() > logged[small_logs.click == 0].mean()
+    # Over all user–item pairs, the augmented model sits much closer to the imputation model.
+    every = np.arange(n_users)
+    gap_plain = np.abs(plain.score(every).ravel() - imputed).mean()
+    gap_augmented = np.abs(augmented.score(every).ravel() - imputed).mean()
+    assert gap_augmented < 0.5 * gap_plain
     with pytest.raises(ConfigError, match="augment must be an integer >= 0; got -1"):
         make_recommender("ips", augment=-1).fit(small_logs)
     with pytest.raises(ConfigError, match="exposed setting only"):

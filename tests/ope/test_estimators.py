@@ -8,27 +8,54 @@ from causalrec.ope.inputs import round_inputs_from_arrays
 from causalrec.platform.errors import ConfigError, DataError
 
 
-def make_bandit(n=3000, n_actions=6, len_list=1, seed=0):
+def make_world(n=3000, n_actions=6, len_list=1, seed=0):
+    """A bandit whose logging and target policies and true mean rewards q are known."""
     rng = np.random.default_rng(seed)
     logging = rng.dirichlet(np.ones(n_actions), size=(n, len_list)).transpose(0, 2, 1)
     target = rng.dirichlet(np.full(n_actions, 0.5), size=(n, len_list)).transpose(0, 2, 1)
     q = rng.uniform(0.05, 0.6, size=(n, n_actions, len_list))
     position = rng.integers(len_list, size=n)
     action = np.array([rng.choice(n_actions, p=logging[i, :, position[i]]) for i in range(n)])
-    pscore = logging[np.arange(n), action, position]
-    truth_q = q[np.arange(n), action, position]
-    reward = rng.binomial(1, truth_q).astype(float)
+    reward = rng.binomial(1, q[np.arange(n), action, position]).astype(float)
     q_hat = np.clip(q + rng.normal(0, 0.1, size=q.shape), 0, 1)
-    arrays = dict(
-        reward=reward,
+    return dict(
+        logging=logging,
+        target=target,
+        q=q,
+        q_hat=q_hat,
+        position=position,
         action=action,
-        pscore=pscore,
+        reward=reward,
+    )
+
+
+def make_bandit(n=3000, n_actions=6, len_list=1, seed=0):
+    world = make_world(n, n_actions, len_list, seed)
+    target, position, action = world["target"], world["position"], world["action"]
+    arrays = dict(
+        reward=world["reward"],
+        action=action,
+        pscore=world["logging"][np.arange(n), action, position],
         action_dist=target if len_list > 1 else target[:, :, 0],
         position=position if len_list > 1 else None,
-        q_hat=q_hat if len_list > 1 else q_hat[:, :, 0],
+        q_hat=world["q_hat"] if len_list > 1 else world["q_hat"][:, :, 0],
     )
-    truth = float(np.mean((target * q).sum(axis=1)[np.arange(n), position]))
+    truth = float(np.mean((target * world["q"]).sum(axis=1)[np.arange(n), position]))
     return arrays, truth
+
+
+def clipped_estimand(world, name, clip):
+    """What clipped IPS or DR estimates in expectation (K = 1), from the known world.
+
+    E[min(w, c) r | x] = Σ_a π_0(a|x) min(π(a|x)/π_0(a|x), c) q(x, a), and DR adds the reward
+    model's policy value and corrects with r − q̂ in place of r.
+    """
+    logging, target = world["logging"][:, :, 0], world["target"][:, :, 0]
+    q, q_hat = world["q"][:, :, 0], world["q_hat"][:, :, 0]
+    clipped = logging * np.minimum(target / logging, clip)
+    if name == "ips":
+        return float(np.mean((clipped * q).sum(axis=1)))
+    return float(np.mean((target * q_hat).sum(axis=1) + (clipped * (q - q_hat)).sum(axis=1)))
 
 
 def reference(name, arrays, **params):
@@ -98,13 +125,83 @@ def test_limits_of_hyperparameters():
     assert IPS(clip=np.inf).estimate(**arrays) == pytest.approx(IPS().estimate(**arrays))
 
 
-@pytest.mark.parametrize(("estimator", "name", "params"), ESTIMATORS[1:])
+UNCLIPPED = [case for case in ESTIMATORS[1:] if "clip" not in case[2]]
+CLIPPED = [case for case in ESTIMATORS if "clip" in case[2]]
+
+
+@pytest.mark.parametrize(("estimator", "name", "params"), UNCLIPPED)
 def test_unbiased_family_is_close_to_truth(estimator, name, params):
-    if name in {"ips", "dr"} and params:  # clipping trades bias for variance
-        return
     arrays, truth = make_bandit(n=20_000, seed=7)
     low, high = estimator.interval(**arrays)
     assert low < truth < high
+
+
+@pytest.mark.parametrize(("estimator", "name", "params"), CLIPPED)
+def test_clipped_estimators_cover_their_clipped_estimand(estimator, name, params):
+    """Clipping trades bias for variance: the interval covers the clipped estimand."""
+    arrays, truth = make_bandit(n=20_000, seed=7)
+    estimand = clipped_estimand(make_world(n=20_000, seed=7), name, params["clip"])
+    low, high = estimator.interval(**arrays)
+    assert low < estimand < high
+    if name == "ips":  # IPS has no reward model to absorb the clipped mass: biased low
+        assert estimand < truth - 0.05 and not low < truth < high
+
+
+# Five rounds, three actions, chosen so that the weights w = π(a)/π_0(a) are 0.5, 2, 4, 1, 8.
+HAND_MADE = dict(
+    reward=np.array([1.0, 0.0, 1.0, 1.0, 1.0]),
+    action=np.array([0, 1, 2, 0, 1]),
+    pscore=np.array([0.5, 0.25, 0.125, 0.5, 0.0625]),
+    action_dist=np.array(
+        [[0.25, 0.5, 0.25], [0.0, 0.5, 0.5], [0.0, 0.5, 0.5], [0.5, 0.25, 0.25], [0.25, 0.5, 0.25]]
+    ),
+    q_hat=np.array(
+        [[0.2, 0.4, 0.6], [0.1, 0.3, 0.5], [0.0, 0.2, 0.4], [0.5, 0.5, 0.5], [0.4, 0.2, 0.8]]
+    ),
+)
+
+
+def hand_made_formulas(clip):
+    """IPS and DR of HAND_MADE straight from their definitions, per round."""
+    a = HAND_MADE
+    rows = np.arange(5)
+    w = np.minimum(a["action_dist"][rows, a["action"]] / a["pscore"], clip)
+    q_factual = a["q_hat"][rows, a["action"]]
+    q_policy = (a["action_dist"] * a["q_hat"]).sum(axis=1)
+    return w * a["reward"], q_policy + w * (a["reward"] - q_factual)
+
+
+@pytest.mark.parametrize("clip", [np.inf, 3.0, 8.0, 1.0, 0.0])
+def test_clipped_ips_and_dr_on_hand_made_rounds(clip):
+    ips_rounds, dr_rounds = hand_made_formulas(clip)
+    for estimator, expected in ((IPS(clip=clip), ips_rounds), (DR(clip=clip), dr_rounds)):
+        np.testing.assert_allclose(estimator.round_rewards(**HAND_MADE), expected, rtol=1e-12)
+        assert estimator.estimate(**HAND_MADE) == pytest.approx(expected.mean(), rel=1e-12)
+        inputs = round_inputs_from_arrays(**HAND_MADE)
+        assert estimator.clipped_share(inputs) == pytest.approx(
+            np.mean(np.array([0.5, 2, 4, 1, 8]) > clip)
+        )
+
+
+def test_clipping_that_binds_removes_exactly_the_excess_weight():
+    # By hand: with clip = 3 the weights 4 and 8 become 3 (excess 1 and 5, rounds 2 and 4).
+    # IPS: (0.5 + 0 + 4 + 1 + 8) / 5 = 2.7 unclipped, (0.5 + 0 + 3 + 1 + 3) / 5 = 1.5 clipped.
+    # DR, with q̂^π = (0.4, 0.4, 0.3, 0.5, 0.4) and r − q̂ = (0.8, −0.3, 0.6, 0.5, 0.8):
+    # (0.8 − 0.2 + 2.7 + 1.0 + 6.8) / 5 = 2.22 unclipped, (0.8 − 0.2 + 2.1 + 1.0 + 2.8) / 5 = 1.3.
+    assert IPS().estimate(**HAND_MADE) == pytest.approx(2.7, rel=1e-12)
+    assert IPS(clip=3.0).estimate(**HAND_MADE) == pytest.approx(1.5, rel=1e-12)
+    assert DR().estimate(**HAND_MADE) == pytest.approx(2.22, rel=1e-12)
+    assert DR(clip=3.0).estimate(**HAND_MADE) == pytest.approx(1.3, rel=1e-12)
+    # The difference is the mean excess weight times r (IPS) or r − q̂ (DR).
+    excess = np.array([0.0, 0.0, 1.0, 0.0, 5.0])
+    residual = np.array([0.8, -0.3, 0.6, 0.5, 0.8])
+    ips_gap = IPS().estimate(**HAND_MADE) - IPS(clip=3.0).estimate(**HAND_MADE)
+    dr_gap = DR().estimate(**HAND_MADE) - DR(clip=3.0).estimate(**HAND_MADE)
+    assert ips_gap == pytest.approx(np.mean(excess * HAND_MADE["reward"]), rel=1e-12)  # 1.2
+    assert dr_gap == pytest.approx(np.mean(excess * residual), rel=1e-12)  # 0.92
+    # clip = 0 leaves DR as the direct method and IPS at zero.
+    assert IPS(clip=0.0).estimate(**HAND_MADE) == 0.0
+    assert DR(clip=0.0).estimate(**HAND_MADE) == pytest.approx(2.0 / 5, rel=1e-12)
 
 
 def test_sparse_path_equals_dense_path():
@@ -122,7 +219,7 @@ def test_interval_methods_agree_roughly_and_are_seeded():
     assert boot == DR().interval(**arrays, method="bootstrap", n_bootstrap=400, seed=1)
     width = normal[1] - normal[0]
     assert abs(boot[0] - normal[0]) < 0.2 * width and abs(boot[1] - normal[1]) < 0.2 * width
-    with pytest.raises(ConfigError, match="method must be 'normal' or 'bootstrap'; got 'exact'"):
+    with pytest.raises(ConfigError, match="interval must be one of .*; got 'exact'"):
         DR().interval(**arrays, method="exact")
     with pytest.raises(ConfigError, match=r"alpha must be in \(0, 1\); got 1.5"):
         DR().interval(**arrays, alpha=1.5)
