@@ -314,13 +314,15 @@ class DRos(OffPolicyEstimator):
     mean(q̂^π + λ w / (w² + λ) · (r − q̂)); λ = ``inf`` is DR, λ = 0 is DM.
 
     Attributes:
-        lambda_: Shrinkage hyperparameter λ >= 0.
+        lambda_: Shrinkage hyperparameter λ >= 0. The default 0 is Open Bandit Pipeline's
+            (``DoublyRobustWithShrinkage(lambda_=0.0)``), which makes DRos the direct method;
+            :data:`causalrec.ope.evaluate.DEFAULT_ESTIMATORS` uses λ = 100.
 
     References:
         Su, Dimakopoulou, Krishnamurthy, Dudík, ICML 2020.
     """
 
-    lambda_: float = np.inf
+    lambda_: float = 0.0
     name: ClassVar[str] = "dros"
     needs_q_hat: ClassVar[bool] = True
 

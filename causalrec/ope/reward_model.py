@@ -12,6 +12,10 @@ Models are cross-fitted by :func:`cross_fit`: rows are split into K folds (a sla
 together) and each fold is scored by a model fitted on the other folds, so no row is scored by a
 model that saw it (Chernozhukov et al. 2018).
 
+The logistic model is fitted on one thread, so q̂ is bit-identical in every process of a machine
+(a Ray worker, such as a Serve replica or a Tune trial, runs with one thread; a driver with one
+per core); see :func:`_one_torch_thread`.
+
 References:
     Chernozhukov, Chetverikov, Demirer, Duflo, Hansen, Newey, Robins, "Double/debiased machine
     learning for treatment and structural parameters", Econometrics Journal 2018.
@@ -20,6 +24,8 @@ References:
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,6 +88,29 @@ class RewardModel(abc.ABC):
         return self.predict_all(x, positions)[np.arange(len(items)), items]
 
 
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch (and the BLAS inside it) on one thread, then restore the caller's thread count.
+
+    A torch sum over more than 32,768 elements adds one partial sum per thread, and BLAS
+    libraries may split a long product (the gradient's X^T G, summed over rows) between threads,
+    so the low bits of the loss and gradients depend on the thread count, and L-BFGS's line search
+    carries them to the 7th digit of q̂ (issue 12: a Serve replica, one thread, and the driver,
+    one per core, disagreed by 7e-7). On one thread every reduction has one order.
+
+    ``torch.set_num_threads`` sets the calling thread and the default of threads that first use
+    torch meanwhile (threads already running keep theirs), hence the restore.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_binary(reward: np.ndarray) -> None:
     if not np.isin(np.unique(reward), (0.0, 1.0)).all():
         raise DataError("this reward model needs binary rewards (0/1)")
@@ -95,10 +124,18 @@ class LogisticRewardModel(RewardModel):
     ``LogisticRegression(C=1/l2)`` on the explicit design [x ⊗ z_a, x, z_a, one-hot a, one-hot k].
     Fitting touches only the (n, d_user) and (n_items, d_item) matrices, never the n x n_items
     design, so it takes about a second on 100k rows.
+
+    The fit runs on one torch thread, so the coefficients, hence q̂, do not depend on the
+    process's thread count. Predictions need no pin: each entry sums over d_user or d_item
+    terms only, and BLAS splits such products by output rows and columns, not within a sum.
     """
 
     def fit(self, x, items, positions, reward):
-        """Fit by L-BFGS with a strong-Wolfe line search."""
+        """Fit by L-BFGS with a strong-Wolfe line search, on one thread (see the class)."""
+        with _one_torch_thread():
+            return self._fit(x, items, positions, reward)
+
+    def _fit(self, x, items, positions, reward):
         import torch
 
         _check_binary(reward)
@@ -110,8 +147,10 @@ class LogisticRewardModel(RewardModel):
         if self._constant is not None:
             return self
         n, d_user, d_item = len(x), x.shape[1], self._z.shape[1]
-        X = torch.from_numpy((x - self._mean) / self._scale)
-        Z = torch.from_numpy(self._z)
+        # Copies into torch's 64-byte-aligned memory: MKL's kernels can round differently on
+        # differently aligned inputs, and numpy's alignment varies from process to process.
+        X = torch.tensor((x - self._mean) / self._scale)
+        Z = torch.tensor(self._z)
         item_index = torch.from_numpy(np.asarray(items, dtype=np.int64))
         position_index = torch.from_numpy(np.asarray(positions, dtype=np.int64))
         target = torch.from_numpy(np.asarray(reward, dtype=np.float64))

@@ -120,8 +120,16 @@ def test_limits_of_hyperparameters():
     dr, dm = DR().estimate(**arrays), DM().estimate(**arrays)
     assert SwitchDR().estimate(**arrays) == pytest.approx(dr)
     assert SwitchDR(tau=0.0).estimate(**arrays) == pytest.approx(dm)
-    assert DRos().estimate(**arrays) == pytest.approx(dr)
+    assert DRos(lambda_=np.inf).estimate(**arrays) == pytest.approx(dr)
     assert DRos(lambda_=0.0).estimate(**arrays) == pytest.approx(dm)
+
+
+def test_defaults_follow_open_bandit_pipeline():
+    """OBP: SwitchDoublyRobust(lambda_=inf), DoublyRobustWithShrinkage(lambda_=0.0)."""
+    arrays, _ = make_bandit(n=500)
+    assert DRos().lambda_ == 0.0
+    assert DRos().estimate(**arrays) == DM().estimate(**arrays)
+    assert SwitchDR().tau == np.inf
     assert IPS(clip=np.inf).estimate(**arrays) == pytest.approx(IPS().estimate(**arrays))
 
 
@@ -219,7 +227,7 @@ def test_interval_methods_agree_roughly_and_are_seeded():
     assert boot == DR().interval(**arrays, method="bootstrap", n_bootstrap=400, seed=1)
     width = normal[1] - normal[0]
     assert abs(boot[0] - normal[0]) < 0.2 * width and abs(boot[1] - normal[1]) < 0.2 * width
-    with pytest.raises(ConfigError, match="interval must be one of .*; got 'exact'"):
+    with pytest.raises(ConfigError, match=r"interval must be one of .*; got 'exact'"):
         DR().interval(**arrays, method="exact")
     with pytest.raises(ConfigError, match=r"alpha must be in \(0, 1\); got 1.5"):
         DR().interval(**arrays, alpha=1.5)
