@@ -14,7 +14,10 @@ Reported: p50/p99 latency at concurrency 1 (no-op vs ``/recommend``, and their r
 At concurrency 1 the three paths are called in turn, request by request (no-op, ``/healthz``,
 ``/recommend``), so drift in the machine's background load hits all of them alike.
 ``/healthz`` is the ingress → recommender round trip with no scoring: it separates the cost of
-the deployment hop from the cost of recommending.
+the deployment hop from the cost of recommending. A third application serves a naive MF over
+1,000 items, called with deterministic top-k and with softmax exploration at the same ``--k``:
+for k >= 3 the softmax propensities of positions 3..k are Rao–Blackwellised estimates of the
+shown items only (not 20,000 sampled slates x 1,000 items per user).
 """
 
 from __future__ import annotations
@@ -108,9 +111,14 @@ def main() -> None:
     logs = generate_logs(simulator, n_rounds=100_000, seed=0)
     rng = np.random.default_rng(0)
     bodies = [{"user_id": int(u), "k": args.k} for u in rng.integers(2000, size=args.requests)]
+    large = ConfoundedRecSimulator(
+        load_simulator_config(preset="confounded", n_users=2000, n_items=1000)
+    )
     with tempfile.TemporaryDirectory() as root:
-        model_dir = Path(root) / "model"
+        model_dir, large_dir = Path(root) / "model", Path(root) / "large"
         make_recommender("naive", epochs=2, device="cpu").fit(logs).save(model_dir)
+        large_logs = generate_logs(large, n_rounds=100_000, seed=0)
+        make_recommender("naive", epochs=2, device="cpu").fit(large_logs).save(large_dir)
         init_ray()
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -122,6 +130,11 @@ def main() -> None:
                 max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
             )  # fmt: skip
             serve.run(build_app(app_args), name=name, route_prefix=f"/{name}")
+        large_args = ServeAppArgs(
+            model_dir=str(large_dir), max_batch_size=32, max_ongoing_requests=64,
+            max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
+        )  # fmt: skip
+        serve.run(build_app(large_args), name="large", route_prefix="/large")
         warmup = bodies[:50]
         for path in ("/noop", "/batched/recommend", "/unbatched/recommend"):
             _latencies(base + path, warmup, 4)
@@ -134,6 +147,15 @@ def main() -> None:
         single = _interleaved(base, calls, args.requests)
         single["p50_ratio"] = round(single["recommend"]["p50_ms"] / single["noop"]["p50_ms"], 2)
         report["concurrency_1"] = single
+        softmax = {**bodies[0], "exploration": "softmax", "temperature": 1.0}
+        large_calls = {
+            "top_k_1000_items": ("/large/recommend", bodies[0]),
+            "softmax_1000_items": ("/large/recommend", softmax),
+        }
+        _latencies(base + "/large/recommend", [softmax] * 20, 1)
+        report["concurrency_1_over_1000_items"] = _interleaved(
+            base, large_calls, max(50, args.requests // 3)
+        )
         report[f"concurrency_{args.concurrency}"] = {
             name: _summary(*_latencies(f"{base}/{name}/recommend", bodies, args.concurrency))
             for name in ("batched", "unbatched")

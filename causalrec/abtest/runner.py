@@ -39,6 +39,7 @@ from causalrec.ope import OfflineEvaluator
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.units import CLICKS_PER_ROUND, check_same_unit
 from causalrec.serve.routing import ARMS, ExperimentSplit
 from causalrec.simulators.logs import log_metadata
 
@@ -160,11 +161,14 @@ def run_abtest(
         difference = OfflineEvaluator(logs, [offline_estimator]).difference(
             arms["a"].policy, arms["b"].policy, offline_estimator, alpha=alpha
         )
+        # Online lifts are clicks per visit (one visit is one round); refuse anything else.
+        check_same_unit("the offline lift", difference["unit"], CLICKS_PER_ROUND)
         offline = {
             "estimator": offline_estimator,
             "lift": difference["estimate"],
             "low": difference["low"],
             "high": difference["high"],
+            "unit": difference["unit"],
         }
         agreement = {
             "same_sign": bool(np.sign(offline["lift"]) == np.sign(online.lift)),

@@ -20,6 +20,7 @@ from causalrec.ope.registry import parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError
+from causalrec.platform.units import check_same_unit
 from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig, generate_logs
 
 __all__ = ["BenchResult", "run_ope_bench", "summarize_bench", "write_bench"]
@@ -98,6 +99,8 @@ def run_ope_bench(
         table.insert(1, "seed", seed)
         records.append(table)
     runs = pd.concat(records, ignore_index=True)
+    for unit in runs["unit"].unique():
+        check_same_unit("the estimates", unit, truth.unit)
     runs["truth"] = truth
     runs["error"] = runs["estimate"] - truth
     runs["relative_error"] = runs["error"].abs() / abs(truth)

@@ -19,6 +19,7 @@ from scipy import stats
 from causalrec.ope import propensity
 from causalrec.ope.estimators import DM, DR, IPS, OffPolicyEstimator
 from causalrec.ope.inputs import RoundInputs
+from causalrec.ope.intervals import EstimatorTerms, confidence_interval
 from causalrec.ope.registry import Estimator, parse_estimators
 from causalrec.ope.reward_model import (
     FeatureSpace,
@@ -30,6 +31,7 @@ from causalrec.ope.slate import SlateEstimator
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy
+from causalrec.platform.units import CLICKS_PER_ROUND
 
 __all__ = [
     "DEFAULT_ESTIMATORS",
@@ -288,10 +290,12 @@ def evaluate(
 
     Returns:
         One row per estimator: ``estimator``, ``estimate``, ``low``, ``high``, ``unit``
-        (``impression`` for standard estimators: mean over rows; ``slate``: sum per slate),
-        ``ess``, ``ess_share``, ``max_weight``, ``mean_weight``, ``clipped_share``,
-        ``unsupported_mass``, ``pscore`` (``logged`` or how it was estimated), ``reward_model``,
-        ``n_rows`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
+        (always ``clicks_per_round``, the simulator's unit: the standard estimators' per-impression
+        terms are summed within each round, and intervals treat rounds as the independent units;
+        slate estimators are per slate already), ``ess``, ``ess_share``, ``max_weight``,
+        ``mean_weight``, ``clipped_share`` (weights are per impression), ``unsupported_mass``,
+        ``pscore`` (``logged`` or how it was estimated), ``reward_model``, ``n_rows``,
+        ``n_rounds`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
     """
     evaluator = OfflineEvaluator(logs, estimators, reward_model=reward_model)
     return evaluator.evaluate(
@@ -353,6 +357,14 @@ class OfflineEvaluator:
                 f"pscore is missing for some rows (first at row {row}); fill or drop them"
             )
         self._fitted: CrossFittedRewardModel | None = None
+        _, self._round_index = np.unique(logs.round_id, return_inverse=True)
+        self._n_rounds = int(self._round_index.max()) + 1 if logs.n_rows else 0
+
+    def _per_round(self, terms: EstimatorTerms) -> EstimatorTerms:
+        """Per-impression terms summed within each round: estimates in clicks per round."""
+        if self._n_rounds == self.logs.n_rows:  # one row per round (K = 1, Open Bandit logs)
+            return terms
+        return terms.summed_by(self._round_index, self._n_rounds)
 
     def prepare(self) -> OfflineEvaluator:
         """Fit the cross-fitted reward models now (if an estimator needs them); returns self."""
@@ -378,7 +390,9 @@ class OfflineEvaluator:
             alpha: 1 - confidence level of the interval.
 
         Returns:
-            ``{"estimate", "low", "high", "value_a", "value_b"}``.
+            ``{"estimate", "low", "high", "value_a", "value_b", "unit"}``, in clicks per round
+            (per-impression contributions summed within each round; rounds are the paired
+            units).
         """
         (spec,) = parse_estimators([estimator])
         if not isinstance(spec, DM | DR | IPS):
@@ -397,7 +411,7 @@ class OfflineEvaluator:
             inputs, _ = round_inputs(
                 self.logs, policy, pscore=self.pscore, reward_model=self._fitted
             )
-            terms.append(spec.round_rewards_from_inputs(inputs))
+            terms.append(self._per_round(spec.terms_from_inputs(inputs)).contributions())
         delta = terms[1] - terms[0]
         half = stats.norm.ppf(1 - alpha / 2) * delta.std(ddof=1) / np.sqrt(len(delta))
         estimate = float(delta.mean())
@@ -407,6 +421,7 @@ class OfflineEvaluator:
             "high": float(estimate + half),
             "value_a": float(terms[0].mean()),
             "value_b": float(terms[1].mean()),
+            "unit": CLICKS_PER_ROUND,
         }
 
     def evaluate(
@@ -452,14 +467,13 @@ class OfflineEvaluator:
                     low, high = estimator.interval(
                         **arrays, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
                     )
-                    unit, clipped = "slate", float(np.mean(evaluation / logging > estimator.clip))
+                    clipped = float(np.mean(evaluation / logging > estimator.clip))
                 else:
                     assert isinstance(estimator, OffPolicyEstimator)
-                    value = estimator.estimate_from_inputs(inputs)
-                    low, high = estimator.interval_from_inputs(
-                        inputs, alpha=alpha, method=interval, n_bootstrap=n_bootstrap, seed=seed
-                    )
-                    unit, clipped = "impression", estimator.clipped_share(inputs)
+                    terms = self._per_round(estimator.terms_from_inputs(inputs))
+                    value = terms.value()
+                    low, high = confidence_interval(terms, interval, alpha, n_bootstrap, seed)
+                    clipped = estimator.clipped_share(inputs)
             except CausalRecError as exc:
                 raise type(exc)(f"{estimator.name}: {exc}") from None
             records.append(
@@ -468,7 +482,7 @@ class OfflineEvaluator:
                     "estimate": value,
                     "low": low,
                     "high": high,
-                    "unit": unit,
+                    "unit": CLICKS_PER_ROUND,
                     "ess": diagnostics.ess,
                     "ess_share": diagnostics.ess_share,
                     "max_weight": diagnostics.max_weight,
@@ -478,6 +492,7 @@ class OfflineEvaluator:
                     "pscore": self.pscore_source,
                     "reward_model": config.kind if config else "none",
                     "n_rows": logs.n_rows,
+                    "n_rounds": self._n_rounds,
                     "warning": diagnostics.warning,
                 }
             )

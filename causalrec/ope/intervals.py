@@ -83,6 +83,31 @@ class EstimatorTerms:
             out += self.baseline
         return out
 
+    def summed_by(self, groups: np.ndarray, n_groups: int) -> EstimatorTerms:
+        """The same estimator over groups of units (rounds of a slate log), per group.
+
+        Baseline and correction are summed within each group; the normaliser is summed and
+        scaled by ``n_groups / n``, so its mean over groups is still the mean per unit. The
+        estimate becomes the expected total per group — for impressions grouped by round, clicks
+        per round — and intervals treat groups as the independent units (clustered).
+
+        Args:
+            groups: Group index of each unit, shape (n,), values in [0, n_groups).
+            n_groups: Number of groups.
+        """
+
+        def total(values: np.ndarray | None) -> np.ndarray | None:
+            if values is None:
+                return None
+            return np.bincount(groups, weights=values, minlength=n_groups)
+
+        normalizer = total(self.normalizer)
+        if normalizer is not None:
+            normalizer *= n_groups / self.n
+        return EstimatorTerms(
+            baseline=total(self.baseline), correction=total(self.correction), normalizer=normalizer
+        )
+
     def influence(self) -> np.ndarray:
         """Influence-function values (delta method) whose variance / n is the estimate's."""
         if self.normalizer is None:

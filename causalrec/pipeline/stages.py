@@ -18,6 +18,7 @@ import pandas as pd
 from causalrec.pipeline.config import PipelineConfig
 from causalrec.platform import storage
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.units import check_same_unit
 from causalrec.tuning.config import TuningConfig
 
 __all__ = ["STAGES", "RunContext"]
@@ -229,6 +230,8 @@ def ope(ctx: RunContext) -> None:
             frame = evaluator.evaluate(policy, warn=False)
             frame["estimator"] = _short_names(evaluator.estimators)
             frame.insert(0, "candidate", name)
+            for unit in frame["unit"].unique():
+                check_same_unit(f"{filename}: the estimates of {name}", unit, truth[name].unit)
             frame["true_value"] = truth[name]
             frame["error"] = frame["estimate"] - truth[name]
             frames.append(frame)

@@ -135,12 +135,14 @@ def _remaining_mass(p: np.ndarray, prefixes: np.ndarray, exclude: int | None = N
         [np.zeros((len(prefixes), 1)), np.cumsum(chosen, axis=1)], axis=1
     )
     rows, cols = np.nonzero(remaining < _CANCELLATION_GUARD)
-    for row, col in zip(rows, cols, strict=True):
-        keep = np.ones(len(p), dtype=bool)
-        keep[prefixes[row, :col]] = False
+    for start in range(0, len(rows), 1024):  # sum the items left directly, 1,024 entries at once
+        row, col = rows[start : start + 1024], cols[start : start + 1024]
+        masked = np.tile(np.append(p, 0.0), (len(row), 1))  # column n: "no item"
+        before = np.arange(prefixes.shape[1])[None, :] < col[:, None]
+        np.put_along_axis(masked, np.where(before, prefixes[row], len(p)), 0.0, axis=1)
         if exclude is not None:
-            keep[exclude] = False
-        remaining[row, col] = np.sort(p[keep]).sum()
+            masked[:, exclude] = 0.0
+        remaining[row, col] = masked.sum(axis=1)
     return np.maximum(remaining, np.finfo(float).tiny)
 
 

@@ -256,6 +256,9 @@ class SoftmaxPolicy(Policy):
         max_draws: Most prefixes drawn per user for those marginals.
         seed: Seed of those draws; each user has its own stream, so a user's estimated
             marginals do not depend on the other users of a batch.
+        cache_marginals: Keep each user's item–position marginals once computed (for logging
+            policies that see a user many times). Without it, drawing a slate computes the
+            marginals of the shown items only (what a server needs per request).
     """
 
     def __init__(
@@ -269,6 +272,7 @@ class SoftmaxPolicy(Policy):
         target_relative_se: float = pl_estimates.TARGET_RELATIVE_SE,
         max_draws: int = pl_estimates.MAX_DRAWS,
         seed: int | None = 0,
+        cache_marginals: bool = True,
     ):
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0; got {temperature}")
@@ -288,6 +292,7 @@ class SoftmaxPolicy(Policy):
         #: Largest relative standard error of any estimated marginal computed so far.
         self.max_relative_se = 0.0
         self._use_table = scorer.n_users * scorer.n_items <= TABLE_BUDGET
+        self._cache_marginals = cache_marginals and self._use_table
 
     # -- probabilities ------------------------------------------------------------------------
     def softmax_probabilities(self, users: np.ndarray) -> np.ndarray:
@@ -347,7 +352,7 @@ class SoftmaxPolicy(Policy):
             cached = self._marginal_cache.get(int(user))
             if cached is None:
                 cached = self._user_marginals(base[row], int(user))
-                if self._use_table:
+                if self._cache_marginals:
                     self._marginal_cache[int(user)] = cached
             out[row] = cached
         return (1 - self.epsilon) * out + self.epsilon / self.n_items
@@ -370,7 +375,7 @@ class SoftmaxPolicy(Policy):
         estimated = [k for k in range(K) if not self._exact[k]]
         for row, user in enumerate(users):
             cached = self._marginal_cache.get(int(user))
-            if cached is None and self._use_table:
+            if cached is None and self._cache_marginals:
                 cached = self._marginal_cache[int(user)] = self._user_marginals(
                     base[row], int(user)
                 )

@@ -256,7 +256,7 @@ class CausalRecIngress:
         for (arm, index), part in zip(rows.items(), parts, strict=True):
             for i in index:
                 policy[i], version[i] = f"{arm}/{part['policy']}", part["version"]
-        merged.update(policy=policy, version=version)
+        merged.update(policy=policy, version=version, propensity_kind=parts[0]["propensity_kind"])
         return merged, arms.tolist()
 
     @api.post("/recommend", response_model=RecommendResponse)
@@ -295,6 +295,7 @@ class CausalRecIngress:
                     scores=served["scores"][i].tolist(),
                     propensities=served["propensities"][i].tolist(),
                     prefix_propensities=served["prefix"][i].tolist(),
+                    propensity_kind=served["propensity_kind"],
                     arm=arms[i],
                     model_version=versions[i] if per_user else versions,
                 )

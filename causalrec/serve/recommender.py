@@ -21,7 +21,14 @@ from causalrec.methods.registry import load_recommender, read_model_manifest
 from causalrec.platform.errors import DataError
 from causalrec.platform.policy import LogitScorer, Policy, SoftmaxPolicy, TopKPolicy
 
-__all__ = ["RecommenderCore", "RowScorer", "model_version", "request_problem", "served_policy"]
+__all__ = [
+    "RecommenderCore",
+    "RowScorer",
+    "model_version",
+    "propensity_kinds",
+    "request_problem",
+    "served_policy",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,20 @@ def served_policy(
     if exploration == "epsilon":
         return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
     # Scores are click probabilities; the softmax runs on their log-odds (as Recommender.policy).
-    return SoftmaxPolicy(LogitScorer(scorer), temperature=temperature, slate_size=k, name=name)
+    return SoftmaxPolicy(
+        LogitScorer(scorer),
+        temperature=temperature,
+        slate_size=k,
+        name=name,
+        cache_marginals=False,  # a request's users are drawn once: shown items' marginals only
+    )
+
+
+def propensity_kinds(policy: Policy) -> list[str]:
+    """``"exact"`` or ``"estimated"`` for the marginal propensity at each position, (k,)."""
+    if isinstance(policy, SoftmaxPolicy):
+        return ["exact" if e else "estimated" for e in policy.exact_positions]
+    return ["exact"] * policy.slate_size
 
 
 def request_problem(users: list[int] | None, k: int, n_users: int, n_items: int) -> str | None:
@@ -136,7 +156,9 @@ class RecommenderCore:
 
         Returns:
             ``items``, ``scores`` and ``propensities`` (marginal probability of each item at
-            its position), each of shape (n, k), and ``prefix`` (probability of each prefix).
+            its position), each of shape (n, k), ``prefix`` (probability of each prefix, always
+            exact) and ``propensity_kind`` (``exact`` or ``estimated`` per position: softmax
+            slates of k >= 3 over large catalogues estimate later positions' marginals).
         """
         policy = served_policy(
             RowScorer(rows),
@@ -152,4 +174,5 @@ class RecommenderCore:
             "propensities": sample.marginal_pscore,
             "prefix": sample.prefix_pscore,
             "policy": policy.name,
+            "propensity_kind": propensity_kinds(policy),
         }

@@ -88,7 +88,10 @@ class UserRecommendation(pydantic.BaseModel):
         scores: The model's score of each item, shape (k,).
         propensities: ``P(item at this position | user)`` under the served policy, shape (k,).
         prefix_propensities: Probability of the slate's first ``j + 1`` items under the served
-            policy, for ``j = 0..k-1``, shape (k,) (what slate estimators need).
+            policy, for ``j = 0..k-1``, shape (k,) (what slate estimators need); always exact.
+        propensity_kind: ``exact`` or ``estimated`` per position, shape (k,): softmax slates
+            of k >= 3 over large catalogues give Rao–Blackwellised Monte Carlo estimates of later
+            positions' marginals (relative standard error at most 1% by default).
         arm: The user's arm (``a`` or ``b``) when an A/B test runs, else ``None``.
         model_version: Version of the model that served this user.
     """
@@ -98,6 +101,7 @@ class UserRecommendation(pydantic.BaseModel):
     scores: list[float]
     propensities: list[float]
     prefix_propensities: list[float]
+    propensity_kind: list[Literal["exact", "estimated"]]
     arm: str | None = None
     model_version: str
 

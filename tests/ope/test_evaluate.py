@@ -134,7 +134,8 @@ def test_slate_logs_get_slate_estimators(slate_simulator):
     target = SoftmaxPolicy(slate_simulator.relevance_scorer, temperature=2.0, slate_size=3)
     truth = slate_simulator.policy_value(target)
     table = evaluate(log, target, reward_model=None)
-    slates = table[table["unit"] == "slate"]
+    assert (table["unit"] == "clicks_per_round").all()
+    slates = table[table["estimator"].str.startswith("Slate")]
     assert set(slates["estimator"]) == {
         "SlateIndependentIPS(clip=inf)",
         "SlateRewardInteractionIPS(clip=inf)",
