@@ -9,7 +9,8 @@ For each log size n and seed, a log of n rounds is simulated from the ``confound
 (``--n-users``/``--n-items`` shrink its catalogue; K = 1), the cross-fitted logistic reward model
 is fitted once, and for each target policy (``softmax:T``: Plackett–Luce on true relevance) every
 estimator gives a normal (delta-method), percentile-bootstrap and studentized-bootstrap 95%
-interval; the exact value comes from the simulator. With ``--blb-seeds`` the same is done at
+interval, and IPS also the betting interval; the exact value comes from the simulator. With
+``--blb-seeds`` the same is done at
 ``--blb-size`` rounds, where n x replicates exceeds the exact-bootstrap limit and the Bag of
 Little Bootstraps path runs. A slate world (``--slate``: K = 3, 100 items) adds IIPS, RIPS and
 SIPS with their normal and bootstrap intervals, in clicks per round.
@@ -34,6 +35,7 @@ import pandas as pd
 
 from causalrec.ope import intervals, parse_estimators, resolve_policy
 from causalrec.ope.evaluate import CrossFittedRewardModel, _slate_pscores, round_inputs
+from causalrec.ope.intervals import INTERVAL_METHODS
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
 
@@ -59,7 +61,14 @@ def _standard_rows(sim, truths, targets, size, seed, n_bootstrap):
         inputs, diagnostics = round_inputs(log, policy, pscore=log.pscore, reward_model=fitted)
         terms = [e.terms_from_inputs(inputs) for e in estimators]
         by_method = {"normal": [intervals.normal_interval(t) for t in terms]}
-        by_method.update(intervals.bootstrap_intervals(terms, n_bootstrap=n_bootstrap, seed=seed))
+        if n_bootstrap:
+            by_method.update(
+                intervals.bootstrap_intervals(terms, n_bootstrap=n_bootstrap, seed=seed)
+            )
+        by_method["betting"] = [
+            intervals.betting_interval(t, seed=seed) if t.weight is not None else (np.nan, np.nan)
+            for t in terms
+        ]
         for method, bounds in by_method.items():
             for estimator, (low, high) in zip(ESTIMATORS, bounds, strict=True):
                 yield (
@@ -90,7 +99,7 @@ def _slate_rows(sim, truths, targets, size, seed, n_bootstrap):
             )
             weights = evaluation / logging
             ess_share = weights.sum() ** 2 / (weights @ weights) / len(weights)
-            for method in ("normal", "bootstrap", "studentized"):
+            for method in ("normal", "bootstrap", "studentized", "betting"):
                 low, high = estimator.interval(
                     **arrays, method=method, n_bootstrap=n_bootstrap, seed=seed
                 )
@@ -98,6 +107,7 @@ def _slate_rows(sim, truths, targets, size, seed, n_bootstrap):
 
 
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.dropna(subset=["low", "high"])  # betting: IPS-type estimators only
     frame = frame.assign(covered=(frame.low <= frame.truth) & (frame.truth <= frame.high))
     grouped = frame.groupby(["size", "target", "estimator", "method"])
     table = grouped.agg(
@@ -105,6 +115,30 @@ def _table(frame: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     table["coverage_se"] = np.sqrt(table.coverage * (1 - table.coverage) / table.seeds)
     return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """Rows (size, estimator), columns methods; cells: coverage at each target, in order."""
+    targets = list(dict.fromkeys(table.target))
+    methods = [m for m in INTERVAL_METHODS if m in set(table.method)]
+    lines = [
+        "| rounds | estimator | seeds | ESS share | " + " | ".join(methods) + " |",
+        "|---:|---|---:|---|" + "---|" * len(methods),
+    ]
+    for (size, estimator), group in table.groupby(["size", "estimator"], sort=True):
+        cells = []
+        for method in methods:
+            rows = group[group.method == method].set_index("target")
+            cells.append(" / ".join(f"{rows.coverage[t]:.2f}" for t in targets))
+        ess = group.drop_duplicates("target").set_index("target").ess_share
+        lines.append(
+            f"| {size:,} | {estimator} | {int(group.seeds.min())} | "
+            + " / ".join(f"{ess[t]:.1%}" for t in targets)
+            + " | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -116,12 +150,15 @@ def main() -> None:
     parser.add_argument("--targets", default="softmax:1,softmax:1.5,softmax:2")
     parser.add_argument("--n-users", type=int, default=2000)
     parser.add_argument("--n-items", type=int, default=100)
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--n-bootstrap", type=int, default=1000, help="0: no bootstrap")
     parser.add_argument("--slate", action="store_true", help="also the K = 3 slate estimators")
     parser.add_argument("--out", default="coverage.csv")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table (one row per size)"
+    )
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out.split(",")[0])
     if not args.table_only:
         runs = [(int(s), args.seeds) for s in args.sizes.split(",") if s]
         if args.blb_seeds:
@@ -147,7 +184,10 @@ def main() -> None:
                         f"{time.perf_counter() - start:.0f} s",
                         flush=True,
                     )
-    table = _table(pd.read_csv(out))
+    table = _table(pd.concat([pd.read_csv(path) for path in args.out.split(",")]))
+    if args.markdown:
+        print(_markdown(table))
+        return
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 

@@ -84,7 +84,7 @@ def _add_estimation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval",
         default="normal",
-        choices=["normal", "bootstrap", "studentized"],
+        choices=["normal", "bootstrap", "studentized", "betting"],
         help="interval method",
     )
 

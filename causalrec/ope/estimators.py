@@ -51,7 +51,7 @@ __all__ = [
     "SwitchDR",
 ]
 
-IntervalMethod = Literal["normal", "bootstrap", "studentized"]
+IntervalMethod = Literal["normal", "bootstrap", "studentized", "betting"]
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ class IPS(OffPolicyEstimator):
 
     def _terms(self, inputs: RoundInputs) -> EstimatorTerms:
         weight = np.minimum(inputs.weight, self.clip)
-        return EstimatorTerms(baseline=None, correction=weight * inputs.reward)
+        return EstimatorTerms(baseline=None, correction=weight * inputs.reward, weight=weight)
 
     def clipped_share(self, inputs: RoundInputs) -> float:
         """Share of rounds with ``w > clip``."""

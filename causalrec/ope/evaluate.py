@@ -284,7 +284,8 @@ def evaluate(
             :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for logs of complete slates).
         reward_model: Kind, config or ``None`` (then DM and DR-type estimators are skipped).
         alpha: 1 - confidence level of the intervals.
-        interval: ``"normal"``, ``"bootstrap"`` (percentile) or ``"studentized"`` (bootstrap-t).
+        interval: ``"normal"``, ``"bootstrap"`` (percentile), ``"studentized"`` (bootstrap-t) or
+                ``"betting"`` (IPS-type estimators only; NaN bounds for the others).
         n_bootstrap: Bootstrap replicates.
         seed: Seed of the bootstrap.
 
@@ -439,7 +440,8 @@ class OfflineEvaluator:
         Args:
             policy: The target policy.
             alpha: 1 - confidence level of the intervals.
-            interval: ``"normal"``, ``"bootstrap"`` (percentile) or ``"studentized"`` (bootstrap-t).
+            interval: ``"normal"``, ``"bootstrap"`` (percentile), ``"studentized"`` (bootstrap-t) or
+                ``"betting"`` (IPS-type estimators only; NaN bounds for the others).
             n_bootstrap: Bootstrap replicates.
             seed: Seed of the bootstrap.
             warn: Emit an :class:`OverlapWarning` when overlap is poor (the ``warning`` column
@@ -472,7 +474,10 @@ class OfflineEvaluator:
                     assert isinstance(estimator, OffPolicyEstimator)
                     terms = self._per_round(estimator.terms_from_inputs(inputs))
                     value = terms.value()
-                    low, high = confidence_interval(terms, interval, alpha, n_bootstrap, seed)
+                    if interval == "betting" and terms.weight is None:
+                        low = high = np.nan  # betting needs an IPS-type sum of rewards
+                    else:
+                        low, high = confidence_interval(terms, interval, alpha, n_bootstrap, seed)
                     clipped = estimator.clipped_share(inputs)
             except CausalRecError as exc:
                 raise type(exc)(f"{estimator.name}: {exc}") from None

@@ -81,7 +81,12 @@ class SlateEstimator:
         weight = np.minimum(evaluation / pscore, self.clip)
         slates, index = np.unique(slate_id, return_inverse=True)
         per_slate = np.bincount(index, weights=weight * reward, minlength=len(slates))
-        return EstimatorTerms(baseline=None, correction=per_slate)
+        return EstimatorTerms(
+            baseline=None,
+            correction=per_slate,
+            weight=np.bincount(index, weights=weight, minlength=len(slates)),
+            rows=np.bincount(index, minlength=len(slates)).astype(np.float64),
+        )
 
     def estimate(self, *, reward, slate_id, position, pscore, evaluation_pscore) -> float:
         """Expected sum of rewards per slate under the evaluation policy."""
@@ -102,7 +107,7 @@ class SlateEstimator:
         pscore,
         evaluation_pscore,
         alpha: float = 0.05,
-        method: Literal["normal", "bootstrap", "studentized"] = "normal",
+        method: Literal["normal", "bootstrap", "studentized", "betting"] = "normal",
         n_bootstrap: int = 1000,
         seed: int | None = None,
     ) -> tuple[float, float]:

@@ -12,6 +12,7 @@ import pytest
 
 from causalrec.ope import intervals
 from causalrec.ope.intervals import EstimatorTerms
+from causalrec.platform.errors import ConfigError
 
 TRUTH = 0.3
 DATA_SETS = 200
@@ -96,3 +97,32 @@ def test_shared_resampling_matches_one_at_a_time():
     assert together["bootstrap"][0] == intervals.bootstrap_interval(ips, n_bootstrap=300, seed=4)
     alone = intervals.bootstrap_interval(snips, n_bootstrap=300, seed=4, studentized=True)
     assert together["studentized"][1] == alone
+
+
+def test_betting_interval_covers_where_the_normal_one_does_not():
+    """Rare weights of 250 (0.2% of rounds, E[w] = 1): the normal interval covers about half the
+    time at n = 1,000, the betting interval at least 95% (it is valid at every n)."""
+    rng = np.random.default_rng(11)
+    covered = {"normal": [], "betting": []}
+    for index in range(200):
+        weight = np.where(rng.random(1000) < 0.002, 250.5, 0.5)
+        reward = (rng.random(1000) < TRUTH).astype(float)
+        terms = EstimatorTerms(baseline=None, correction=weight * reward, weight=weight)
+        for method in covered:
+            low, high = intervals.confidence_interval(terms, method, seed=index)
+            covered[method].append(low <= TRUTH <= high)
+    assert np.mean(covered["normal"]) < 0.8
+    assert np.mean(covered["betting"]) >= 0.95
+
+
+def test_betting_interval_needs_an_importance_weighted_sum():
+    weight, reward = next(_data_sets(100))
+    with pytest.raises(ConfigError, match="'betting' needs an importance-weighted sum"):
+        intervals.betting_interval(_terms("snips", weight, reward))
+    terms = EstimatorTerms(baseline=None, correction=weight * reward, weight=weight)
+    low, high = intervals.betting_interval(terms, seed=0)
+    assert 0 <= low < terms.value() < high <= 1  # one impression per unit: at most 1 click
+    grouped = terms.summed_by(np.repeat(np.arange(50), 2), 50)  # two impressions a round
+    low2, high2 = intervals.betting_interval(grouped, seed=0)
+    assert low2 < grouped.value() < high2 <= 2
+    assert grouped.value() == pytest.approx(2 * terms.value())
