@@ -14,9 +14,11 @@ the full law,
 
     P(i at k) = p_i · E'_prefix[ Π_{j≤k} (1 − p_i − m_{<j}) / (1 − m_{<j}) / (1 − mass(prefix)) ]
 
-so every estimate is strictly positive. Draws are added in batches until the largest estimated
-relative standard error is at most ``target_relative_se`` (or ``max_draws`` is reached), and that
-error is reported. The same conditioning gives the value of a slate policy,
+so every estimate is strictly positive. For k <= 5 the drawn prefix is weighed as a set, by its
+probability summed over all k! orders under both laws, which removes the weights' dependence on
+the order in which the items happened to be drawn. Draws are added in batches until the largest
+estimated relative standard error is at most ``target_relative_se`` (or ``max_draws`` is
+reached), and that error is reported. The same conditioning gives the value of a slate policy,
 Σ_k e_k E[Σ_{i ∉ prefix} p_i r_i / (1 − mass(prefix))], with its standard error.
 
 Prefixes are drawn position by position from the item CDF (binary search) with the items already
@@ -33,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,6 +204,24 @@ class _SharedSums:
         return self.count > TARGETED_INCLUSION * self.draws
 
 
+#: Deepest position whose targeted draws are weighed over every order of the drawn set (k!).
+_ORDER_AVERAGED_DEPTH = 5
+_PERMUTATIONS = {
+    k: np.array(list(itertools.permutations(range(k))), dtype=np.int64)
+    for k in range(1, _ORDER_AVERAGED_DEPTH + 1)
+}
+
+
+def _order_probabilities(p: np.ndarray, orders: np.ndarray, exclude: int | None) -> np.ndarray:
+    """Plackett–Luce probability of each ordered prefix, shape (m,), optionally without an item.
+
+    With ``exclude`` the law is the one without that item (its mass removed from every
+    normaliser).
+    """
+    remaining = _remaining_mass(p, orders, exclude=exclude)[:, :-1]
+    return np.prod(p[orders] / remaining, axis=1)
+
+
 def _targeted_marginal(
     p: np.ndarray,
     item: int,
@@ -214,10 +235,22 @@ def _targeted_marginal(
     draws = 0
     while True:
         prefixes = sample_prefixes(p, k, DRAW_BATCH, rng, exclude=item)
-        with_item = _remaining_mass(p, prefixes)  # 1 - m_{<j}, j = 0..k
-        without_item = _remaining_mass(p, prefixes, exclude=item)  # 1 - p_i - m_{<j}
-        ratio = np.prod(without_item[:, :k] / with_item[:, :k], axis=1)
-        values = p[item] * ratio / with_item[:, k]
+        if k <= _ORDER_AVERAGED_DEPTH:
+            # Weigh the drawn *set* by its probability over every order, under both laws: the
+            # ordered ratio swings by orders of magnitude with which item came first when p_i is
+            # near 1, and a rare order could carry most of the marginal.
+            orders = prefixes[:, _PERMUTATIONS[k]]  # (m, k!, k)
+            flat = orders.reshape(-1, k)
+            full = _order_probabilities(p, flat, None).reshape(len(prefixes), -1).sum(axis=1)
+            proposal = _order_probabilities(p, flat, item).reshape(len(prefixes), -1).sum(axis=1)
+            ratio = full / proposal
+            left = _remaining_mass(p, prefixes)[:, k]
+        else:
+            with_item = _remaining_mass(p, prefixes)  # 1 - m_{<j}, j = 0..k
+            without_item = _remaining_mass(p, prefixes, exclude=item)  # 1 - p_i - m_{<j}
+            ratio = np.prod(without_item[:, :k] / with_item[:, :k], axis=1)
+            left = with_item[:, k]
+        values = p[item] * ratio / left
         s1 += values.sum()
         s2 += values @ values
         draws += DRAW_BATCH

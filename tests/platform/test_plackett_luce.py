@@ -145,3 +145,26 @@ def test_peaked_distributions_stay_exact():
     prefix = plackett_luce.prefix_probabilities(p[None, :], np.array([[0, 1, 2]]))
     exact_prefix = exact[0] * exact[1] / (1 - exact[0]) * exact[2] / (1 - exact[0] - exact[1])
     assert prefix[0, 2] == pytest.approx(float(exact_prefix), rel=1e-9)
+
+
+def test_dominant_items_beyond_budget_match_exact_fractions(monkeypatch):
+    """An item with almost all the mass: its own draws must not miss the prefixes that matter."""
+    from fractions import Fraction
+
+    monkeypatch.setattr(plackett_luce, "EXACT_PREFIX_BUDGET", 1)
+    logits = np.array([60.0, 40.0, 20.0, 0.0, -5.0, -6.0, -7.0])
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    result = plackett_luce.marginals(p, 3, np.random.default_rng(0))
+    exact = [Fraction(x) for x in p]
+    exact = [x / sum(exact) for x in exact]
+    expected = np.zeros((7, 3))
+    for slate in itertools.permutations(range(7), 3):
+        prob, used = Fraction(1), []
+        for item in slate:
+            prob *= exact[item] / (1 - sum(exact[j] for j in used))
+            used.append(item)
+        for k, item in enumerate(slate):
+            expected[item, k] += float(prob)
+    assert result.exact.tolist() == [True, False, False]
+    np.testing.assert_allclose(result.marginal, expected, rtol=1e-6, atol=1e-300)
