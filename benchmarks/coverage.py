@@ -108,6 +108,7 @@ def _slate_rows(sim, truths, targets, size, seed, n_bootstrap):
 
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.dropna(subset=["low", "high"])  # betting: IPS-type estimators only
+    frame = frame.drop_duplicates(["size", "seed", "target", "estimator", "method"])
     frame = frame.assign(covered=(frame.low <= frame.truth) & (frame.truth <= frame.high))
     grouped = frame.groupby(["size", "target", "estimator", "method"])
     table = grouped.agg(
@@ -129,7 +130,9 @@ def _markdown(table: pd.DataFrame) -> str:
         cells = []
         for method in methods:
             rows = group[group.method == method].set_index("target")
-            cells.append(" / ".join(f"{rows.coverage[t]:.2f}" for t in targets))
+            cells.append(
+                " / ".join(f"{rows.coverage[t]:.2f}" for t in targets) if len(rows) else "—"
+            )
         ess = group.drop_duplicates("target").set_index("target").ess_share
         lines.append(
             f"| {size:,} | {estimator} | {int(group.seeds.min())} | "
