@@ -58,6 +58,7 @@ class FeedbackLog:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.n_items, self.capacity, self.flush_rows = n_items, capacity, flush_rows
         self.metadata = dict(metadata or {})
+        self._estimated = False  # whether a buffered slate has estimated propensities
         self.user_features = user_features
         self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.buffer: list[LoggedFeedback] = []
@@ -125,6 +126,7 @@ class FeedbackLog:
         )
         self.buffer.append(chunk)
         self.buffered_rows += chunk.n_rows
+        self._estimated |= "estimated" in served.get("propensity_kind", ())
         if self.buffered_rows >= self.flush_rows:
             self.flush()
         return chunk.n_rows
@@ -142,10 +144,12 @@ class FeedbackLog:
             "source": "causalrec serve feedback",
             "n_items": self.n_items,
             "slate_size": slate_size,
+            # As in simulated logs: whether some served marginals were Monte Carlo estimates.
+            "pscore": "estimated" if self._estimated else "exact",
         }
         schema = log_schema_module.log_schema(chunk.user_features.shape[1], metadata)
         path = self.logs_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         storage.write_table_atomic(path, storage.feedback_to_table(chunk, schema))
-        self.buffer, self.buffered_rows = [], 0
+        self.buffer, self.buffered_rows, self._estimated = [], 0, False
         self.written_files += 1
         return path

@@ -62,3 +62,18 @@ def test_serve_cli_refuses_a_missing_model_before_starting_ray(tmp_path):
     )  # fmt: skip
     assert process.returncode == 2
     assert "model_dir" in process.stderr and "holds no saved model" in process.stderr
+
+
+def test_feedback_files_say_whether_propensities_were_estimated(tmp_path):
+    import pyarrow.parquet as pq
+
+    sink = FeedbackLog(tmp_path / "fb", n_items=10, flush_rows=1)
+    sink.record("exact", {**served([1], 3), "propensity_kind": ["exact"] * 3})
+    sink.add_feedback("exact", [[0, 1, 0]])
+    sink.record("mc", {**served([2], 3), "propensity_kind": ["exact", "exact", "estimated"]})
+    sink.add_feedback("mc", [[0, 0, 0]])
+    kinds = []
+    for path in sorted((tmp_path / "fb" / "logs").glob("*.parquet")):
+        metadata = pq.read_schema(path).metadata[b"causalrec.metadata"].decode()
+        kinds.append('"pscore": "estimated"' in metadata)
+    assert kinds == [False, True]
