@@ -47,6 +47,7 @@ FIELDS = ("size", "seed", "target", "estimator", "method", "low", "high", "truth
 
 
 def _world(args, slate: bool) -> ConfoundedRecSimulator:
+    """The confounded world of the study (K = 3 over 100 items for the slate estimators)."""
     overrides = {"n_users": args.n_users, "n_items": args.n_items}
     if slate:
         overrides.update(slate_size=3, n_items=100)
@@ -99,7 +100,12 @@ def _slate_rows(sim, truths, targets, size, seed, n_bootstrap):
             )
             weights = evaluation / logging
             ess_share = weights.sum() ** 2 / (weights @ weights) / len(weights)
-            for method in ("normal", "bootstrap", "studentized", "betting"):
+            methods = (
+                ("normal", "bootstrap", "studentized", "betting")
+                if n_bootstrap
+                else ("normal", "betting")
+            )
+            for method in methods:
                 low, high = estimator.interval(
                     **arrays, method=method, n_bootstrap=n_bootstrap, seed=seed
                 )
@@ -155,6 +161,7 @@ def main() -> None:
     parser.add_argument("--n-items", type=int, default=100)
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="0: no bootstrap")
     parser.add_argument("--slate", action="store_true", help="also the K = 3 slate estimators")
+    parser.add_argument("--slate-only", action="store_true", help="only the slate estimators")
     parser.add_argument("--out", default="coverage.csv")
     parser.add_argument("--table-only", action="store_true", help="print the table of --out")
     parser.add_argument(
@@ -166,7 +173,8 @@ def main() -> None:
         runs = [(int(s), args.seeds) for s in args.sizes.split(",") if s]
         if args.blb_seeds:
             runs.append((args.blb_size, args.blb_seeds))
-        worlds = [(False, _standard_rows)] + ([(True, _slate_rows)] if args.slate else [])
+        worlds = [] if args.slate_only else [(False, _standard_rows)]
+        worlds += [(True, _slate_rows)] if args.slate or args.slate_only else []
         new_file = not out.exists()
         with out.open("a", newline="") as handle:
             writer = csv.writer(handle)
