@@ -130,11 +130,6 @@ def main() -> None:
                 max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
             )  # fmt: skip
             serve.run(build_app(app_args), name=name, route_prefix=f"/{name}")
-        large_args = ServeAppArgs(
-            model_dir=str(large_dir), max_batch_size=32, max_ongoing_requests=64,
-            max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
-        )  # fmt: skip
-        serve.run(build_app(large_args), name="large", route_prefix="/large")
         warmup = bodies[:50]
         for path in ("/noop", "/batched/recommend", "/unbatched/recommend"):
             _latencies(base + path, warmup, 4)
@@ -147,8 +142,21 @@ def main() -> None:
         single = _interleaved(base, calls, args.requests)
         single["p50_ratio"] = round(single["recommend"]["p50_ms"] / single["noop"]["p50_ms"], 2)
         report["concurrency_1"] = single
+        report[f"concurrency_{args.concurrency}"] = {
+            name: _summary(*_latencies(f"{base}/{name}/recommend", bodies, args.concurrency))
+            for name in ("batched", "unbatched")
+        }
+        # Two CPUs hold two applications' replicas: swap the 300-item ones for the 1,000-item one.
+        serve.delete("batched")
+        serve.delete("unbatched")
+        large_args = ServeAppArgs(
+            model_dir=str(large_dir), max_batch_size=32, max_ongoing_requests=64,
+            max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
+        )  # fmt: skip
+        serve.run(build_app(large_args), name="large", route_prefix="/large")
         softmax = {**bodies[0], "exploration": "softmax", "temperature": 1.0}
         large_calls = {
+            "noop": ("/noop", bodies[0]),
             "top_k_1000_items": ("/large/recommend", bodies[0]),
             "softmax_1000_items": ("/large/recommend", softmax),
         }
@@ -156,10 +164,6 @@ def main() -> None:
         report["concurrency_1_over_1000_items"] = _interleaved(
             base, large_calls, max(50, args.requests // 3)
         )
-        report[f"concurrency_{args.concurrency}"] = {
-            name: _summary(*_latencies(f"{base}/{name}/recommend", bodies, args.concurrency))
-            for name in ("batched", "unbatched")
-        }
         serve.shutdown()
     print(json.dumps(report, indent=2))
 
