@@ -154,6 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--seeds", type=int, default=500)
+    parser.add_argument("--first-seed", type=int, default=0, help="add seeds to an earlier run")
     parser.add_argument("--blb-size", type=int, default=200_000)
     parser.add_argument("--blb-seeds", type=int, default=200)
     parser.add_argument("--targets", default="softmax:1,softmax:1.5,softmax:2")
@@ -187,7 +188,7 @@ def main() -> None:
                 truths = {t: float(sim.policy_value(p)) for t, p in targets.items()}
                 for size, seeds in runs:
                     start = time.perf_counter()
-                    for seed in range(seeds):
+                    for seed in range(args.first_seed, args.first_seed + seeds):
                         writer.writerows(rows(sim, truths, targets, size, seed, args.n_bootstrap))
                         handle.flush()
                     print(
