@@ -23,6 +23,23 @@ def brute_force(p: np.ndarray, K: int):
     return marginal, slate_prob
 
 
+def exact_fraction_marginals(p: np.ndarray, K: int):
+    """Marginals by enumeration in exact rational arithmetic, and the normalised Fractions."""
+    from fractions import Fraction
+
+    exact = [Fraction(x) for x in p]
+    exact = [x / sum(exact) for x in exact]
+    expected = np.zeros((len(p), K))
+    for slate in itertools.permutations(range(len(p)), K):
+        prob, used = Fraction(1), []
+        for item in slate:
+            prob *= exact[item] / (1 - sum(exact[j] for j in used))
+            used.append(item)
+        for k, item in enumerate(slate):
+            expected[item, k] += float(prob)
+    return expected, exact
+
+
 @pytest.mark.parametrize(("n", "K", "concentration"), [(5, 1, 1.0), (6, 3, 0.3), (7, 4, 2.0)])
 def test_exact_marginals_match_enumeration(n, K, concentration):
     p = np.random.default_rng(n).dirichlet(np.full(n, concentration))
@@ -124,23 +141,11 @@ def test_gumbel_top_k_frequencies_match_plackett_luce():
 
 def test_peaked_distributions_stay_exact():
     """Prefixes that hold almost all the mass must not lose the remaining items' probabilities."""
-    from fractions import Fraction
-
     logits = np.array([60.0, 40.0, 20.0, 0.0, -5.0])
     p = np.exp(logits - logits.max())
     p /= p.sum()
     marginal = plackett_luce.marginals(p, 3).marginal
-    exact = [Fraction(x) for x in p]
-    total = sum(exact)
-    exact = [x / total for x in exact]
-    expected = np.zeros((5, 3))
-    for slate in itertools.permutations(range(5), 3):
-        prob, used = Fraction(1), []
-        for item in slate:
-            prob *= exact[item] / (1 - sum(exact[j] for j in used))
-            used.append(item)
-        for k, item in enumerate(slate):
-            expected[item, k] += float(prob)
+    expected, exact = exact_fraction_marginals(p, 3)
     np.testing.assert_allclose(marginal, expected, rtol=1e-9, atol=1e-300)
     prefix = plackett_luce.prefix_probabilities(p[None, :], np.array([[0, 1, 2]]))
     exact_prefix = exact[0] * exact[1] / (1 - exact[0]) * exact[2] / (1 - exact[0] - exact[1])
@@ -149,22 +154,11 @@ def test_peaked_distributions_stay_exact():
 
 def test_dominant_items_beyond_budget_match_exact_fractions(monkeypatch):
     """An item with almost all the mass: its own draws must not miss the prefixes that matter."""
-    from fractions import Fraction
-
     monkeypatch.setattr(plackett_luce, "EXACT_PREFIX_BUDGET", 1)
     logits = np.array([60.0, 40.0, 20.0, 0.0, -5.0, -6.0, -7.0])
     p = np.exp(logits - logits.max())
     p /= p.sum()
     result = plackett_luce.marginals(p, 3, np.random.default_rng(0))
-    exact = [Fraction(x) for x in p]
-    exact = [x / sum(exact) for x in exact]
-    expected = np.zeros((7, 3))
-    for slate in itertools.permutations(range(7), 3):
-        prob, used = Fraction(1), []
-        for item in slate:
-            prob *= exact[item] / (1 - sum(exact[j] for j in used))
-            used.append(item)
-        for k, item in enumerate(slate):
-            expected[item, k] += float(prob)
+    expected, _ = exact_fraction_marginals(p, 3)
     assert result.exact.tolist() == [True, False, False]
     np.testing.assert_allclose(result.marginal, expected, rtol=1e-6, atol=1e-300)
