@@ -48,6 +48,7 @@ __all__ = [
     "ValueEstimate",
     "estimate_position_marginals",
     "estimate_slate_value",
+    "remaining_mass",
     "sample_prefixes",
     "user_rng",
 ]
@@ -126,7 +127,7 @@ def sample_prefixes(
     return out[:, first:]
 
 
-def _remaining_mass(p: np.ndarray, prefixes: np.ndarray, exclude: int | None = None) -> np.ndarray:
+def remaining_mass(p: np.ndarray, prefixes: np.ndarray, exclude: int | None = None) -> np.ndarray:
     """Mass outside each prefix (and ``exclude``) before each position, shape (m, depth + 1).
 
     Column j is the mass left after the first j items; cancellation-prone entries are summed
@@ -175,7 +176,7 @@ class _SharedSums:
         self.in1, self.in2, self.count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
 
     def add(self, p: np.ndarray, prefixes: np.ndarray) -> None:
-        inverse = 1.0 / _remaining_mass(p, prefixes)  # (m, depth + 1)
+        inverse = 1.0 / remaining_mass(p, prefixes)  # (m, depth + 1)
         n = len(p)
         for column, k in enumerate(self.positions):
             weight = inverse[:, k]
@@ -218,7 +219,7 @@ def _order_probabilities(p: np.ndarray, orders: np.ndarray, exclude: int | None)
     With ``exclude`` the law is the one without that item (its mass removed from every
     normaliser).
     """
-    remaining = _remaining_mass(p, orders, exclude=exclude)[:, :-1]
+    remaining = remaining_mass(p, orders, exclude=exclude)[:, :-1]
     return np.prod(p[orders] / remaining, axis=1)
 
 
@@ -244,10 +245,10 @@ def _targeted_marginal(
             full = _order_probabilities(p, flat, None).reshape(len(prefixes), -1).sum(axis=1)
             proposal = _order_probabilities(p, flat, item).reshape(len(prefixes), -1).sum(axis=1)
             ratio = full / proposal
-            left = _remaining_mass(p, prefixes)[:, k]
+            left = remaining_mass(p, prefixes)[:, k]
         else:
-            with_item = _remaining_mass(p, prefixes)  # 1 - m_{<j}, j = 0..k
-            without_item = _remaining_mass(p, prefixes, exclude=item)  # 1 - p_i - m_{<j}
+            with_item = remaining_mass(p, prefixes)  # 1 - m_{<j}, j = 0..k
+            without_item = remaining_mass(p, prefixes, exclude=item)  # 1 - p_i - m_{<j}
             ratio = np.prod(without_item[:, :k] / with_item[:, :k], axis=1)
             left = with_item[:, k]
         values = p[item] * ratio / left
@@ -354,7 +355,7 @@ def estimate_slate_value(
     draws = 0
     while True:
         prefixes = sample_prefixes(p, depth, DRAW_BATCH, rng)
-        remaining = _remaining_mass(p, prefixes)
+        remaining = remaining_mass(p, prefixes)
         taken = np.concatenate(
             [np.zeros((len(prefixes), 1)), np.cumsum(p[prefixes] * reward[prefixes], axis=1)],
             axis=1,

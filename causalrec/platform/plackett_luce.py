@@ -91,26 +91,10 @@ def _remaining_mass(probs: np.ndarray, slates: np.ndarray) -> np.ndarray:
     return np.maximum(remaining, np.finfo(float).tiny)
 
 
-def _remaining_after(p: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
-    """Mass outside each prefix (rows of item ids, shape (m, depth)), guarded as above."""
-    remaining = 1.0 - p[prefixes].sum(axis=1)
-    for row in np.flatnonzero(remaining < _CANCELLATION_GUARD):
-        keep = np.ones(len(p), dtype=bool)
-        keep[prefixes[row]] = False
-        remaining[row] = np.sort(p[keep]).sum()
-    return np.maximum(remaining, np.finfo(float).tiny)
-
-
 def exact_marginal(p: np.ndarray, k: int) -> np.ndarray:
-    """Exact ``P(item i at 0-based position k)`` for one user, shape (n_items,).
+    """Exact ``P(item i at 0-based position k)`` for one user by enumerating ordered prefixes.
 
-    Costs ``n_items^k``: use it only where :func:`exact_positions` allows.
-    """
-    return _exact_position_marginal(p, k)
-
-
-def _exact_position_marginal(p: np.ndarray, k: int) -> np.ndarray:
-    """P(item i at 0-based position k) for one user by enumerating ordered prefixes.
+    Costs ``n_items^k``, shape (n_items,): use it only where :func:`exact_positions` allows.
 
     With W(prefix) = P(prefix) / (1 - mass(prefix)) over ordered prefixes of k distinct items,
     P(i at k) = p_i * (sum_prefix W - sum_{prefix containing i} W); for items that dominate the
@@ -128,7 +112,7 @@ def _exact_position_marginal(p: np.ndarray, k: int) -> np.ndarray:
             repeat |= index[axis] == index[depth - 1]
         prob = np.where(repeat, 0.0, prob)  # a prefix never repeats an item
         prefixes = np.stack(np.broadcast_arrays(*index), axis=-1).reshape(-1, depth)
-        remaining = _remaining_after(p, prefixes).reshape(shape)
+        remaining = pl_estimates.remaining_mass(p, prefixes)[:, -1].reshape(shape)
         if depth == k:
             weight = prob / remaining
             break
@@ -201,7 +185,7 @@ def marginals(
     exact = exact_positions(n, slate_size)
     relative_se = np.zeros(slate_size)
     for k in np.flatnonzero(exact):
-        out[:, k] = _exact_position_marginal(probs, int(k))
+        out[:, k] = exact_marginal(probs, int(k))
     draws = 0
     if not exact.all():
         if rng is None:

@@ -323,7 +323,7 @@ class SoftmaxPolicy(Policy):
     @override
     def exact_marginals(self) -> bool:
         """``False`` when some positions' marginals are Monte Carlo estimates (K >= 3, large n)."""
-        return self.slate_size == 1 or bool(self._exact.all())
+        return bool(self._exact.all())
 
     @property
     def exact_positions(self) -> np.ndarray:
@@ -411,8 +411,12 @@ class SoftmaxPolicy(Policy):
         weights = {k: float(examination[k]) for k in range(K) if not self._exact[k]}
         for row, user in enumerate(users):
             p, r = base[row], relevance[row]
+            cached = self._marginal_cache.get(int(user))  # its exact columns are enumerated too
             exact = sum(
-                examination[k] * float(plackett_luce.exact_marginal(p, k) @ r)
+                examination[k]
+                * float(
+                    (cached[:, k] if cached is not None else plackett_luce.exact_marginal(p, k)) @ r
+                )
                 for k in range(K)
                 if self._exact[k]
             )

@@ -66,9 +66,11 @@ def pscore_metadata(policy: Policy) -> dict[str, Any]:
     standard error and draw limit are recorded (the achieved largest relative standard error is
     added as ``pscore_max_relative_se`` once the log is complete).
     """
-    exact = np.ones(policy.slate_size, dtype=bool)
-    if isinstance(policy, SoftmaxPolicy):
-        exact = policy.exact_positions if policy.slate_size > 1 else exact
+    exact = (
+        policy.exact_positions
+        if isinstance(policy, SoftmaxPolicy)
+        else np.ones(policy.slate_size, dtype=bool)
+    )
     metadata: dict[str, Any] = {
         "pscore": "exact" if exact.all() else "estimated",
         "pscore_exact_positions": exact.tolist(),

@@ -335,10 +335,11 @@ class ConfoundedRecSimulator:
             )
             total += float(values.sum())
             variance += float(variances.sum())
-        standard_error = float(np.sqrt(variance)) / self.n_users
-        exact = policy.exact_marginals
+        # Exact marginals give zero variance, so an exact value has standard error 0.
         return PolicyValue(
-            total / self.n_users, standard_error=0.0 if exact else standard_error, exact=exact
+            total / self.n_users,
+            standard_error=float(np.sqrt(variance)) / self.n_users,
+            exact=policy.exact_marginals,
         )
 
     def oracle_value(self) -> float:
