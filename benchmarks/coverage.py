@@ -33,11 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from causalrec.ope import intervals, parse_estimators, resolve_policy
-from causalrec.ope.evaluate import CrossFittedRewardModel, _slate_pscores, round_inputs
+from causalrec.ope import intervals, parse_estimators
+from causalrec.ope.cross_fit import CrossFittedRewardModel
 from causalrec.ope.intervals import INTERVAL_METHODS
+from causalrec.ope.policy_inputs import round_inputs
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.slate import slate_pscores
 from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
+from causalrec.simulators.policy_spec import named_policy
 
 del best_of  # imported for its side effect (one core, one BLAS thread)
 
@@ -90,7 +93,7 @@ def _slate_rows(sim, truths, targets, size, seed, n_bootstrap):
     estimators = parse_estimators(list(SLATE_ESTIMATORS))
     for name, policy in targets.items():
         for estimator in estimators:
-            logging, evaluation = _slate_pscores(log, policy, estimator)
+            logging, evaluation = slate_pscores(log, policy, estimator)
             arrays = dict(
                 reward=log.click,
                 slate_id=log.round_id,
@@ -184,7 +187,9 @@ def main() -> None:
             for slate, rows in worlds:
                 sim = _world(args, slate)
                 probe = generate_logs(sim, n_rounds=10, seed=0)
-                targets = {t: resolve_policy(t, probe, sim) for t in args.targets.split(",")}
+                targets = {
+                    t: named_policy(t, logs=probe, world=sim) for t in args.targets.split(",")
+                }
                 truths = {t: float(sim.policy_value(p)) for t, p in targets.items()}
                 for size, seeds in runs:
                     start = time.perf_counter()

@@ -21,7 +21,8 @@ import json
 import numpy as np
 
 from causalrec.ope import DR, IPS, SNIPS, RoundInputs
-from causalrec.ope.evaluate import _feature_space, round_inputs
+from causalrec.ope.cross_fit import feature_space
+from causalrec.ope.policy_inputs import round_inputs
 from causalrec.ope.reward_model import RewardModelConfig, make_reward_model
 from causalrec.simulators import (
     ConfoundedRecSimulator,
@@ -66,7 +67,7 @@ def topk_dr(n: int) -> tuple[float, float]:
     simulator = ConfoundedRecSimulator(load_simulator_config(preset="default"))
     logs = generate_logs(simulator, n_rounds=n, seed=0)
     policy = simulator.oracle_policy()  # deterministic top-1 over 1,000 items
-    model = make_reward_model(_feature_space(logs), RewardModelConfig())
+    model = make_reward_model(feature_space(logs), RewardModelConfig())
     sample = slice(0, 100_000)
     model.fit(
         logs.user_features[sample].astype(float),

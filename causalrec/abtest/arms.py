@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from causalrec.methods.registry import load_recommender, read_model_manifest
-from causalrec.ope.policy_spec import resolve_policy
-from causalrec.platform.errors import ConfigError
+from causalrec.methods.policy_spec import resolve_policy
+from causalrec.platform.errors import ConfigError, UnknownNameError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy
-from causalrec.serve.recommender import model_version
+from causalrec.simulators.scm import ConfoundedRecSimulator
 
 __all__ = ["Arm", "resolve_arm"]
 
@@ -35,7 +33,9 @@ class Arm:
     version: str
 
 
-def resolve_arm(label: str, spec: str, logs: LoggedFeedback, simulator) -> Arm:
+def resolve_arm(
+    label: str, spec: str, logs: LoggedFeedback, simulator: ConfoundedRecSimulator
+) -> Arm:
     """The arm named by ``spec``: a saved model directory, else a policy spec.
 
     Policy specs are those of ``causalrec evaluate --policy`` (``logging``, ``oracle``,
@@ -51,23 +51,14 @@ def resolve_arm(label: str, spec: str, logs: LoggedFeedback, simulator) -> Arm:
         ConfigError: If a model does not serve the simulator's catalogue, or the spec is neither
             a model directory nor a known policy (naming ``--a`` / ``--b``).
     """
-    path = Path(spec)
-    if (path / "manifest.json").is_file():
-        manifest = read_model_manifest(path)
-        for key, expected in (("n_users", simulator.n_users), ("n_items", simulator.n_items)):
-            if manifest[key] != expected:
-                raise ConfigError(
-                    f"--{label}: model {spec!r} has {key}={manifest[key]}; the simulator behind "
-                    f"the logs has {key}={expected}"
-                )
-        policy = load_recommender(path).policy(simulator.slate_size)
-        return Arm(label, spec, policy, str(path.absolute()), model_version(path))
-    if path.exists():
-        raise ConfigError(f"--{label}: {spec!r} is a path but holds no saved model")
+    field = f"--{label}"
     try:
-        policy = resolve_policy(spec, logs, simulator)
-    except ConfigError as exc:
+        resolved = resolve_policy(
+            spec, logs=logs, world=simulator, k=simulator.slate_size, field=field
+        )
+    except UnknownNameError as exc:
         raise ConfigError(
-            f"--{label}: {spec!r} is neither a saved model directory nor a policy spec ({exc})"
+            f"{field}: {spec!r} is neither a saved model directory nor a policy spec ({exc})"
         ) from None
-    return Arm(label, spec, policy, None, policy.name)
+    model_dir = str(resolved.model.path) if resolved.model is not None else None
+    return Arm(label, spec, resolved.policy, model_dir, resolved.version)

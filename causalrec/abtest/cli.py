@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
-__all__ = ["format_lifts", "format_result", "register"]
+from causalrec.abtest.formatting import format_result
+from causalrec.platform.cli_help import DefaultsHelpFormatter
+
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT/result.json, OUT/assignment.parquet and each arm's traffic as logs in OUT/a, "
             "OUT/b."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--a", required=True, help="control: a saved model dir or policy spec")
     parser.add_argument("--b", required=True, help="treatment: a saved model dir or policy spec")
@@ -33,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--logs", required=True, help="historical simulated logs (world and offline prediction)"
     )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--url", default=None, help="Serve application running the experiment")
+    parser.add_argument(
+        "--url", default=None, help="Serve application running the experiment (default: in-process)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of visits and clicks")
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
     parser.add_argument("--salt", default="causalrec-ab", help="assignment salt (in-process)")
@@ -44,53 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_abtest_command)
 
 
-def _number(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
-
-
-def format_result(result: dict) -> str:
-    """The result as a console table: arms, online lift, exact lift, offline prediction."""
-    lines = [f"{'arm':<4} {'spec':<28} {'visits':>7} {'clicks':>7} {'CTR':>7} "
-             f"{'clicks/visit':>12} {'exact':>7}"]  # fmt: skip
-    for label, arm in result["arms"].items():
-        lines.append(
-            f"{label:<4} {arm['spec'][-28:]:<28} {arm['visits']:>7} {arm['clicks']:>7} "
-            f"{arm['ctr']:>7.4f} {arm['clicks_per_visit']:>12.4f} {arm['exact_value']:>7.4f}"
-        )
-    return "\n".join([*lines, *format_lifts(result)])
-
-
-def format_lifts(result: dict) -> list[str]:
-    """Online, exact and offline lift of a result, with the agreement verdicts."""
-    online = result["online"]
-    lines = [
-        f"online lift (b - a): {_number(online['lift'])} "
-        f"[{_number(online['low'])}, {_number(online['high'])}], "
-        f"relative {online['relative_lift']:+.1%}, p = {online['p_value']:.4g}, "
-        f"MDE {_number(online['mde'])}",
-        f"exact lift:          {_number(result['exact_lift'])}",
-    ]
-    if result.get("identical_arms"):
-        lines.append("A/A test: both arms serve the same model (exact and offline lifts are 0)")
-    offline = result["offline"]
-    if offline is not None:
-        agreement = result["agreement"]
-        lines.append(
-            f"offline ({offline['estimator']}) lift: {_number(offline['lift'])} "
-            f"[{_number(offline['low'])}, {_number(offline['high'])}]; same sign: "
-            f"{'yes' if agreement['same_sign'] else 'no'}; online inside offline interval: "
-            f"{'yes' if agreement['online_in_offline_interval'] else 'no'}"
-        )
-    return lines
-
-
 def run_abtest_command(args: argparse.Namespace) -> int:
     """Handler of ``causalrec abtest``."""
     from causalrec.abtest.arms import resolve_arm
     from causalrec.abtest.runner import run_abtest
-    from causalrec.ope.policy_spec import simulator_from_logs
     from causalrec.platform import storage
     from causalrec.serve.routing import ExperimentSplit
+    from causalrec.simulators.world import simulator_from_logs
 
     storage.check_output_dir(args.out, overwrite=args.overwrite)
     split = ExperimentSplit(args.salt, args.share_b)

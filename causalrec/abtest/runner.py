@@ -42,6 +42,7 @@ from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.units import CLICKS_PER_ROUND, check_same_unit
 from causalrec.serve.routing import ARMS, ExperimentSplit
 from causalrec.simulators.logs import log_metadata
+from causalrec.simulators.scm import ConfoundedRecSimulator
 
 __all__ = ["ABTestResult", "run_abtest"]
 
@@ -87,7 +88,7 @@ class ABTestResult:
 
 def run_abtest(
     arms: dict[str, Arm],
-    simulator,
+    simulator: ConfoundedRecSimulator,
     n_users: int,
     out: str | Path,
     *,
@@ -229,21 +230,23 @@ def _write(out, overwrite, result, arms, simulator, users, served, clicks, expec
 
 
 def _arm_log(
-    simulator, arm: Arm, users: np.ndarray, served: ServedSlates, rows, clicks, expected
+    simulator: ConfoundedRecSimulator,
+    arm: Arm,
+    users: np.ndarray,
+    served: ServedSlates,
+    rows,
+    clicks,
+    expected,
 ) -> LoggedFeedback:
     """One arm's visits in the causalrec log format (rounds numbered from 0)."""
-    n, K = len(rows), served.actions.shape[1]
-    return LoggedFeedback(
-        round_id=np.repeat(np.arange(n, dtype=np.int64), K),
-        user_id=np.repeat(users, K),
-        position=np.tile(np.arange(K, dtype=np.int64), n),
-        item_id=served.actions[rows].ravel(),
-        click=clicks[rows].ravel().astype(np.int8),
-        pscore=served.pscore[rows].ravel(),
-        pscore_prefix=served.pscore_prefix[rows].ravel(),
-        user_features=np.repeat(simulator.user_features_f32[users], K, axis=0),
-        expected_reward=expected[rows].ravel(),
-        policy=np.full(n * K, f"{arm.label}/{arm.policy.name}"),
+    return LoggedFeedback.from_slates(
+        users=users,
+        slates=served.actions[rows],
+        clicks=clicks[rows],
+        pscore=served.pscore[rows],
+        pscore_prefix=served.pscore_prefix[rows],
+        user_features=simulator.user_features_f32[users],
+        policy=f"{arm.label}/{arm.policy.name}",
         n_items=simulator.n_items,
-        slate_size=K,
+        expected_reward=expected[rows],
     )

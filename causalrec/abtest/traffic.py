@@ -57,7 +57,7 @@ def serve_in_process(
         if len(rows):
             sample = arms[label].policy.sample(users[rows], rng)
             actions[rows], pscore[rows] = sample.actions, sample.marginal_pscore
-            prefix[rows] = sample.prefix_pscore
+            prefix[rows] = sample.pscore_prefix
     return ServedSlates(actions, pscore, prefix, assigned)
 
 

@@ -8,12 +8,8 @@ setting; options ``adversarial_gamma`` and ``augment``), ``snips`` (:class:`SNIP
 ``mf`` (ID embeddings) and ``two_tower`` (MLPs over observed user and item features).
 """
 
-from causalrec.methods.base import (
-    MODEL_SCHEMA_VERSION,
-    Recommender,
-    TorchRecommender,
-    TrainingError,
-)
+from causalrec.methods.artifact import MODEL_SCHEMA_VERSION, SavedModel, is_saved_model
+from causalrec.methods.base import ModelState, Recommender, TrainingError
 from causalrec.methods.causalnet import CausalNet
 from causalrec.methods.cause import CausE
 from causalrec.methods.data import InteractionData
@@ -22,6 +18,7 @@ from causalrec.methods.doubly_robust import DRJointLearning, MoreRobustDR
 from causalrec.methods.gboost import GBoostRecommender
 from causalrec.methods.ips import IPSMF, SNIPSMF, NaiveMF
 from causalrec.methods.registry import RECOMMENDERS, load_recommender, make_recommender
+from causalrec.methods.torch_base import TorchRecommender
 
 __all__ = [
     "DICE",
@@ -34,11 +31,14 @@ __all__ = [
     "DRJointLearning",
     "GBoostRecommender",
     "InteractionData",
+    "ModelState",
     "MoreRobustDR",
     "NaiveMF",
     "Recommender",
+    "SavedModel",
     "TorchRecommender",
     "TrainingError",
+    "is_saved_model",
     "load_recommender",
     "make_recommender",
 ]

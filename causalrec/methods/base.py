@@ -1,36 +1,44 @@
-"""The recommender contract and the shared torch training loop.
+"""The recommender contract (the torch training loop is in :mod:`causalrec.methods.torch_base`).
 
 scikit-learn's estimator contract: ``__init__`` only stores parameters; :meth:`Recommender.fit`
 does the work and returns ``self``; fitted state ends in ``_``. Every recommender scores items
 (:meth:`score`), turns into a policy of the platform's policy protocol (:meth:`policy`) and
-saves to a directory of weights plus a JSON manifest (:meth:`save`, :func:`load_recommender`).
+hands its fitted state to the saved-model artifact as a :class:`ModelState`
+(:mod:`causalrec.methods.artifact` owns the directory layout; :meth:`Recommender.save` is a
+shortcut to :meth:`~causalrec.methods.artifact.SavedModel.write`).
 """
 
 from __future__ import annotations
 
 import abc
-import copy
 import inspect
-import json
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-import causalrec
-from causalrec.methods.data import Feedback, InteractionData
-from causalrec.platform.errors import CausalRecError, ConfigError, DataError
+from causalrec.platform.errors import CausalRecError
 from causalrec.platform.feedback import LoggedFeedback
-from causalrec.platform.policy import LogitScorer, Policy, SoftmaxPolicy, TopKPolicy
+from causalrec.platform.policy import Exploration, ExplorationKind, Policy, make_policy
+from causalrec.platform.validation import unknown_name_error
 
-__all__ = ["MODEL_SCHEMA_VERSION", "Recommender", "TorchRecommender", "TrainingError"]
+__all__ = ["ModelState", "Recommender", "TrainingError"]
 
-#: Version of the saved-model layout (manifest.json + weights.pt); bump on incompatible change.
-MODEL_SCHEMA_VERSION = 1
+
+@dataclass(frozen=True)
+class ModelState:
+    """What a fitted recommender persists: arrays and scikit-learn estimators, no code.
+
+    Attributes:
+        arrays: Named arrays (torch weights and buffers as numpy, feature tables), saved as
+            safetensors.
+        estimators: Named scikit-learn estimators, saved with skops.
+    """
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    estimators: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainingError(CausalRecError, RuntimeError):
@@ -69,35 +77,66 @@ class Recommender(abc.ABC):
     # -- parameters (scikit-learn style) ------------------------------------------------------
     @classmethod
     def param_names(cls) -> list[str]:
-        """Names of the constructor parameters (keyword-only, scikit-learn style)."""
-        parameters = inspect.signature(cls.__init__).parameters.values()
-        names = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
-        if any(p.kind is p.VAR_KEYWORD for p in parameters):
-            names += [name for name in cls._shared_param_names() if name not in names]
-        return names
+        """Names of the constructor parameters, in signature order (scikit-learn style).
 
-    @classmethod
-    def _shared_param_names(cls) -> list[str]:
-        """Parameters that ``**kwargs`` of a subclass's constructor forwards (none here)."""
-        return []
+        Raises:
+            TypeError: If the constructor takes ``*args`` or ``**kwargs``: every parameter must
+                be explicit for :meth:`get_params` and ``sklearn.base.clone``.
+        """
+        if cls.__init__ is object.__init__:
+            return []
+        parameters = [
+            p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"
+        ]
+        variadic = [p.name for p in parameters if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if variadic:
+            raise TypeError(
+                f"{cls.__name__}.__init__ must list its parameters explicitly (scikit-learn's "
+                f"estimator contract); it takes variadic {variadic}"
+            )
+        return [p.name for p in parameters]
 
-    def _write_manifest(self, directory: Path) -> None:
-        manifest = {
-            "method": self.name,
-            "params": self.get_params(),
-            "schema_version": MODEL_SCHEMA_VERSION,
-            "n_users": self.n_users_,
-            "n_items": self.n_items_,
-            "causalrec_version": causalrec.__version__,
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters and their values (scikit-learn's ``get_params``).
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters and their values."""
-        return {name: getattr(self, name) for name in self.param_names()}
+        Args:
+            deep: Also list the parameters of parameter values that have ``get_params``
+                themselves (estimators), as ``<name>__<parameter>``.
+        """
+        params: dict[str, Any] = {}
+        for name in self.param_names():
+            value = getattr(self, name)
+            params[name] = value
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                params.update((f"{name}__{key}", v) for key, v in value.get_params().items())
+        return params
+
+    def set_params(self, **params: Any) -> Recommender:
+        """Set constructor parameters (scikit-learn's ``set_params``); returns ``self``.
+
+        ``<name>__<parameter>`` sets a parameter of a parameter value that is an estimator.
+
+        Raises:
+            UnknownNameError: For a name that is not a constructor parameter (with the closest
+                match); nothing is set then.
+        """
+        allowed = self.param_names()
+        for key in params:
+            if key.partition("__")[0] not in allowed:
+                raise unknown_name_error(f"{self.name} parameter", key, allowed)
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, delimiter, sub_key = key.partition("__")
+            if delimiter:
+                nested.setdefault(name, {})[sub_key] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params().items())
+        params = ", ".join(f"{key}={value!r}" for key, value in self.get_params(deep=False).items())
         return f"{type(self).__name__}({params})"
 
     # -- contract -----------------------------------------------------------------------------
@@ -149,384 +188,42 @@ class Recommender(abc.ABC):
     def policy(
         self,
         k: int = 1,
-        exploration: Literal["none", "epsilon", "softmax"] = "none",
+        exploration: Exploration | ExplorationKind = "none",
         *,
         epsilon: float = 0.1,
         temperature: float = 1.0,
     ) -> Policy:
-        """The model as a policy of the platform's protocol.
+        """The model as a policy of the platform's protocol (:func:`make_policy`).
 
         Args:
             k: Slate size.
-            exploration: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
+            exploration: An :class:`~causalrec.platform.policy.Exploration`, or its kind:
+                ``none`` (deterministic top-k), ``epsilon`` (ε-greedy) or ``softmax``
                 (Plackett–Luce over the log-odds of the predicted click probabilities at
-                ``temperature``: softmax(logit(score) / T)), all with exact propensities (for
-                k >= 3 over large catalogues, later positions' marginals are estimated; see
-                :class:`~causalrec.platform.policy.SoftmaxPolicy`).
-            epsilon: ε of the ε-greedy policy.
-            temperature: Temperature of the softmax policy.
+                ``temperature``), all with exact propensities.
+            epsilon: ε of the ε-greedy policy (with a kind).
+            temperature: Temperature of the softmax policy (with a kind).
         """
         self._check_fitted()
-        scorer = _Scorer(self)
-        name = f"{self.name}:{exploration}"
-        if exploration == "none":
-            return TopKPolicy(scorer, slate_size=k, name=name)
-        if exploration == "epsilon":
-            return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
-        if exploration == "softmax":  # on the log-odds of the predicted click probabilities
-            return SoftmaxPolicy(
-                LogitScorer(scorer), temperature=temperature, slate_size=k, name=name
-            )
-        raise ConfigError(
-            f"exploration must be 'none', 'epsilon' or 'softmax'; got {exploration!r}"
-        )
-
-
-def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> float:
-    """Mean logistic loss of ``network`` on the exposed pairs of ``logs``."""
-    with torch.no_grad():
-        users = torch.from_numpy(logs.user_id).to(device)
-        items = torch.from_numpy(logs.item_id).to(device)
-        labels = torch.from_numpy(logs.click.astype(np.float32)).to(device)
-        logits = network(users, items)
-        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
-
-
-def _probabilities(logits: torch.Tensor) -> np.ndarray:
-    """Click probabilities of logits, as a float64 numpy array on the CPU."""
-    return torch.sigmoid(logits).double().cpu().numpy()
-
-
-def _feature_tensor(table) -> torch.Tensor:
-    """A float32 copy of a feature table (a numpy array, possibly read-only, or a tensor)."""
-    if isinstance(table, torch.Tensor):
-        return table.detach().clone().float()
-    return torch.from_numpy(np.array(table, dtype=np.float32))
-
-
-def _tensor(array: np.ndarray, device) -> torch.Tensor:
-    """``array`` on ``device`` without a copy where possible.
-
-    Read-only arrays (from Parquet or Ray's object store) are copied: torch tensors must be
-    writable.
-    """
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array).to(device)
-
-
-class TorchRecommender(Recommender):
-    """A recommender trained by mini-batch Adam on a torch scoring network.
-
-    Subclasses define :meth:`_loss` (or :meth:`_losses`). Parameters shared by every torch
-    recommender: ``dim``, ``lr``, ``weight_decay``, ``epochs``, ``batch_size``, ``feedback``,
-    ``negatives`` (implicit setting: uniform negatives per positive), ``backbone`` (``mf``: ID
-    embeddings; ``two_tower``: MLPs over the observed user and item features, so the model
-    generalises to users and items it has not seen), ``device`` (``"auto"``: CUDA when torch
-    sees it) and ``seed``.
-    """
-
-    @classmethod
-    def _shared_param_names(cls) -> list[str]:
-        parameters = inspect.signature(TorchRecommender.__init__).parameters.values()
-        return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
-
-    def __init__(
-        self,
-        *,
-        dim: int = 32,
-        lr: float = 0.01,
-        weight_decay: float = 1e-6,
-        epochs: int = 10,
-        batch_size: int = 16_384,
-        feedback: Feedback = "exposed",
-        negatives: int = 4,
-        backbone: str = "mf",
-        device: str = "auto",
-        seed: int = 0,
-    ):
-        self.backbone = backbone
-        self.dim, self.lr, self.weight_decay = dim, lr, weight_decay
-        self.epochs, self.batch_size, self.feedback = epochs, batch_size, feedback
-        self.negatives, self.device, self.seed = negatives, device, seed
-
-    # -- hooks --------------------------------------------------------------------------------
-    #: Backbones the method can use (methods with their own networks support ``mf`` only).
-    supported_backbones: ClassVar[tuple[str, ...]] = ("mf", "two_tower")
-
-    def _build_network(
-        self, n_users: int, n_items: int, generator: torch.Generator
-    ) -> torch.nn.Module:
-        """The scoring network (built again, empty, when a saved model is loaded)."""
-        from causalrec.methods.networks import MatrixFactorization, TwoTower
-
-        if self.backbone == "two_tower":
-            users, items = self._feature_tables
-            return TwoTower(
-                _feature_tensor(users), _feature_tensor(items), self.dim, self.dim, generator
-            )
-        return MatrixFactorization(n_users, n_items, self.dim, generator)
-
-    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
-        """Per-example arrays the loss needs beyond users, items, labels (e.g. weights)."""
-        return {}
-
-    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave).
-
-        Single-network methods override this; methods with several networks or custom forward
-        passes override :meth:`_losses` instead.
-        """
-        raise TypeError(f"{type(self).__name__} must override _loss or _losses")
-
-    # -- training -----------------------------------------------------------------------------
-    def _validate(self) -> None:
-        if self.feedback not in self.supported_feedback:
-            raise ConfigError(
-                f"{self.name} supports feedback in {list(self.supported_feedback)}; got "
-                f"{self.feedback!r}"
-            )
-        for name in ("dim", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)) or (name == "lr" and value == 0):
-                raise ConfigError(
-                    f"{name} must be {'> 0' if name == 'lr' else '>= 0'}; got {value}"
-                )
-        if self.backbone not in self.supported_backbones:
-            raise ConfigError(
-                f"{self.name} supports backbone in {list(self.supported_backbones)}; got "
-                f"{self.backbone!r}"
-            )
-        if self.negatives < 1 and self.feedback == "implicit":
-            raise ConfigError(
-                f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
-            )
-
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
-        """Train for ``epochs`` epochs over shuffled mini-batches (no per-row Python loop).
-
-        On CPU the result depends only on the data and ``seed`` (embedding gradients are summed
-        in index order). ``history_`` holds the mean training loss per epoch and, with
-        ``validation``, ``validation_history_`` the validation log's logistic loss per epoch.
-        """
-        for _ in self.fit_epochs(logs, validation=validation):
-            pass
-        return self
-
-    def fit_epochs(
-        self,
-        logs: LoggedFeedback,
-        *,
-        validation: LoggedFeedback | None = None,
-        state: dict | None = None,
-    ) -> Iterator[int]:
-        """Train epoch by epoch (see :meth:`Recommender.fit_epochs`).
-
-        Resuming from a :meth:`training_state` restores the networks, the Adam moments and the
-        random stream, so on CPU an interrupted and resumed run ends with the same weights as
-        an uninterrupted one.
-        """
-        self._validate()
-        data = InteractionData.from_logs(logs, self.feedback)
-        if self.backbone == "two_tower":
-            if data.user_features is None or data.item_features is None:
-                raise ConfigError(
-                    "backbone='two_tower' needs the log's user and item feature tables "
-                    "(users.parquet and items.parquet beside the log)"
-                )
-            self._feature_tables = (data.user_features, data.item_features)
-        extra = self._prepare(logs, data)
-        device = self._torch_device()
-        generator = torch.Generator().manual_seed(self.seed)
-        networks = {
-            name: module.to(device)
-            for name, module in self._build_networks(data, generator).items()
-        }
-        optimizers = {
-            name: torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            for name, module in networks.items()
-        }
-        tensors = {
-            "users": _tensor(data.users, device),
-            "items": _tensor(data.items, device),
-            "labels": _tensor(data.labels, device),
-            **{
-                key: _tensor(np.ascontiguousarray(v, dtype=np.float32), device)
-                for key, v in extra.items()
-            },
-        }
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed))
-        self.history_: list[float] = []
-        self.validation_history_: list[float] = []
-        first_epoch = 0
-        if state is not None:
-            first_epoch = self._load_training_state(state, networks, optimizers, rng)
-        n = data.n_examples
-        for epoch in range(first_epoch, self.epochs):
-            for network in networks.values():
-                network.train()
-            # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
-            order = torch.from_numpy(rng.permutation(n)).to(device)
-            shuffled = {key: value[order] for key, value in tensors.items()}
-            total, steps = 0.0, 0
-            for step, start in enumerate(range(0, n, self.batch_size)):
-                batch = {
-                    key: value[start : start + self.batch_size] for key, value in shuffled.items()
-                }
-                batch.update(self._sample(data, len(batch["users"]), rng, device))
-                losses = self._losses(batch, networks)
-                for name, loss in losses.items():
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"non-finite {name} loss {loss.item()} at epoch {epoch}, step {step} "
-                            f"with lr={self.lr}; lower lr or check the propensities"
-                        )
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad()
-                sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
-                for optimizer in optimizers.values():
-                    optimizer.step()
-                total += float(losses["main"].detach())
-                steps += 1
-            self.history_.append(total / steps)
-            if validation is not None:
-                self.validation_history_.append(
-                    _validation_loss(networks["main"], validation, device)
-                )
-            self.network_ = networks["main"].eval()
-            self.n_users_, self.n_items_, self.device_ = data.n_users, data.n_items, device
-            self._snapshot = (epoch + 1, networks, optimizers, rng)
-            yield epoch + 1
-
-    def training_state(self) -> dict | None:
-        """Networks, optimizer moments, random stream and histories after the last epoch.
-
-        A deep copy: training on, or resuming another model from it, leaves it unchanged.
-        """
-        if not hasattr(self, "_snapshot"):
-            return None
-        epoch, networks, optimizers, rng = self._snapshot
-        state = {
-            "epoch": epoch,
-            "networks": {name: module.state_dict() for name, module in networks.items()},
-            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-            "rng": rng.bit_generator.state,
-            "history": list(self.history_),
-            "validation_history": list(self.validation_history_),
-        }
-        return copy.deepcopy(state)
-
-    def _load_training_state(self, state: dict, networks, optimizers, rng) -> int:
-        """Restore a :meth:`training_state`; returns the number of epochs it had done."""
-        if set(state.get("networks", {})) != set(networks):
-            raise ConfigError(
-                f"training state holds networks {sorted(state.get('networks', {}))}; "
-                f"{self.name} trains {sorted(networks)}"
-            )
-        for name, module in networks.items():
-            module.load_state_dict(state["networks"][name])
-            optimizers[name].load_state_dict(state["optimizers"][name])
-        rng.bit_generator.state = state["rng"]
-        self.history_ = list(state["history"])
-        self.validation_history_ = list(state["validation_history"])
-        return int(state["epoch"])
-
-    def _build_networks(
-        self, data: InteractionData, generator: torch.Generator
-    ) -> dict[str, torch.nn.Module]:
-        """Networks trained together; ``"main"`` is the one that scores (and is saved)."""
-        return {"main": self._build_network(data.n_users, data.n_items, generator)}
-
-    def _sample(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
-        """Extra random pairs for a mini-batch of ``size`` examples (implicit negatives)."""
-        return self._negatives(data, size, rng, device) if self.feedback == "implicit" else {}
-
-    def _losses(
-        self, batch: dict[str, torch.Tensor], networks: dict[str, torch.nn.Module]
-    ) -> dict[str, torch.Tensor]:
-        """Loss of each network for one mini-batch (default: the main network's :meth:`_loss`)."""
-        network = networks["main"]
-        batch["logits"] = network(batch["users"], batch["items"])
-        if "neg_users" in batch:
-            batch["neg_logits"] = network(batch["neg_users"], batch["neg_items"])
-        return {"main": self._loss(batch)}
-
-    def _negatives(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
-        count = size * self.negatives
-        return {
-            "neg_users": torch.from_numpy(rng.integers(data.n_users, size=count)).to(device),
-            "neg_items": torch.from_numpy(rng.integers(data.n_items, size=count)).to(device),
-        }
-
-    # -- inference ----------------------------------------------------------------------------
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """Predicted click probability, shape (len(users), n_items or len(items))."""
-        self._check_fitted()
-        users = np.asarray(users)
-        if users.ndim != 1 or users.dtype.kind not in "iu":
-            raise DataError(f"users must be a 1-d integer array; got {users.dtype}, {users.shape}")
-        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
-            raise DataError(f"users must be in [0, n_users={self.n_users_}); got {users.max()}")
-        with torch.no_grad():
-            tensor = torch.from_numpy(users.astype(np.int64)).to(self.device_)
-            logits = self.network_.all_items(tensor)
-            if items is not None:
-                logits = logits[
-                    :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
-                ]
-            return _probabilities(logits)
-
-    def score_features(self, features: np.ndarray) -> np.ndarray:
-        """Predicted click probability of every item for users described by their features.
-
-        Only the ``two_tower`` backbone scores users it has never seen.
-
-        Args:
-            features: Observed user features, shape (n, d_user).
-
-        Returns:
-            Shape (n, n_items).
-        """
-        self._check_fitted()
-        if self.backbone != "two_tower":
-            raise ConfigError(
-                f"user_features: scoring by features needs backbone='two_tower'; this "
-                f"{self.name} model uses {self.backbone!r} and scores known user ids only"
-            )
-        features = np.asarray(features, dtype=np.float32)
-        width = self.network_.user_features.shape[1]
-        if features.ndim != 2 or features.shape[1] != width:
-            raise DataError(
-                f"user_features: expected rows of {width} features; got shape {features.shape}"
-            )
-        if not np.isfinite(features).all():
-            raise DataError("user_features: values must be finite")
-        with torch.no_grad():
-            tensor = torch.from_numpy(features).to(self.device_)
-            return _probabilities(self.network_.all_items_from_features(tensor))
+        if not isinstance(exploration, Exploration):
+            exploration = Exploration(exploration, epsilon=epsilon, temperature=temperature)
+        return make_policy(_Scorer(self), k, exploration, name=f"{self.name}:{exploration.kind}")
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """Write ``weights.pt`` and ``manifest.json`` (method, params, schema version)."""
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.network_.state_dict(), directory / "weights.pt")
-        self._write_manifest(directory)
-        return directory
+    def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
+        """Save the fitted model (see :meth:`~causalrec.methods.artifact.SavedModel.write`).
 
-    def _restore(self, state: dict, n_users: int, n_items: int) -> None:
-        if self.backbone == "two_tower":
-            self._feature_tables = (state["user_features"], state["item_features"])
-        network = self._build_network(n_users, n_items, torch.Generator().manual_seed(0))
-        network.load_state_dict(state)
-        self.network_ = network.to(self._torch_device()).eval()
-        self.n_users_, self.n_items_, self.device_ = n_users, n_items, self._torch_device()
+        Returns:
+            The directory.
+        """
+        from causalrec.methods.artifact import SavedModel
+
+        return SavedModel.write(directory, self, overwrite=overwrite).path
+
+    @abc.abstractmethod
+    def _get_state(self) -> ModelState:
+        """The fitted state to persist (arrays and scikit-learn estimators only)."""
+
+    @abc.abstractmethod
+    def _set_state(self, state: ModelState, n_users: int, n_items: int) -> None:
+        """Become the fitted model whose :meth:`_get_state` was ``state``."""

@@ -15,15 +15,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from causalrec.methods.base import TorchRecommender
-from causalrec.methods.data import InteractionData
+from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.torch_base import TorchRecommender
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -79,7 +79,8 @@ class CausalNet(TorchRecommender):
         propensity_weight: Weight of the propensity head's loss (α).
         targeted_weight: Weight of the targeted regulariser (β).
         unexposed: Uniformly drawn pairs per exposed pair for the propensity head.
-        **kwargs: Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "causalnet"
@@ -93,11 +94,33 @@ class CausalNet(TorchRecommender):
         propensity_weight: float = 1.0,
         targeted_weight: float = 0.1,
         unexposed: int = 4,
-        **kwargs: Any,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
     ):
-        super().__init__(**kwargs)
-        self.hidden, self.propensity_weight = hidden, propensity_weight
-        self.targeted_weight, self.unexposed = targeted_weight, unexposed
+        super().__init__(
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            backbone=backbone,
+            device=device,
+            seed=seed,
+        )
+        self.hidden = hidden
+        self.propensity_weight = propensity_weight
+        self.targeted_weight = targeted_weight
+        self.unexposed = unexposed
 
     def _validate(self) -> None:
         super()._validate()

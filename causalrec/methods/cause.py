@@ -12,16 +12,16 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from causalrec.methods.base import TorchRecommender
-from causalrec.methods.data import InteractionData
+from causalrec.methods.data import Feedback, InteractionData
 from causalrec.methods.networks import MatrixFactorization
+from causalrec.methods.torch_base import TorchRecommender
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -49,7 +49,8 @@ class CausE(TorchRecommender):
 
     Args:
         distance_weight: λ of the treatment–control penalty.
-        **kwargs: Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "cause"
@@ -60,9 +61,29 @@ class CausE(TorchRecommender):
         self,
         *,
         distance_weight: float = 0.1,
-        **kwargs: Any,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            backbone=backbone,
+            device=device,
+            seed=seed,
+        )
         self.distance_weight = distance_weight
 
     def _validate(self) -> None:

@@ -6,12 +6,13 @@ import argparse
 import json
 import time
 
-import numpy as np
 import yaml
 
+from causalrec.methods.artifact import SavedModel
 from causalrec.methods.metrics import evaluate_recommender
 from causalrec.methods.registry import RECOMMENDERS, make_recommender
 from causalrec.platform import storage
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.storage import read_logs
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "uniform-random log (simulated logs), and the DR estimate of its value on the "
             "held-out slice."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--logs", required=True, help="log directory")
     parser.add_argument("--method", required=True, help=f"one of {', '.join(RECOMMENDERS)}")
@@ -66,9 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
     model = make_recommender(args.method, **parse_assignments(args.set))  # fail fast
     storage.check_output_dir(args.out, overwrite=args.overwrite)
     logs = read_logs(args.logs)
-    rounds = np.unique(logs.round_id)
-    cut = rounds[int(len(rounds) * (1 - args.holdout))]
-    train, holdout = logs.select(logs.round_id < cut), logs.select(logs.round_id >= cut)
+    train, holdout = logs.split_by_round(args.holdout)
     started = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - started
@@ -81,9 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
         "train_seconds": round(seconds, 3),
         **report.to_dict(),
     }
-    with storage.atomic_output_dir(args.out, overwrite=args.overwrite) as staging:
-        model.save(staging)
-        storage.write_json_atomic(staging / "metrics.json", payload)
+    SavedModel.write(args.out, model, metrics=payload, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(payload))
         return 0

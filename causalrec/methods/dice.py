@@ -22,15 +22,15 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from causalrec.methods.base import TorchRecommender
 from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.torch_base import TorchRecommender
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -88,7 +88,10 @@ class DICE(TorchRecommender):
         beta: Weight of the discrepancy term (larger pushes the two embeddings apart).
         margin: Popularity difference (in clicks) below which a triple is neither O1 nor O2.
         score_with: ``"interest"`` (debiased ranking) or ``"both"``.
-        **kwargs: Shared torch parameters; ``negatives`` is the number of triples per positive.
+        feedback: ``"implicit"`` (the only setting DICE supports).
+        negatives: BPR triples per positive.
+        dim, lr, weight_decay, epochs, batch_size, backbone, device, seed: Shared torch
+            parameters (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "dice"
@@ -102,11 +105,33 @@ class DICE(TorchRecommender):
         beta: float = 0.01,
         margin: float = 0.0,
         score_with: str = "interest",
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
         feedback: Feedback = "implicit",
-        **kwargs: Any,
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
     ):
-        super().__init__(feedback=feedback, **kwargs)
-        self.alpha, self.beta, self.margin, self.score_with = alpha, beta, margin, score_with
+        super().__init__(
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            backbone=backbone,
+            device=device,
+            seed=seed,
+        )
+        self.alpha = alpha
+        self.beta = beta
+        self.margin = margin
+        self.score_with = score_with
 
     def _validate(self) -> None:
         super()._validate()

@@ -19,13 +19,13 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from causalrec.methods.data import InteractionData
+from causalrec.methods.data import Feedback, InteractionData
 from causalrec.methods.ips import IPSMF
 from causalrec.methods.networks import MatrixFactorization
 from causalrec.platform.errors import ConfigError
@@ -41,7 +41,11 @@ class DRJointLearning(IPSMF):
         imputation_samples: Uniformly drawn items per logged row for the imputed-loss term.
         propensity: ``auto``, ``logged``, ``popularity`` or ``logistic``.
         propensity_floor: Propensities are clipped below at this value.
-        **kwargs: Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+
+    IPSMF's ``adversarial_gamma`` and ``augment`` are not parameters here (left at their
+    defaults: no robust or augmented variant).
     """
 
     name: ClassVar[str] = "dr_jl"
@@ -53,9 +57,31 @@ class DRJointLearning(IPSMF):
         imputation_samples: int = 4,
         propensity: str = "auto",
         propensity_floor: float | None = None,
-        **kwargs: Any,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
     ):
-        super().__init__(propensity=propensity, propensity_floor=propensity_floor, **kwargs)
+        super().__init__(
+            propensity=propensity,
+            propensity_floor=propensity_floor,
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            backbone=backbone,
+            device=device,
+            seed=seed,
+        )
         self.imputation_samples = imputation_samples
 
     def _validate(self) -> None:
@@ -110,7 +136,13 @@ class DRJointLearning(IPSMF):
 
 
 class MoreRobustDR(DRJointLearning):
-    """MRDR (Guo et al. 2021): DR-JL whose imputation loss is weighted by (1 − p) / p²."""
+    """MRDR (Guo et al. 2021): DR-JL whose imputation loss is weighted by (1 − p) / p².
+
+    Args:
+        imputation_samples, propensity, propensity_floor: As in :class:`DRJointLearning`.
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+    """
 
     name: ClassVar[str] = "mrdr"
 

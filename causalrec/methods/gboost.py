@@ -14,13 +14,11 @@ References:
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from causalrec.methods.base import Recommender
+from causalrec.methods.base import ModelState, Recommender
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -46,6 +44,7 @@ class GBoostRecommender(Recommender):
         learning_rate: Shrinkage.
         max_leaf_nodes: Leaves per tree.
         l2: L2 regularisation of the leaves.
+        feedback: ``"exposed"`` (the only setting gboost supports).
         seed: Seed of the boosting (early-stopping split).
     """
 
@@ -126,22 +125,15 @@ class GBoostRecommender(Recommender):
             )
         return out
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.pkl`` (the fitted scikit-learn model and tables) and ``manifest.json``."""
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.model_, "users": self.user_table_, "items": self.item_table_}
-        (directory / "model.pkl").write_bytes(pickle.dumps(state))
-        self._write_manifest(directory)
-        return directory
-
-    def _restore_directory(self, directory: Path) -> None:
-        """Load what :meth:`save` wrote (pickle: load only models you trust)."""
-        state = pickle.loads((directory / "model.pkl").read_bytes())
-        self.model_, self.user_table_, self.item_table_ = (
-            state["model"],
-            state["users"],
-            state["items"],
+    def _get_state(self) -> ModelState:
+        """The scikit-learn model (skops) and the user and item tables (safetensors)."""
+        return ModelState(
+            arrays={"users": self.user_table_, "items": self.item_table_},
+            estimators={"model": self.model_},
         )
-        self.n_users_, self.n_items_ = len(self.user_table_), len(self.item_table_)
+
+    def _set_state(self, state: ModelState, n_users: int, n_items: int) -> None:
+        self.model_ = state.estimators["model"]
+        self.user_table_ = np.asarray(state.arrays["users"], dtype=np.float32)
+        self.item_table_ = np.asarray(state.arrays["items"], dtype=np.float32)
+        self.n_users_, self.n_items_ = n_users, n_items

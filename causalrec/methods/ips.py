@@ -23,16 +23,16 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from causalrec.methods.base import TorchRecommender
-from causalrec.methods.data import InteractionData
+from causalrec.methods.data import Feedback, InteractionData
 from causalrec.methods.propensity import propensities
 from causalrec.methods.robust import worst_case_weights
+from causalrec.methods.torch_base import TorchRecommender
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 
@@ -67,6 +67,10 @@ class NaiveMF(TorchRecommender):
     Exposed setting: logistic loss on the exposed pairs. Implicit setting: clicks against uniform
     negatives. Both learn what the logger exposed, not only what users prefer.
 
+    Args:
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+
     References:
         Koren, Bell, Volinsky, Computer 2009.
     """
@@ -95,7 +99,8 @@ class IPSMF(TorchRecommender):
         propensity_floor: Propensities are clipped below at this value (weight clipping);
             ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
             below without it) and no clipping in the exposed setting.
-        **kwargs: Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "ips"
@@ -107,11 +112,33 @@ class IPSMF(TorchRecommender):
         propensity_floor: float | None = None,
         adversarial_gamma: float = 1.0,
         augment: int = 0,
-        **kwargs: Any,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
     ):
-        super().__init__(**kwargs)
-        self.propensity, self.propensity_floor = propensity, propensity_floor
-        self.adversarial_gamma, self.augment = adversarial_gamma, augment
+        super().__init__(
+            dim=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            epochs=epochs,
+            batch_size=batch_size,
+            feedback=feedback,
+            negatives=negatives,
+            backbone=backbone,
+            device=device,
+            seed=seed,
+        )
+        self.propensity = propensity
+        self.propensity_floor = propensity_floor
+        self.adversarial_gamma = adversarial_gamma
+        self.augment = augment
 
     def _validate(self) -> None:
         super()._validate()
@@ -182,6 +209,11 @@ class IPSMF(TorchRecommender):
 
 class SNIPSMF(IPSMF):
     """Self-normalised IPS: Σ ℓ w / Σ w per mini-batch (exposed setting).
+
+    Args:
+        propensity, propensity_floor, adversarial_gamma, augment: As in :class:`IPSMF`.
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
 
     References:
         Swaminathan & Joachims, NeurIPS 2015; Schnabel et al., ICML 2016.

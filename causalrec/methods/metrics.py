@@ -95,9 +95,9 @@ def evaluate_recommender(
     import warnings
 
     from causalrec.ope import OverlapWarning, evaluate
-    from causalrec.ope.policy_spec import simulator_from_logs
     from causalrec.platform.errors import ConfigError
     from causalrec.simulators import generate_logs
+    from causalrec.simulators.world import simulator_from_logs
 
     k = holdout.slate_size
     policy = model.policy(k)

@@ -3,16 +3,20 @@
 Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions): :class:`DM`,
 :class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and
 for slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`,
-:class:`SlateRewardInteractionIPS`. High level: :func:`evaluate` (a log and a policy in, one row
-per estimator with interval and diagnostics out), :class:`OfflineEvaluator` (many policies on one
-log, reward models fitted once), cross-fitted reward models
-(:class:`RewardModelConfig`), policy specs (:func:`resolve_policy`, :class:`EmpiricalPolicy`).
+:class:`SlateRewardInteractionIPS`; every family implements one interface, :class:`Estimator`
+(its per-round terms from :class:`EvaluationInputs`). High level: :func:`evaluate` (a log and a
+policy in, one row per estimator with interval and diagnostics out), :class:`OfflineEvaluator`
+(many policies on one log, reward models fitted once), cross-fitted reward models
+(:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`). Policies to evaluate are named by
+:func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy specs).
 """
 
+from causalrec.ope.base import Estimator
+from causalrec.ope.cross_fit import CrossFittedRewardModel
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning, evaluate
 from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
-from causalrec.ope.policy_spec import EmpiricalPolicy, resolve_policy
+from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics
 from causalrec.ope.registry import ESTIMATORS, parse_estimator, parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.ope.slate import (
@@ -30,12 +34,15 @@ __all__ = [
     "IPS",
     "SNDR",
     "SNIPS",
+    "CrossFittedRewardModel",
     "DRos",
-    "EmpiricalPolicy",
+    "Estimator",
+    "EvaluationInputs",
     "OffPolicyEstimator",
     "OfflineEvaluator",
     "OverlapWarning",
     "RewardModelConfig",
+    "RoundDiagnostics",
     "RoundInputs",
     "SlateEstimator",
     "SlateIndependentIPS",
@@ -45,6 +52,5 @@ __all__ = [
     "evaluate",
     "parse_estimator",
     "parse_estimators",
-    "resolve_policy",
     "round_inputs_from_arrays",
 ]

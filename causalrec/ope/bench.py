@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from causalrec.ope.evaluate import OverlapWarning, evaluate
-from causalrec.ope.policy_spec import resolve_policy
 from causalrec.ope.registry import parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.units import check_same_unit
 from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig, generate_logs
+from causalrec.simulators.policy_spec import named_policy
 
 __all__ = ["BenchResult", "run_ope_bench", "summarize_bench", "write_bench"]
 
@@ -61,7 +61,7 @@ def run_ope_bench(
         config: The simulated world (its logging policy writes the logs).
         rounds: Log sizes (rounds per log).
         seeds: Logs per size; seeds ``0..seeds-1``.
-        policy: Target policy spec (see :func:`resolve_policy`).
+        policy: Target policy spec (see :func:`~causalrec.simulators.policy_spec.named_policy`).
         estimators: Estimator specs (default: those of :func:`evaluate`).
         reward_model: Reward model for DM/DR (default: logistic).
         alpha: 1 - nominal coverage of the intervals.
@@ -83,7 +83,7 @@ def run_ope_bench(
     for n, seed in tqdm(jobs, disable=not progress, unit="log"):
         logs = generate_logs(simulator, n_rounds=n, seed=seed)
         if target is None:
-            target = resolve_policy(policy, logs, simulator)
+            target = named_policy(policy, logs=logs, world=simulator)
             truth = simulator.policy_value(target)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OverlapWarning)  # recorded in the table instead

@@ -10,8 +10,8 @@ import pandas as pd
 
 from causalrec.ope.bench import run_ope_bench, write_bench
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OverlapWarning, evaluate
-from causalrec.ope.policy_spec import resolve_policy
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import list_presets
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.storage import check_output_dir, read_logs
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "frequencies of another log), and for simulated logs 'logging', 'oracle', "
             "'softmax:T', 'epsilon_greedy:E'."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     evaluate_parser.add_argument("--logs", required=True, help="log directory to evaluate on")
     evaluate_parser.add_argument("--policy", required=True, help="target policy spec")
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "empirical coverage of the intervals. Writes runs.csv, summary.csv and "
             "error_vs_rounds.png to OUT."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     bench.add_argument(
         "--preset", default="confounded", help=f"one of {', '.join(list_presets('simulators'))}"
@@ -95,8 +95,12 @@ def _reward_model(args: argparse.Namespace) -> RewardModelConfig | None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``causalrec evaluate``."""
+    # The CLI is an entrypoint (platform.cli registers every command): it may resolve a saved
+    # model directory, which the ope library itself never imports.
+    from causalrec.methods.policy_spec import resolve_policy
+
     logs = read_logs(args.logs)
-    policy = resolve_policy(args.policy, logs)
+    policy = resolve_policy(args.policy, logs=logs).policy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OverlapWarning)
         table = evaluate(

@@ -2,8 +2,10 @@
 
 Each estimator is a frozen dataclass whose fields are its hyperparameters; all share one base
 whose single private method, :meth:`OffPolicyEstimator._terms`, gives the per-round terms from
-which the point estimate, the per-round rewards and both intervals are computed. Definitions and
-defaults follow Open Bandit Pipeline (``obp.ope``), so the same inputs give the same numbers.
+which the point estimate, the per-round rewards and both intervals are computed; that base
+implements the interface of every estimator family (:class:`causalrec.ope.base.Estimator`).
+Definitions and defaults follow Open Bandit Pipeline (``obp.ope``), so the same inputs give the
+same numbers.
 
 With π the evaluation policy, π_0 the logging policy, w_i = π(a_i|x_i) / π_0(a_i|x_i),
 q̂_i = q̂(x_i, a_i) and q̂_i^π = Σ_a π(a|x_i) q̂(x_i, a):
@@ -31,14 +33,18 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from causalrec.ope._validation import check_hyperparameter
+from causalrec.ope.base import Estimator
 from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
 from causalrec.ope.intervals import EstimatorTerms, confidence_interval
 from causalrec.platform.errors import DataError
+
+if TYPE_CHECKING:
+    from causalrec.ope.policy_inputs import EvaluationInputs
 
 __all__ = [
     "DM",
@@ -55,26 +61,33 @@ IntervalMethod = Literal["normal", "bootstrap", "studentized", "betting"]
 
 
 @dataclass(frozen=True)
-class OffPolicyEstimator(abc.ABC):
+class OffPolicyEstimator(Estimator):
     """Base of the standard estimators.
 
     Public methods take Open Bandit Pipeline-style arrays (keyword-only): ``reward``,
     ``action``, ``pscore``, ``position`` of shape (n_rounds,) and ``action_dist``, ``q_hat`` of
     shape (n_rounds, n_actions, len_list) or (n_rounds, n_actions). The ``*_from_inputs``
-    variants take :class:`RoundInputs` (no dense arrays).
+    variants take :class:`RoundInputs` (no dense arrays), one entry per impression;
+    :meth:`policy_terms` sums those terms within each round of a log.
     """
 
-    #: Short name used in tables and on the command line.
-    name: ClassVar[str]
-    #: Whether the estimator needs a reward model q̂.
-    needs_q_hat: ClassVar[bool] = False
+    #: Weights are π(a_i | x_i, k_i) / pscore_i at each impression.
+    pscore_kind: ClassVar[str] = "impression"
 
     @abc.abstractmethod
     def _terms(self, inputs: RoundInputs) -> EstimatorTerms:
         """Per-round terms (baseline, correction, normaliser) of this estimator."""
 
     def _inputs(self, arrays: dict) -> RoundInputs:
-        return round_inputs_from_arrays(**arrays, needs_q_hat=self.needs_q_hat)
+        return round_inputs_from_arrays(**arrays, needs_q_hat=self.needs_reward_model)
+
+    def policy_terms(self, inputs: EvaluationInputs) -> EstimatorTerms:
+        """Per-impression terms of ``inputs.impressions`` summed within each round."""
+        return inputs.per_round(self.terms_from_inputs(inputs.impressions))
+
+    def policy_clipped_share(self, inputs: EvaluationInputs) -> float:
+        """:meth:`clipped_share` of ``inputs.impressions`` (a share of impressions)."""
+        return self.clipped_share(inputs.impressions)
 
     def terms_from_inputs(self, inputs: RoundInputs) -> EstimatorTerms:
         """Per-round terms (baseline, correction, normaliser) of the estimate and intervals.
@@ -85,7 +98,7 @@ class OffPolicyEstimator(abc.ABC):
         return self._checked_terms(inputs)
 
     def _checked_terms(self, inputs: RoundInputs) -> EstimatorTerms:
-        if self.needs_q_hat and not inputs.has_reward_model:
+        if self.needs_reward_model and not inputs.has_reward_model:
             raise DataError(f"{self.name} needs a reward model: q_hat / q_factual is missing")
         return self._terms(inputs)
 
@@ -181,7 +194,8 @@ class DM(OffPolicyEstimator):
     """
 
     name: ClassVar[str] = "dm"
-    needs_q_hat: ClassVar[bool] = True
+    needs_reward_model: ClassVar[bool] = True
+    supports_difference: ClassVar[bool] = True
 
     def _terms(self, inputs: RoundInputs) -> EstimatorTerms:
         return EstimatorTerms(baseline=None, correction=inputs.q_policy)
@@ -200,6 +214,7 @@ class IPS(OffPolicyEstimator):
 
     clip: float = np.inf
     name: ClassVar[str] = "ips"
+    supports_difference: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_hyperparameter("clip", self.clip)
@@ -242,7 +257,8 @@ class DR(OffPolicyEstimator):
 
     clip: float = np.inf
     name: ClassVar[str] = "dr"
-    needs_q_hat: ClassVar[bool] = True
+    needs_reward_model: ClassVar[bool] = True
+    supports_difference: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_hyperparameter("clip", self.clip)
@@ -266,7 +282,7 @@ class SNDR(OffPolicyEstimator):
     """
 
     name: ClassVar[str] = "sndr"
-    needs_q_hat: ClassVar[bool] = True
+    needs_reward_model: ClassVar[bool] = True
 
     def _terms(self, inputs: RoundInputs) -> EstimatorTerms:
         return EstimatorTerms(
@@ -291,7 +307,7 @@ class SwitchDR(OffPolicyEstimator):
 
     tau: float = np.inf
     name: ClassVar[str] = "switch_dr"
-    needs_q_hat: ClassVar[bool] = True
+    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_hyperparameter("tau", self.tau)
@@ -324,7 +340,7 @@ class DRos(OffPolicyEstimator):
 
     lambda_: float = 0.0
     name: ClassVar[str] = "dros"
-    needs_q_hat: ClassVar[bool] = True
+    needs_reward_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_hyperparameter("lambda_", self.lambda_)

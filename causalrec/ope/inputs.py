@@ -9,8 +9,9 @@ per-round quantities only:
 * ``q_policy``: Σ_a π(a | x_i, k_i) q̂(x_i, a, k_i), the reward model under the target policy.
 
 So the (n_rounds, n_actions) arrays of Open Bandit Pipeline's contract are optional: the
-high-level path (:func:`causalrec.ope.evaluate`) fills these vectors straight from the policy
-protocol without ever materialising them.
+high-level path (:func:`causalrec.ope.policy_inputs.round_inputs`, behind
+:func:`causalrec.ope.evaluate`) fills these vectors straight from the policy protocol without
+ever materialising them.
 """
 
 from __future__ import annotations

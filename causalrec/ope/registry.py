@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
+from causalrec.ope.base import Estimator
+from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, SwitchDR
 from causalrec.ope.slate import (
-    SlateEstimator,
     SlateIndependentIPS,
     SlateRewardInteractionIPS,
     SlateStandardIPS,
@@ -14,10 +14,8 @@ from causalrec.platform.validation import unknown_name_error
 
 __all__ = ["ESTIMATORS", "parse_estimator", "parse_estimators"]
 
-Estimator = OffPolicyEstimator | SlateEstimator
-
 #: Every estimator class by its short name.
-ESTIMATORS: dict[str, type] = {
+ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls
     for cls in (
         DM,

@@ -8,9 +8,9 @@ Three kinds, chosen by :class:`RewardModelConfig`:
 * ``hgb``: scikit-learn's HistGradientBoostingClassifier on [x, z_a, a, k].
 * ``mlp``: a small torch MLP on [x, z_a, one-hot a, one-hot k] (CPU or CUDA).
 
-Models are cross-fitted by :func:`cross_fit`: rows are split into K folds (a slate's rows stay
-together) and each fold is scored by a model fitted on the other folds, so no row is scored by a
-model that saw it (Chernozhukov et al. 2018).
+Models are cross-fitted on a log by :class:`causalrec.ope.cross_fit.CrossFittedRewardModel`: rows
+are split into K folds (a slate's rows stay together) and each fold is scored by a model fitted
+on the other folds, so no row is scored by a model that saw it (Chernozhukov et al. 2018).
 
 The logistic model is fitted on one thread, so q̂ is bit-identical in every process of a machine
 (a Ray worker, such as a Serve replica or a Tune trial, runs with one thread; a driver with one
@@ -344,13 +344,3 @@ _KINDS = {
 def make_reward_model(space: FeatureSpace, config: RewardModelConfig) -> RewardModel:
     """An unfitted reward model of ``config.kind``."""
     return _KINDS[config.kind](space, config)
-
-
-def fold_ids(round_id: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold of each row, shape (n,): rounds (slates) are assigned whole, at random."""
-    rounds, inverse = np.unique(round_id, return_inverse=True)
-    if len(rounds) < n_folds:
-        raise DataError(f"cross-fitting needs at least n_folds={n_folds} rounds; got {len(rounds)}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    assignment = rng.permutation(len(rounds)) % n_folds
-    return assignment[inverse]

@@ -23,37 +23,126 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from causalrec.ope._validation import check_hyperparameter, check_probabilities
+from causalrec.ope.base import Estimator
 from causalrec.ope.intervals import EstimatorTerms, confidence_interval
 from causalrec.platform.errors import DataError
+from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.policy import Policy
 
-__all__ = ["SlateEstimator", "SlateIndependentIPS", "SlateRewardInteractionIPS", "SlateStandardIPS"]
+if TYPE_CHECKING:
+    from causalrec.ope.policy_inputs import EvaluationInputs
+
+__all__ = [
+    "SlateEstimator",
+    "SlateIndependentIPS",
+    "SlateRewardInteractionIPS",
+    "SlateStandardIPS",
+    "has_complete_slates",
+    "slate_pscores",
+]
+
+
+def has_complete_slates(logs: LoggedFeedback) -> bool:
+    """Whether every round has one row per position (Open Bandit logs, say, do not)."""
+    try:
+        _slate_matrix(logs)
+    except DataError:
+        return False
+    return True
+
+
+def _slate_matrix(logs: LoggedFeedback) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by (round, position), shape (n_rows,), and the slates, (n_rounds, K)."""
+    order = np.lexsort((logs.position, logs.round_id))
+    K = logs.slate_size
+    if logs.n_rows % K or not np.array_equal(
+        logs.position[order], np.tile(np.arange(K), logs.n_rows // K)
+    ):
+        raise DataError(f"slate estimators need every round to have all {K} positions")
+    return order, logs.item_id[order].reshape(-1, K)
+
+
+def slate_pscores(
+    logs: LoggedFeedback, policy: Policy, estimator: SlateEstimator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logging and evaluation probabilities of the kind ``estimator`` needs, per row.
+
+    Args:
+        logs: A log of complete slates (every round has all K positions), n_rows impressions.
+        policy: The evaluation policy.
+        estimator: Its :attr:`~SlateEstimator.pscore_kind` says which probabilities.
+
+    Returns:
+        ``(pscore, evaluation_pscore)``, both of shape (n_rows,), in the log's row order.
+    """
+    K = logs.slate_size
+    order, slates = _slate_matrix(logs)
+    users = logs.user_id[order][::K]
+    evaluation = np.empty(logs.n_rows)
+    logging = np.empty(logs.n_rows)
+    if estimator.pscore_kind == "marginal":
+        evaluation[order] = policy.marginal_probability(users, slates).ravel()
+        logging[:] = logs.pscore
+    else:
+        prefix = policy.prefix_probability(users, slates)
+        logged_prefix = logs.pscore_prefix[order].reshape(-1, K)
+        if np.isnan(logged_prefix).any():
+            raise DataError(f"{estimator.name} needs pscore_prefix, which this log does not record")
+        if estimator.pscore_kind == "joint":
+            prefix = np.repeat(prefix[:, -1:], K, axis=1)
+            logged_prefix = np.repeat(logged_prefix[:, -1:], K, axis=1)
+        evaluation[order] = prefix.ravel()
+        logging[order] = logged_prefix.ravel()
+    return logging, evaluation
 
 
 @dataclass(frozen=True)
-class SlateEstimator:
+class SlateEstimator(Estimator):
     """Base of the slate IPS estimators.
 
     Methods take keyword arrays of shape (n_rows,): ``reward``, ``slate_id`` (rows of one
     slate share an id), ``position`` (0-based), ``pscore`` (logging probability of the kind in
     :attr:`pscore_kind`) and ``evaluation_pscore`` (the evaluation policy's, same kind).
+    :meth:`policy_terms` computes both from a log of complete slates and a policy.
 
     Attributes:
         clip: Largest importance weight kept (``inf``: no clipping).
     """
 
     clip: float = np.inf
-    #: Short name used in tables and on the command line.
-    name: ClassVar[str]
     #: Which probability both pscores must be: "joint", "marginal" or "prefix".
     pscore_kind: ClassVar[str]
 
     def __post_init__(self) -> None:
         check_hyperparameter("clip", self.clip)
+
+    def _policy_arrays(self, inputs: EvaluationInputs) -> dict[str, np.ndarray]:
+        logs = inputs.logs
+        logging, evaluation = inputs.cached(
+            ("slate_pscores", self.pscore_kind),
+            lambda: slate_pscores(logs, inputs.policy, self),
+        )
+        return dict(
+            reward=logs.click,
+            slate_id=logs.round_id,
+            position=logs.position,
+            pscore=logging,
+            evaluation_pscore=evaluation,
+        )
+
+    def policy_terms(self, inputs: EvaluationInputs) -> EstimatorTerms:
+        """Per-slate terms (a slate is a round), from the policy's slate probabilities."""
+        return self._terms(**self._policy_arrays(inputs))
+
+    def policy_clipped_share(self, inputs: EvaluationInputs) -> float:
+        """Share of rows whose weight exceeds ``clip``."""
+        arrays = self._policy_arrays(inputs)
+        return float(np.mean(arrays["evaluation_pscore"] / arrays["pscore"] > self.clip))
 
     def _terms(self, reward, slate_id, position, pscore, evaluation_pscore) -> EstimatorTerms:
         reward = np.asarray(reward, dtype=np.float64)

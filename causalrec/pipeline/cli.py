@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import config_dir
+from causalrec.tuning.config import TRACKERS
 
 __all__ = ["register"]
 
@@ -23,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT/report.html with figures. Joins RAY_ADDRESS (or --address) or starts a local "
             "Ray; runs unchanged under `ray job submit`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--config",
@@ -38,15 +41,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave the A/B deployment running (on a local Ray: until Ctrl-C)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's, Tune's and Serve's output live (by default it goes to OUT/pipeline.log "
+        "and the console shows one line per stage)",
+    )
+    parser.add_argument(
+        "--tracking",
+        choices=TRACKERS,
+        default=None,
+        help="experiment tracking of the search's trials (default: the tuning config's "
+        "`tracking`); mlflow needs `pip install 'causalrec[mlflow]'`",
+    )
     parser.set_defaults(handler=run_pipeline_command)
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """Handler of ``causalrec pipeline``."""
     from causalrec.pipeline.config import load_pipeline_config
-    from causalrec.pipeline.runner import run_pipeline, summary_lines
+    from causalrec.pipeline.runner import LOG_FILE, run_pipeline, summary_lines
 
     config, tuning = load_pipeline_config(args.config)
+    if args.tracking is not None:
+        tuning = tuning.replace(tracking=args.tracking)
     started = time.monotonic()
     record = run_pipeline(
         config,
@@ -56,10 +74,13 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         address=args.address,
         overwrite=args.overwrite,
         keep_serving=args.keep_serving,
+        verbose=args.verbose,
         log=lambda line: print(line, flush=True),
     )
     for line in summary_lines(args.out):
         print(line)
+    if not args.verbose:
+        print(f"log of Ray, Tune and Serve: {Path(args.out).absolute() / LOG_FILE}")
     print(f"pipeline finished in {time.monotonic() - started:.0f} s")
     if args.keep_serving and record.get("url"):
         _serve_until_interrupted(record["url"], args.address)

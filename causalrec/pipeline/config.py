@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pydantic
 
 from causalrec.platform.config import StrictConfig, config_dir, load_yaml_config
-from causalrec.platform.errors import ConfigError
+from causalrec.platform.errors import ConfigError, UnknownNameError
+from causalrec.platform.validation import unknown_name_error
 from causalrec.tuning.config import TuningConfig
+
+if TYPE_CHECKING:
+    from causalrec.serve.config import ServeAppArgs
 
 __all__ = [
     "ABTestStageConfig",
@@ -46,13 +50,66 @@ class ServeStageConfig(StrictConfig):
             in-process).
         host: HTTP host (loopback unless told otherwise).
         port: HTTP port (0: any free port).
-        app: Further :class:`~causalrec.serve.config.ServeAppArgs` fields (replicas, limits).
+        app: Further :class:`~causalrec.serve.config.ServeAppArgs` fields (replicas, limits);
+            ``feedback_dir`` and ``data_root`` default to ``OUT/serve/feedback`` and ``OUT``,
+            and the pipeline sets the arms (:attr:`PIPELINE_FIELDS`) itself.
     """
+
+    #: ``ServeAppArgs`` fields the pipeline sets itself: arm a (``model_dir``, the baseline's
+    #: best trial) and arm b (``experiment``, the winner), so ``serve.app`` may not name them.
+    PIPELINE_FIELDS: ClassVar[tuple[str, ...]] = ("model_dir", "experiment")
 
     deploy: bool = True
     host: str = "127.0.0.1"
     port: int = pydantic.Field(default=8000, ge=0, le=65535)
     app: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+    def app_args(
+        self, out: Path, *, baseline_dir: Path, treatment_dir: Path, salt: str
+    ) -> ServeAppArgs:
+        """The deployed application's arguments: ``app`` over the pipeline's own values.
+
+        Args:
+            out: The run directory (feedback goes to ``OUT/serve/feedback``, ``/evaluate`` may
+                read logs under ``OUT``, unless ``app`` says otherwise).
+            baseline_dir: Arm a's model (the baseline's best trial).
+            treatment_dir: Arm b's model (the winner).
+            salt: Salt of the user split.
+
+        Raises:
+            ConfigError: A key of ``app`` that is not a ``ServeAppArgs`` field or that the
+                pipeline sets itself, or a value that does not validate (named
+                ``serve.app.KEY``).
+        """
+        from causalrec.serve.config import ServeAppArgs
+
+        fields = ServeAppArgs.model_fields
+        for key in self.app:
+            if key in self.PIPELINE_FIELDS:
+                raise ConfigError(
+                    f"serve.app.{key}: set by the pipeline (arm a is the baseline's best trial, "
+                    "arm b the winner); remove it"
+                )
+            if key not in fields:
+                known = [name for name in fields if name not in self.PIPELINE_FIELDS]
+                error = unknown_name_error("ServeAppArgs field", str(key), known)
+                raise UnknownNameError(f"serve.app.{key}: {error}")
+        values = {
+            "feedback_dir": str(out / "serve" / "feedback"),
+            "data_root": str(out),
+            **self.app,
+            "model_dir": str(baseline_dir),
+            "experiment": {"model_dir": str(treatment_dir), "salt": salt},
+        }
+        try:
+            return ServeAppArgs.model_validate(values)
+        except pydantic.ValidationError as exc:
+            problems = [
+                f"serve.app.{'.'.join(map(str, error['loc']))}: "
+                f"{error['msg'].removeprefix('Value error, ')}; got {error.get('input')!r}"
+                for error in exc.errors()
+            ]
+            raise ConfigError("; ".join(problems)) from None
 
 
 class ABTestStageConfig(StrictConfig):

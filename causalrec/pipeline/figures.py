@@ -20,7 +20,7 @@ from matplotlib.text import Text
 
 from causalrec.pipeline._document import format_number
 from causalrec.platform.errors import DataError
-from causalrec.platform.storage import _write_atomic
+from causalrec.platform.storage import write_atomic
 
 __all__ = [
     "draw_causal_graph",
@@ -44,7 +44,7 @@ def _new_figure(size: tuple[float, float] = _SIZE) -> Figure:
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     return path
 
 

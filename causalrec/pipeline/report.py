@@ -46,7 +46,7 @@ from causalrec.pipeline import _sections
 from causalrec.pipeline._document import format_number, format_p_value
 from causalrec.pipeline._inputs import load_inputs
 from causalrec.platform.errors import DataError
-from causalrec.platform.storage import _write_atomic
+from causalrec.platform.storage import write_atomic
 
 __all__ = ["ReportPaths", "format_number", "format_p_value", "write_report"]
 
@@ -92,6 +92,6 @@ def write_report(run_dir: str | Path) -> ReportPaths:
     title = _sections.title(inputs)
     markdown, html = run_dir / "report.md", run_dir / "report.html"
     text_md, text_html = doc.to_markdown(blocks), doc.to_html(blocks, title=title)
-    _write_atomic(markdown, lambda tmp: tmp.write_text(text_md, encoding="utf-8"))
-    _write_atomic(html, lambda tmp: tmp.write_text(text_html, encoding="utf-8"))
+    write_atomic(markdown, lambda tmp: tmp.write_text(text_md, encoding="utf-8"))
+    write_atomic(html, lambda tmp: tmp.write_text(text_html, encoding="utf-8"))
     return ReportPaths(markdown=markdown, html=html, figures=dict(context.figures))

@@ -16,6 +16,7 @@ is still written from what exists.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -23,8 +24,9 @@ import shutil
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from causalrec.pipeline.config import PipelineConfig
 from causalrec.pipeline.stages import STAGES, RunContext
@@ -32,17 +34,21 @@ from causalrec.platform import storage
 from causalrec.platform.errors import CausalRecError, ConfigError, PipelineStageError
 from causalrec.tuning.config import TuningConfig
 
-__all__ = ["check_config", "run_pipeline", "summary_lines"]
+__all__ = ["LOG_FILE", "check_config", "run_pipeline", "summary_lines"]
+
+#: File in ``OUT`` that receives Ray's, Tune's and Serve's output in a quiet (default) run.
+LOG_FILE = "pipeline.log"
 
 
 def check_config(config: PipelineConfig, tuning: TuningConfig, *, address: str | None) -> None:
     """Refuse a run that cannot succeed, before any work (errors name the field).
 
     Raises:
-        ConfigError: Unknown preset or method, an impossible budget, a baseline that is not
-            tuned, an HTTP port in use.
+        ConfigError: Unknown preset, method or estimator, an impossible budget, a baseline that
+            is not tuned, an unknown or invalid ``serve.app`` field, an HTTP port in use.
     """
     from causalrec.methods.registry import RECOMMENDERS
+    from causalrec.ope.registry import parse_estimators
     from causalrec.simulators import load_simulator_config
     from causalrec.tuning.space import validate_space
 
@@ -72,6 +78,20 @@ def check_config(config: PipelineConfig, tuning: TuningConfig, *, address: str |
             f"abtest.baseline: {config.abtest.baseline!r} is not among the tuned methods "
             f"({', '.join(tuning.methods)})"
         )
+    # The deployment's arguments as the deploy stage builds them, on placeholder paths (the
+    # models exist only after the search).
+    placeholder = Path("OUT")
+    config.serve.app_args(
+        placeholder,
+        baseline_dir=placeholder / "tune" / "candidates" / config.abtest.baseline,
+        treatment_dir=placeholder / "tune" / "best",
+        salt=config.abtest.salt,
+    )
+    if config.ope.estimators is not None:
+        try:
+            parse_estimators(config.ope.estimators)
+        except CausalRecError as exc:
+            raise ConfigError(f"ope.estimators: {exc}") from None
     if config.abtest.via == "http" and not config.serve.deploy:
         raise ConfigError(
             "abtest.via: 'http' needs the deployment; set serve.deploy: true or abtest.via: "
@@ -97,6 +117,7 @@ def run_pipeline(
     address: str | None = None,
     overwrite: bool = False,
     keep_serving: bool = False,
+    verbose: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the content of ``pipeline.json``.
@@ -109,6 +130,10 @@ def run_pipeline(
         address: Ray cluster to join (default ``RAY_ADDRESS``, else a local Ray).
         overwrite: Replace a non-empty ``out``.
         keep_serving: Leave the deployment running after the run.
+        verbose: Let Ray, Tune and Serve print to the console as they run; by default their
+            output, warnings and a failed stage's traceback go to ``OUT/pipeline.log`` and
+            the console shows one line per stage (and, on a terminal, a bar of the stage
+            running).
         log: Where progress lines go.
 
     Raises:
@@ -116,12 +141,16 @@ def run_pipeline(
         OutputExistsError: ``out`` holds a previous run and ``overwrite`` is false.
         PipelineStageError: A stage failed (recorded in ``pipeline.json``).
     """
+    import ray
+
     address = address or os.environ.get("RAY_ADDRESS")
     out = storage.check_output_dir(out, overwrite=overwrite).absolute()
     check_config(config, tuning, address=address)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    # A local Ray that the run starts is the run's own: it goes with the run (and Serve with it).
+    owns_ray = address is None and not ray.is_initialized()
     record: dict[str, Any] = {
         "config_path": config_path,
         "config": config.model_dump(mode="json"),
@@ -134,41 +163,54 @@ def run_pipeline(
     }
     ctx = RunContext(out=out, config=config, tuning=tuning, address=address)
     failure = None
-    try:
-        for index, (name, stage) in enumerate(STAGES.items()):
-            entry = record["stages"][index]
-            if failure is not None and name != "report":
-                entry["status"] = "skipped"
-                continue
-            log(f"[{index + 1}/{len(STAGES)}] {name} ...")
-            started = time.monotonic()
-            # The report renders pipeline.json, so it sees itself (and the run) as finished.
-            last = index == len(STAGES) - 1
-            entry["status"] = "done" if last and failure is None else "running"
-            record["finished"] = _now() if last else None
-            storage.write_json_atomic(out / "pipeline.json", record)
-            try:
-                outcome = stage(ctx)
-            except Exception as exc:  # recorded, then raised as PipelineStageError below
-                entry["status"], entry["error"] = "failed", f"{type(exc).__name__}: {exc}"
-                failure = failure or (name, exc)
-            else:
-                entry["status"] = outcome or "done"
-            entry["seconds"] = round(time.monotonic() - started, 1)
-            log(f"[{index + 1}/{len(STAGES)}] {name} {entry['status']} in {entry['seconds']} s")
-            if entry["error"]:
-                log(f"    {entry['error']}")
-            if ctx.url and name == "deploy" and entry["status"] == "done":
-                log(f"    serving at {ctx.url} (docs: {ctx.url}/docs)")
-            storage.write_json_atomic(out / "pipeline.json", record)
-    finally:
-        if ctx.url and not keep_serving:
-            _shutdown_serve()
+    with contextlib.ExitStack() as stack:
+        file = None
+        if not verbose:
+            file = stack.enter_context(open(out / LOG_FILE, "a", buffering=1, encoding="utf-8"))
+        console = stack.enter_context(_Console(file, log, len(STAGES)))
+        try:
+            for index, (name, stage) in enumerate(STAGES.items()):
+                entry = record["stages"][index]
+                if failure is not None and name != "report":
+                    entry["status"] = "skipped"
+                    continue
+                console.stage_started(index, name)
+                started = time.monotonic()
+                # The report renders pipeline.json, so it sees itself (and the run) as finished.
+                last = index == len(STAGES) - 1
+                entry["status"] = "done" if last and failure is None else "running"
+                record["finished"] = _now() if last else None
+                storage.write_json_atomic(out / "pipeline.json", record)
+                with console.captured():
+                    try:
+                        outcome = stage(ctx)
+                    except Exception as exc:  # recorded, then raised as PipelineStageError below
+                        entry["status"], entry["error"] = "failed", f"{type(exc).__name__}: {exc}"
+                        failure = failure or (name, exc)
+                        if file is not None:
+                            traceback.print_exc(file=file)
+                    else:
+                        entry["status"] = outcome or "done"
+                entry["seconds"] = round(time.monotonic() - started, 1)
+                lines = [
+                    f"[{index + 1}/{len(STAGES)}] {name} {entry['status']} in {entry['seconds']} s"
+                ]
+                if entry["error"]:
+                    lines.append(f"    {entry['error']}")
+                if ctx.url and name == "deploy" and entry["status"] == "done":
+                    lines.append(f"    serving at {ctx.url} (docs: {ctx.url}/docs)")
+                console.lines(lines)
+                storage.write_json_atomic(out / "pipeline.json", record)
+        finally:
+            with console.captured():
+                _shut_down(
+                    serve=bool(ctx.url) and not keep_serving, ray=owns_ray and not keep_serving
+                )
     if failure is not None:
         name, exc = failure
         raise PipelineStageError(
             f"stage {name!r} failed: {type(exc).__name__}: {exc} (outputs of the stages before "
-            f"it are in {str(out)!r}; see pipeline.json)"
+            f"it are in {str(out)!r}; see pipeline.json{'' if verbose else ' and ' + LOG_FILE})"
         ) from exc
     record["url"] = ctx.url
     return record
@@ -192,7 +234,7 @@ def summary_lines(out: str | Path) -> list[str]:
         )
     result_path = out / "abtest" / "result.json"
     if result_path.exists():
-        from causalrec.abtest.cli import format_lifts
+        from causalrec.abtest.formatting import format_lifts
 
         result = json.loads(result_path.read_text())
         lines.append(f"A/B test ({result['mode']}, {result['users']:,} visits):")
@@ -201,13 +243,76 @@ def summary_lines(out: str | Path) -> list[str]:
     return lines
 
 
-def _shutdown_serve() -> None:
-    try:
-        from ray import serve
+class _Console:
+    """The run's console: progress lines through ``log``; everything else to ``file``.
 
-        serve.shutdown()
+    With a ``file`` (a quiet run), what Ray, Tune, Serve and Python print during a stage goes
+    there (:func:`~causalrec.platform.runtime.output_to_file`), each stage prints one line when
+    it ends, and a terminal also shows a bar naming the stage that runs. Without one (a verbose
+    run), nothing is captured and each stage prints a line when it starts and when it ends.
+    """
+
+    def __init__(self, file: TextIO | None, log, n_stages: int):
+        from tqdm.auto import tqdm
+
+        self.file, self.log, self.n_stages = file, log, n_stages
+        # disable=None: only on a terminal (not in CI logs, Ray job logs or pipes).
+        self.bar = tqdm(
+            total=n_stages,
+            bar_format="{desc} {elapsed}",
+            leave=False,
+            disable=True if file is None else None,
+        )
+
+    def stage_started(self, index: int, name: str) -> None:
+        line = f"[{index + 1}/{self.n_stages}] {name} ..."
+        if self.file is None:
+            self.log(line)
+        else:
+            self.bar.set_description_str(line)
+            print(f"{_now()} {line}", file=self.file)
+
+    def lines(self, lines: list[str]) -> None:
+        with self.bar.external_write_mode():
+            for line in lines:
+                self.log(line)
+        if self.file is not None:
+            self.bar.update()
+            for line in lines:
+                print(f"{_now()} {line}", file=self.file)
+
+    def captured(self):
+        """A block whose output goes to ``file`` (does nothing in a verbose run)."""
+        from causalrec.platform.runtime import output_to_file
+
+        return contextlib.nullcontext() if self.file is None else output_to_file(self.file)
+
+    def __enter__(self) -> _Console:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+
+def _shut_down(*, serve: bool, ray: bool) -> None:
+    """Take down the deployment (``serve``) and the run's own local Ray (``ray``).
+
+    Serve's ``serve.shutdown()`` asks its controller to shut down with a call that returns only
+    by the controller's death, which the driver reports as a failed task ("Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill"), so where the whole local
+    Ray goes, it takes Serve with it instead.
+    """
+    import ray as ray_module
+
+    try:
+        if serve and not ray:
+            from ray import serve as ray_serve
+
+            ray_serve.shutdown()
+        if ray and ray_module.is_initialized():
+            ray_module.shutdown()
     except Exception as exc:  # the run's outputs are written; say so and go on
-        print(f"warning: could not shut Serve down: {exc}", file=sys.stderr)
+        print(f"warning: could not shut Serve or Ray down: {exc}", file=sys.stderr)
 
 
 def _now() -> str:

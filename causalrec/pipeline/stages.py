@@ -15,10 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from causalrec.methods.artifact import SavedModel
 from causalrec.pipeline.config import PipelineConfig
 from causalrec.platform import storage
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.units import check_same_unit
+from causalrec.simulators.scm import ConfoundedRecSimulator
 from causalrec.tuning.config import TuningConfig
 
 __all__ = ["STAGES", "RunContext"]
@@ -33,10 +35,11 @@ class RunContext:
         config: The pipeline config.
         tuning: Its resolved tuning config.
         address: Ray cluster to join (``None``: ``RAY_ADDRESS`` or a local Ray).
-        simulator: The world (set by ``simulate``).
+        simulator: The world (set by ``simulate``); later stages reuse it, never rebuild it.
         logs: The confounded logs (``simulate``).
         validation: The rounds the search held out, on which candidates are evaluated (``tune``).
-        candidates: Model directory of each method's best trial (``tune``).
+        candidates: Saved model of each method's best trial (``tune``).
+        best: The search's selected model, ``tune/best`` (``tune``).
         url: The deployed application's base URL (``deploy``).
     """
 
@@ -44,10 +47,11 @@ class RunContext:
     config: PipelineConfig
     tuning: TuningConfig
     address: str | None = None
-    simulator: Any = None
+    simulator: ConfoundedRecSimulator | None = None
     logs: LoggedFeedback | None = None
     validation: LoggedFeedback | None = None
-    candidates: dict[str, Path] = field(default_factory=dict)
+    candidates: dict[str, SavedModel] = field(default_factory=dict)
+    best: SavedModel | None = None
     url: str | None = None
 
     def update_summary(self, **values: Any) -> None:
@@ -94,30 +98,36 @@ def simulate(ctx: RunContext) -> None:
 
 def tune(ctx: RunContext) -> None:
     """The search (``tune/``, with ``candidates/METHOD/``) and ``candidates.csv``."""
-    from causalrec.tuning.runner import CANDIDATES_DIR, split_rounds, tune_recommenders
+    from causalrec.tuning.runner import tune_recommenders
 
     # Tune warns whenever syncing its experiment state takes > 5 s (slow disks, busy CPUs);
     # the pipeline reports its own progress, so keep the console to that.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuning = ctx.tuning.model_copy(update={"export_candidates": True})
-    result = tune_recommenders(ctx.logs, tuning, ctx.out / "tune", address=ctx.address, verbose=0)
-    _, ctx.validation = split_rounds(ctx.logs, tuning.objective.validation_fraction)
+    result = tune_recommenders(
+        ctx.logs,
+        tuning,
+        ctx.out / "tune",
+        address=ctx.address,
+        simulator=ctx.simulator,
+        verbose=0,
+    )
+    ctx.validation, ctx.candidates, ctx.best = result.validation, result.candidates, result.best
     metric = tuning.objective.metric
     oracle = ctx.simulator.oracle_value()
     rows = []
-    for method_dir in sorted((ctx.out / "tune" / CANDIDATES_DIR).iterdir()):
-        manifest = json.loads((method_dir / "model.json").read_text())
-        ctx.candidates[method_dir.name] = method_dir
-        true_value = manifest["metrics"]["ground_truth"]
+    for name, saved in sorted(result.candidates.items()):
+        record = saved.training_record
+        true_value = record["metrics"]["ground_truth"]
         rows.append(
             {
-                "candidate": method_dir.name,
-                "method": manifest["method"],
-                "trial_id": manifest["trial_id"],
-                "params": json.dumps(manifest["params"], sort_keys=True),
+                "candidate": name,
+                "method": record["method"],
+                "trial_id": record["trial_id"],
+                "params": json.dumps(record["params"], sort_keys=True),
                 "true_value": true_value,
                 "regret": oracle - true_value,
-                metric: manifest["metrics"][metric],
+                metric: record["metrics"][metric],
             }
         )
     frame = pd.DataFrame(rows)
@@ -164,8 +174,8 @@ def deploy(ctx: RunContext) -> str | None:
             "feedback_dir": str(ctx.out / "serve" / "feedback"),
             "data_root": str(ctx.out),
             **stage.app,
-            "model_dir": str(ctx.candidates[ab.baseline]),
-            "experiment": {"model_dir": str(ctx.out / "tune" / "best"), "salt": ab.salt},
+            "model_dir": str(ctx.candidates[ab.baseline].path),
+            "experiment": {"model_dir": str(ctx.best.path), "salt": ab.salt},
         },
         source="serve.app",
     )
@@ -187,8 +197,8 @@ def abtest(ctx: RunContext) -> None:
 
     ab = ctx.config.abtest
     arms = {
-        "a": resolve_arm("a", str(ctx.candidates[ab.baseline]), ctx.logs, ctx.simulator),
-        "b": resolve_arm("b", str(ctx.out / "tune" / "best"), ctx.logs, ctx.simulator),
+        "a": resolve_arm("a", str(ctx.candidates[ab.baseline].path), ctx.logs, ctx.simulator),
+        "b": resolve_arm("b", str(ctx.best.path), ctx.logs, ctx.simulator),
     }
     run_abtest(
         arms,
@@ -211,13 +221,11 @@ def ope(ctx: RunContext) -> None:
     one row per candidate and estimator, with the estimate, its interval, diagnostics, the
     candidate's exact value and the error.
     """
-    from causalrec.methods.registry import load_recommender
     from causalrec.ope import OfflineEvaluator
 
     stage = ctx.config.ope
     policies = {
-        name: load_recommender(path).policy(ctx.simulator.slate_size)
-        for name, path in ctx.candidates.items()
+        name: saved.policy(ctx.simulator.slate_size) for name, saved in ctx.candidates.items()
     }
     truth = {name: ctx.simulator.policy_value(policy) for name, policy in policies.items()}
     sources = {"ope.csv": ctx.validation}

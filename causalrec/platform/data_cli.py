@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.obd import CAMPAIGNS, POLICIES, read_obd, write_obd
 from causalrec.platform.storage import check_output_dir
 from causalrec.platform.validation import unknown_name_error
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Prints a summary: rows, clicks, CTR, items, positions, mean and max 1/pscore."
         ),
         epilog="Example: causalrec import-obd --data ../shared/data/obd --policy bts --out obd_bts",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--data", required=True, help="OBD directory (holding random/ and bts/ folders)"
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--policy", required=True, help=f"logging policy to convert: one of {', '.join(POLICIES)}"
     )
     parser.add_argument(
-        "--campaign", default="all", help=f"campaign: one of {', '.join(CAMPAIGNS)} (default: all)"
+        "--campaign", default="all", help=f"campaign: one of {', '.join(CAMPAIGNS)}"
     )
     parser.add_argument("--out", required=True, help="output directory (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")

@@ -11,12 +11,14 @@ __all__ = [
     "CausalRecError",
     "ConfigError",
     "DataError",
+    "ForbiddenPathError",
     "InvalidActionError",
     "LogFormatError",
     "OutputExistsError",
     "PipelineStageError",
     "SearchInterruptedError",
     "UnknownNameError",
+    "UnsafeModelError",
 ]
 
 
@@ -49,6 +51,14 @@ class OutputExistsError(CausalRecError, FileExistsError):
 
 class LogFormatError(CausalRecError, OSError):
     """A log file is missing, truncated, corrupt or has an unexpected schema (names the file)."""
+
+
+class ForbiddenPathError(CausalRecError, PermissionError):
+    """A path the caller may not read (outside a server's data root; answered with 403)."""
+
+
+class UnsafeModelError(CausalRecError, ValueError):
+    """A saved model holds code or types causalrec does not load (names them); nothing ran."""
 
 
 class SearchInterruptedError(CausalRecError):

@@ -154,3 +154,92 @@ class LoggedFeedback:
             name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.ROW_FIELDS
         }
         return dataclasses.replace(parts[0], **values)
+
+    @classmethod
+    def from_slates(
+        cls,
+        *,
+        users: np.ndarray,
+        slates: np.ndarray,
+        clicks: np.ndarray,
+        pscore: np.ndarray,
+        pscore_prefix: np.ndarray,
+        user_features: np.ndarray,
+        policy: str | np.ndarray,
+        n_items: int,
+        first_round: int = 0,
+        expected_reward: np.ndarray | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> LoggedFeedback:
+        """One row per shown item from per-round slates (rounds numbered from ``first_round``).
+
+        Args:
+            users: User of each round, shape (n,).
+            slates: Shown items, shape (n, K), position 0 first.
+            clicks: Clicks, shape (n, K).
+            pscore: Marginal probability of each item at its position, shape (n, K).
+            pscore_prefix: Probability of each slate prefix, shape (n, K).
+            user_features: Observed features of each round's user, shape (n, d).
+            policy: Name of the policy (one for all rounds, or shape (n,)).
+            n_items: Catalogue size.
+            first_round: Id of the first round.
+            expected_reward: True click probabilities, shape (n, K) (simulated rounds only;
+                default NaN).
+            metadata: Self-description.
+
+        Raises:
+            DataError: If the shapes disagree (naming the argument).
+        """
+        slates = np.asarray(slates)
+        if slates.ndim != 2:
+            raise DataError(f"slates must have shape (n, K); got {slates.shape}")
+        n, k = slates.shape
+        users = np.asarray(users, dtype=np.int64)
+        if users.shape != (n,):
+            raise DataError(f"users must have shape ({n},) as slates; got {users.shape}")
+        for name, value in (
+            ("clicks", clicks),
+            ("pscore", pscore),
+            ("pscore_prefix", pscore_prefix),
+        ):
+            if np.shape(value) != (n, k):
+                raise DataError(
+                    f"{name} must have shape ({n}, {k}) as slates; got {np.shape(value)}"
+                )
+        features = np.asarray(user_features, dtype=np.float32)
+        if features.ndim != 2 or len(features) != n:
+            raise DataError(f"user_features must have shape ({n}, d); got {features.shape}")
+        names = np.broadcast_to(np.asarray(policy), (n,))
+        expected = np.full((n, k), np.nan) if expected_reward is None else expected_reward
+        return cls(
+            round_id=np.repeat(np.arange(first_round, first_round + n, dtype=np.int64), k),
+            user_id=np.repeat(users, k),
+            position=np.tile(np.arange(k, dtype=np.int64), n),
+            item_id=slates.reshape(-1).astype(np.int64, copy=False),
+            click=np.asarray(clicks).reshape(-1).astype(np.int8, copy=False),
+            pscore=np.asarray(pscore, dtype=np.float64).reshape(-1),
+            pscore_prefix=np.asarray(pscore_prefix, dtype=np.float64).reshape(-1),
+            user_features=np.repeat(features, k, axis=0),
+            expected_reward=np.asarray(expected, dtype=np.float64).reshape(-1),
+            policy=np.repeat(names, k),
+            n_items=n_items,
+            slate_size=k,
+            metadata=metadata or {},
+        )
+
+    def split_by_round(self, held_out_fraction: float) -> tuple[LoggedFeedback, LoggedFeedback]:
+        """The first rounds and the last ``held_out_fraction`` of them (by round id).
+
+        A round's impressions stay together, and the held-out rounds come after every training
+        round, as they would in deployment.
+
+        Raises:
+            DataError: If ``held_out_fraction`` is not in (0, 1) or the log has < 2 rounds.
+        """
+        if not 0 < held_out_fraction < 1:
+            raise DataError(f"held_out_fraction must be in (0, 1); got {held_out_fraction}")
+        rounds = np.unique(self.round_id)
+        if len(rounds) < 2:
+            raise DataError(f"splitting by round needs >= 2 rounds; the log has {len(rounds)}")
+        cut = rounds[max(1, min(len(rounds) - 1, int(len(rounds) * (1 - held_out_fraction))))]
+        return self.select(self.round_id < cut), self.select(self.round_id >= cut)

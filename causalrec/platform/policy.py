@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 from scipy.special import log_softmax
@@ -26,6 +26,8 @@ from causalrec.platform.alias import AliasTable
 from causalrec.platform.errors import ConfigError, DataError
 
 __all__ = [
+    "EXPLORATION_KINDS",
+    "Exploration",
     "LogitScorer",
     "Policy",
     "SlateSample",
@@ -33,6 +35,7 @@ __all__ = [
     "TopKPolicy",
     "UniformPolicy",
     "UserItemScorer",
+    "make_policy",
 ]
 
 #: Largest (n_users x n_items) probability table a policy caches (float64 entries).
@@ -57,13 +60,13 @@ class SlateSample:
 
     Attributes:
         actions: Item ids, shape (n, K), distinct within a row, in position order.
-        prefix_pscore: ``P(a_1..a_k | user)`` for k = 1..K, shape (n, K).
+        pscore_prefix: ``P(a_1..a_k | user)`` for k = 1..K, shape (n, K).
         marginal_pscore: ``P(item a_k at position k | user)``, shape (n, K). For K = 1 both
             equal the probability of the chosen item.
     """
 
     actions: np.ndarray
-    prefix_pscore: np.ndarray
+    pscore_prefix: np.ndarray
     marginal_pscore: np.ndarray
 
 
@@ -570,3 +573,70 @@ class TopKPolicy(Policy):
         matches = np.cumprod(slates == greedy, axis=1)
         uniform = _uniform_prefix(self.n_items, slates.shape[1])
         return (1 - self.epsilon) * matches + self.epsilon * uniform
+
+
+#: How a model's scores become a policy.
+ExplorationKind = Literal["none", "epsilon", "softmax"]
+EXPLORATION_KINDS: tuple[str, ...] = get_args(ExplorationKind)
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How a model explores when it serves: the one home of the exploration switch.
+
+    Attributes:
+        kind: ``none`` (deterministic top-k), ``epsilon`` (ε-greedy: a uniform slate with
+            probability ``epsilon``) or ``softmax`` (Plackett–Luce over the log-odds of the
+            predicted click probabilities at ``temperature``: softmax(logit(score) / T)).
+        epsilon: ε of ``epsilon``, in [0, 1].
+        temperature: Temperature of ``softmax`` (> 0).
+    """
+
+    kind: ExplorationKind = "none"
+    epsilon: float = 0.1
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in EXPLORATION_KINDS:
+            raise ConfigError(
+                f"exploration must be one of {list(EXPLORATION_KINDS)}; got {self.kind!r}"
+            )
+        _check_epsilon(self.epsilon)
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0; got {self.temperature}")
+
+
+def make_policy(
+    scorer: UserItemScorer,
+    k: int,
+    exploration: Exploration | str = "none",
+    *,
+    name: str,
+    cache_marginals: bool = True,
+) -> Policy:
+    """The policy that serves a model's click probabilities with ``exploration``.
+
+    Every exploration has exact propensities (for softmax slates of k >= 3 over large
+    catalogues, later positions' marginals are estimated; see :class:`SoftmaxPolicy`).
+
+    Args:
+        scorer: Scores are predicted click probabilities in (0, 1), shape (n, n_items).
+        k: Slate size.
+        exploration: An :class:`Exploration`, or its kind with default ε and temperature.
+        name: Identifier written into logs and tables.
+        cache_marginals: Keep each user's softmax marginals (see :class:`SoftmaxPolicy`);
+            a server that sees each request's users once turns it off.
+    """
+    if isinstance(exploration, str):
+        exploration = Exploration(exploration)
+    if exploration.kind == "none":
+        return TopKPolicy(scorer, slate_size=k, name=name)
+    if exploration.kind == "epsilon":
+        return TopKPolicy(scorer, slate_size=k, epsilon=exploration.epsilon, name=name)
+    return SoftmaxPolicy(
+        LogitScorer(scorer),
+        temperature=exploration.temperature,
+        slate_size=k,
+        name=name,
+        cache_marginals=cache_marginals,
+    )

@@ -9,11 +9,15 @@ would join; with either, the process joins that cluster. Clusters started with
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
-from typing import Any
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
-__all__ = ["SERVE_LATENCY_ENV", "free_port", "init_ray"]
+__all__ = ["SERVE_LATENCY_ENV", "free_port", "init_ray", "output_to_file"]
 
 #: Ray Serve settings of the local Ray that :func:`init_ray` starts, for low latency on small
 #: machines (each is a process-wide Serve constant read when Ray's processes start; a value
@@ -60,3 +64,50 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def output_to_file(log: TextIO) -> Iterator[None]:
+    """Send what Ray, Tune, Serve and the libraries under them print to ``log`` in the block.
+
+    Covers the driver's Python-level output: ``sys.stdout``/``sys.stderr`` (Tune's tables and
+    hints, tqdm bars, Python warnings, the errors and worker logs Ray forwards to the driver)
+    and every logging ``StreamHandler`` that writes to the console (``ray``, ``ray.tune``,
+    ``ray.serve``, ``optuna`` and ``mlflow`` install their own). Handlers created in the block
+    (Serve configures its logger on first use) are pointed back to the console after it. Ray's
+    worker processes write their own logs under the session directory
+    (``/tmp/ray/session_latest/logs``); :func:`init_ray` does not forward them to the driver.
+
+    Args:
+        log: An open text file (line-buffered, so a crash leaves what was written).
+    """
+    console_out, console_err = sys.stdout, sys.stderr
+    consoles = {id(console_out), id(console_err), id(sys.__stdout__), id(sys.__stderr__)}
+    moved = [(handler, handler.stream) for handler in _stream_handlers()]
+    moved = [(handler, stream) for handler, stream in moved if id(stream) in consoles]
+    for handler, _ in moved:
+        handler.setStream(log)
+    sys.stdout = sys.stderr = log
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = console_out, console_err
+        for handler, stream in moved:
+            handler.setStream(stream)
+        for handler in _stream_handlers():
+            if handler.stream is log:
+                handler.setStream(console_err)
+        log.flush()
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    """Every console-like logging handler (file handlers excluded) of every logger."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return [
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+    ]

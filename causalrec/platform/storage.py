@@ -42,6 +42,7 @@ __all__ = [
     "read_log_column",
     "read_logs",
     "read_user_features",
+    "write_atomic",
     "write_csv_atomic",
     "write_json_atomic",
     "write_table_atomic",
@@ -60,7 +61,7 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
     path = Path(path)
     tmp = _temporary_sibling(path)
@@ -73,18 +74,18 @@ def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 
 def write_table_atomic(path: str | Path, table: pa.Table) -> None:
     """Write ``table`` to ``path`` as Parquet via a temporary file and an atomic rename."""
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression=_COMPRESSION))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression=_COMPRESSION))
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON via a temporary file and an atomic rename."""
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    _write_atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` as CSV (no index) via a temporary file and an atomic rename."""
-    _write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:

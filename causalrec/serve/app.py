@@ -33,7 +33,8 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from causalrec.platform.errors import CausalRecError, DataError
+from causalrec.methods.artifact import SavedModel, is_saved_model
+from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
@@ -157,17 +158,14 @@ class FeedbackSinkDeployment:
     """Pending served requests joined with their clicks, written as causalrec logs."""
 
     def __init__(self, directory: str, model_dir: str, capacity: int, flush_rows: int):
-        from causalrec.methods.registry import read_model_manifest
-        from causalrec.platform.storage import read_user_features
-        from causalrec.serve.recommender import model_version
-
+        saved = SavedModel.open(model_dir)
         self.log = FeedbackLog(
             directory,
-            n_items=read_model_manifest(model_dir)["n_items"],
+            n_items=saved.n_items,
             capacity=capacity,
             flush_rows=flush_rows,
-            metadata={"model_version": model_version(model_dir), "model_dir": model_dir},
-            user_features=read_user_features(model_dir),
+            metadata={"model_version": saved.version, "model_dir": str(saved.path)},
+            user_features=saved.user_features,
         )
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
@@ -367,9 +365,7 @@ def build_app(args: ServeAppArgs) -> Application:
     """
     if isinstance(args, dict):  # called from Python with a plain mapping
         args = ServeAppArgs.from_dict(args, source="serve args")
-    model_dir = str(Path(args.model_dir).absolute())
-    if not (Path(model_dir) / "manifest.json").is_file():
-        raise DataError(f"model_dir: {args.model_dir!r} holds no saved model (manifest.json)")
+    model_dir = str(_saved_model("model_dir", args.model_dir).path)
     limits = {
         "max_ongoing_requests": args.max_ongoing_requests,
         "max_queued_requests": args.max_queued_requests,
@@ -418,18 +414,23 @@ def build_app(args: ServeAppArgs) -> Application:
     )
 
 
+def _saved_model(field: str, path: str) -> SavedModel:
+    """The saved model at ``path`` (errors name ``field``)."""
+    if not is_saved_model(path):
+        raise DataError(f"{field}: {path!r} holds no saved model (manifest.json)")
+    return SavedModel.open(path)
+
+
 def _treatment_model(path: str, control_dir: str) -> str:
     """The absolute treatment model directory, checked to serve the control's catalogue."""
-    from causalrec.methods.registry import read_model_manifest
-
-    treatment_dir = str(Path(path).absolute())
-    if not (Path(treatment_dir) / "manifest.json").is_file():
-        raise DataError(f"experiment.model_dir: {path!r} holds no saved model (manifest.json)")
-    control, treatment = read_model_manifest(control_dir), read_model_manifest(treatment_dir)
-    for key in ("n_users", "n_items"):
-        if control[key] != treatment[key]:
-            raise DataError(
-                f"experiment.model_dir: {path!r} has {key}={treatment[key]}; the control model "
-                f"(model_dir) has {key}={control[key]}: both arms must serve the same catalogue"
-            )
-    return treatment_dir
+    control, treatment = SavedModel.open(control_dir), _saved_model("experiment.model_dir", path)
+    try:
+        treatment.check_catalogue(
+            "experiment.model_dir",
+            n_users=control.n_users,
+            n_items=control.n_items,
+            other="the control model (model_dir)",
+        )
+    except ConfigError as exc:
+        raise DataError(f"{exc}: both arms must serve the same catalogue") from None
+    return str(treatment.path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import load_yaml_config
 
 __all__ = ["app_args_from_options", "register", "serve_until_interrupted"]
@@ -21,12 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "evaluation, POST /feedback appends clicks to a Parquet log; OpenAPI at /docs. "
             "Joins RAY_ADDRESS or starts a local Ray; runs until interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="saved model directory")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP host to bind")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port")
-    parser.add_argument("--replicas", type=int, default=None, help="recommender replicas")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="recommender replicas (default: from --config, else 1)",
+    )
     parser.add_argument("--data-root", default=None, help="directory /evaluate may read logs from")
     parser.add_argument("--feedback-dir", default=None, help="log directory /feedback writes to")
     parser.add_argument(
@@ -37,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="A/B test: serve this model to arm b (users split by a hash of their id)",
     )
-    parser.add_argument("--salt", default=None, help="salt of the A/B split")
+    parser.add_argument(
+        "--salt",
+        default=None,
+        help="salt of the A/B split (default: from --config, else causalrec-ab)",
+    )
     parser.add_argument("--name", default="causalrec", help="Serve application name")
     parser.set_defaults(handler=run_serve)
 

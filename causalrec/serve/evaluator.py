@@ -14,18 +14,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from causalrec.methods.registry import load_recommender
+from causalrec.methods.artifact import SavedModel
+from causalrec.methods.policy_spec import resolve_policy
 from causalrec.ope.evaluate import evaluate
-from causalrec.ope.policy_spec import resolve_policy
-from causalrec.platform.errors import CausalRecError, DataError
+from causalrec.platform.errors import CausalRecError, DataError, ForbiddenPathError
 from causalrec.platform.feedback import LoggedFeedback
-from causalrec.platform.storage import log_files, read_item_features, read_logs
+from causalrec.platform.storage import log_files, read_logs
+from causalrec.serve.recommender import request_exploration
 
 __all__ = ["EvaluatorCore", "ForbiddenPathError", "TooLargeError"]
-
-
-class ForbiddenPathError(CausalRecError, PermissionError):
-    """A path outside the server's data root (answered with 403)."""
 
 
 class TooLargeError(CausalRecError, ValueError):
@@ -42,9 +39,10 @@ class EvaluatorCore:
     """
 
     def __init__(self, model_dir: str, data_root: str | None, max_rows: int):
-        self.model = load_recommender(model_dir)
+        saved = SavedModel.open(model_dir)
+        self.model = saved.load()
         # Inline rows get the served catalogue's item features (the reward model uses them).
-        self.item_table = read_item_features(model_dir)
+        self.item_table = saved.item_features
         self.data_root = Path(data_root).resolve() if data_root else None
         self.max_rows = max_rows
 
@@ -107,16 +105,9 @@ class EvaluatorCore:
             users = logs.user_id
             if users.max() >= self.model.n_users_:
                 raise DataError(f"user_id: unknown user {int(users.max())} in the log")
-            policy = self.model.policy(
-                logs.slate_size,
-                request["exploration"],
-                epsilon=request["epsilon"],
-                temperature=request["temperature"],
-            )
-        elif spec.startswith("empirical"):
-            raise DataError("policy: 'empirical:DIR' reads files; the server does not allow it")
+            policy = self.model.policy(logs.slate_size, request_exploration(request))
         else:
-            policy = resolve_policy(spec, logs)
+            policy = resolve_policy(spec, logs=logs, allow_files=False).policy
         table = evaluate(
             logs,
             policy,

@@ -101,29 +101,24 @@ class FeedbackLog:
                 f"clicks: expected {n} list(s) of {k} clicks (users x items of the request); "
                 f"got {len(clicks)} list(s) of lengths {lengths}"
             )
-        click = np.asarray(clicks, dtype=np.int64)
         del self.pending[request_id]
         users = np.asarray(served["users"], dtype=np.int64)
         if self.user_features is not None:
-            features = np.repeat(self.user_features[users], k, axis=0).astype(np.float32)
+            features = self.user_features[users]
         else:
-            features = np.zeros((n * k, 1), dtype=np.float32)
-        rounds = self.next_round + np.arange(n)
-        self.next_round += n
-        chunk = LoggedFeedback(
-            round_id=np.repeat(rounds, k),
-            user_id=np.repeat(users, k),
-            position=np.tile(np.arange(k, dtype=np.int64), n),
-            item_id=items.reshape(-1).astype(np.int64),
-            click=click.reshape(-1).astype(np.int8),
-            pscore=served["propensities"].reshape(-1).astype(np.float64),
-            pscore_prefix=served["prefix"].reshape(-1).astype(np.float64),
+            features = np.zeros((n, 1), dtype=np.float32)
+        chunk = LoggedFeedback.from_slates(
+            users=users,
+            slates=items,
+            clicks=np.asarray(clicks, dtype=np.int64),
+            pscore=served["propensities"],
+            pscore_prefix=served["prefix"],
             user_features=features,
-            expected_reward=np.full(n * k, np.nan),
-            policy=np.repeat(np.broadcast_to(np.asarray(served["policy"]), (n,)), k),
+            policy=served["policy"],
             n_items=self.n_items,
-            slate_size=k,
+            first_round=self.next_round,
         )
+        self.next_round += n
         self.buffer.append(chunk)
         self.buffered_rows += chunk.n_rows
         self._estimated |= "estimated" in served.get("propensity_kind", ())

@@ -8,24 +8,21 @@ policy classes, so the reported propensities are the same exact probabilities OP
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from causalrec.methods.registry import load_recommender, read_model_manifest
+from causalrec.methods.artifact import SavedModel
 from causalrec.platform.errors import DataError
-from causalrec.platform.policy import LogitScorer, Policy, SoftmaxPolicy, TopKPolicy
+from causalrec.platform.policy import Exploration, Policy, SoftmaxPolicy, make_policy
 
 __all__ = [
     "RecommenderCore",
     "RowScorer",
-    "model_version",
     "propensity_kinds",
+    "request_exploration",
     "request_problem",
     "served_policy",
 ]
@@ -59,22 +56,18 @@ class RowScorer:
         return self.rows[users]
 
 
-def served_policy(
-    scorer, k: int, exploration: str, *, epsilon: float = 0.1, temperature: float = 1.0
-) -> Policy:
-    """The policy the server samples from (mirrors :meth:`Recommender.policy`)."""
-    name = f"served:{exploration}"
-    if exploration == "none":
-        return TopKPolicy(scorer, slate_size=k, name=name)
-    if exploration == "epsilon":
-        return TopKPolicy(scorer, slate_size=k, epsilon=epsilon, name=name)
-    # Scores are click probabilities; the softmax runs on their log-odds (as Recommender.policy).
-    return SoftmaxPolicy(
-        LogitScorer(scorer),
-        temperature=temperature,
-        slate_size=k,
-        name=name,
-        cache_marginals=False,  # a request's users are drawn once: shown items' marginals only
+def served_policy(scorer, k: int, exploration: Exploration) -> Policy:
+    """The policy the server samples from: the model's own, without cached marginals."""
+    # A request's users are drawn once: only the shown items' marginals are computed.
+    return make_policy(
+        scorer, k, exploration, name=f"served:{exploration.kind}", cache_marginals=False
+    )
+
+
+def request_exploration(request: dict[str, Any]) -> Exploration:
+    """The :class:`Exploration` of a ``/recommend`` or ``/evaluate`` request body."""
+    return Exploration(
+        request["exploration"], epsilon=request["epsilon"], temperature=request["temperature"]
     )
 
 
@@ -95,21 +88,6 @@ def request_problem(users: list[int] | None, k: int, n_users: int, n_items: int)
     return None
 
 
-#: Files beside a saved model that describe it but are not the model: its version ignores them,
-#: so the same weights exported by two searches (different trial ids) have the same version.
-_DESCRIPTIVE_FILES = frozenset({"model.json", "metrics.json", "users.parquet", "items.parquet"})
-
-
-def model_version(model_dir: str | Path) -> str:
-    """A short hash of the saved model's own files (manifest and weights)."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).iterdir()):
-        if path.is_file() and path.name not in _DESCRIPTIVE_FILES:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 class RecommenderCore:
     """What a recommender replica does, independent of Ray Serve (unit-testable).
 
@@ -119,14 +97,11 @@ class RecommenderCore:
     """
 
     def __init__(self, model_dir: str, seed: int = 0):
-        self.model_dir = str(model_dir)
-        self.model = load_recommender(model_dir)
-        self.version = model_version(model_dir)
-        tuning = Path(model_dir) / "model.json"
-        self.manifest: dict[str, Any] = read_model_manifest(model_dir)
-        if tuning.exists():
-            self.manifest["tuning"] = json.loads(tuning.read_text())
-        self.manifest["model_version"] = self.version
+        saved = SavedModel.open(model_dir)
+        self.model_dir = str(saved.path)
+        self.model = saved.load()
+        self.version = saved.version
+        self.manifest: dict[str, Any] = saved.describe()
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, os.getpid()]))
 
     @property
@@ -160,19 +135,13 @@ class RecommenderCore:
             exact) and ``propensity_kind`` (``exact`` or ``estimated`` per position: softmax
             slates of k >= 3 over large catalogues estimate later positions' marginals).
         """
-        policy = served_policy(
-            RowScorer(rows),
-            request["k"],
-            request["exploration"],
-            epsilon=request["epsilon"],
-            temperature=request["temperature"],
-        )
+        policy = served_policy(RowScorer(rows), request["k"], request_exploration(request))
         sample = policy.sample(np.arange(len(rows)), self.rng)
         return {
             "items": sample.actions,
             "scores": np.take_along_axis(rows, sample.actions, axis=1),
             "propensities": sample.marginal_pscore,
-            "prefix": sample.prefix_pscore,
+            "prefix": sample.pscore_prefix,
             "policy": policy.name,
             "propensity_kind": propensity_kinds(policy),
         }

@@ -1,27 +1,16 @@
 """Simulators: a recommender world with confounded exposure and exact ground truth.
 
 :class:`ConfoundedRecSimulator` is the structural causal model; :class:`ConfoundedRecEnv` is its
-Gymnasium interface (registered as ``causalrec/ConfoundedRec-v0``) and
+Gymnasium interface (registered as ``causalrec/ConfoundedRec-v0`` by ``import causalrec``) and
 :class:`ConfoundedRecVectorEnv` the batched one; :func:`generate_logs` and :func:`write_logs`
 produce logged feedback with exact propensities and ground-truth expected rewards.
 """
 
-import gymnasium as gym
-
+from causalrec import ENV_ID
 from causalrec.simulators.config import SimulatorConfig, load_simulator_config
 from causalrec.simulators.graph import CausalGraph, Edge, Node
 from causalrec.simulators.logs import LogSummary, generate_logs, iter_log_chunks, write_logs
 from causalrec.simulators.scm import BilinearScorer, ConfoundedRecSimulator
-
-ENV_ID = "causalrec/ConfoundedRec-v0"
-
-if ENV_ID not in gym.registry:
-    gym.register(
-        id=ENV_ID,
-        entry_point="causalrec.simulators.env:ConfoundedRecEnv",
-        vector_entry_point="causalrec.simulators.vector_env:ConfoundedRecVectorEnv",
-        max_episode_steps=None,
-    )
 
 __all__ = [
     "ENV_ID",

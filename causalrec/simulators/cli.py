@@ -7,23 +7,15 @@ import json
 import time
 
 from causalrec.platform.cli_config import add_config_overrides, collect_overrides
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import list_presets
 from causalrec.platform.errors import ConfigError
-from causalrec.platform.policy import Policy
 from causalrec.platform.storage import check_output_dir
-from causalrec.platform.validation import unknown_name_error
 from causalrec.simulators.config import SimulatorConfig, load_simulator_config
 from causalrec.simulators.logs import LogSummary, write_logs
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
-__all__ = ["POLICIES", "register"]
-
-#: Policies ``--policy`` can log with.
-POLICIES = {
-    "logging": ConfoundedRecSimulator.logging_policy,
-    "uniform": ConfoundedRecSimulator.uniform_policy,
-    "oracle": ConfoundedRecSimulator.oracle_policy,
-}
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "CTR, exact value of the logging policy and of the oracle, inverse-propensity "
             "statistics and effective sample size."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     _add_world_arguments(simulate)
     simulate.add_argument("--rounds", type=int, required=True, help="number of rounds to simulate")
@@ -47,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=None, help="seed of the log draws (default: the world seed)"
     )
     simulate.add_argument(
-        "--policy", default="logging", help=f"logging policy: one of {', '.join(POLICIES)}"
+        "--policy",
+        default="logging",
+        help=(
+            "policy that logs: a saved model directory, or a policy spec (logging, oracle, "
+            "uniform, softmax:T, epsilon_greedy:E)"
+        ),
     )
     simulate.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     simulate.add_argument(
@@ -59,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "graph",
         help="print the simulator's causal graph (Mermaid or JSON)",
         description="Print the structural causal model of a simulator preset or config.",
+        formatter_class=DefaultsHelpFormatter,
     )
     _add_world_arguments(graph)
     graph.add_argument("--json", action="store_true", help="print nodes and edges as JSON")
@@ -84,23 +82,19 @@ def _load_config(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def _make_policy(simulator: ConfoundedRecSimulator, name: str) -> Policy:
-    if name not in POLICIES:
-        raise unknown_name_error("policy", name, POLICIES)
-    return POLICIES[name](simulator)
-
-
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler of ``causalrec simulate``."""
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be >= 1; got {args.rounds}")
-    if args.policy not in POLICIES:
-        raise unknown_name_error("policy", args.policy, POLICIES)
+    # The CLI is an entrypoint (platform.cli registers every command): it may resolve a saved
+    # model directory, which the simulators library itself never imports.
+    from causalrec.methods.policy_spec import resolve_policy
+
     config = _load_config(args)
     check_output_dir(args.out, overwrite=args.overwrite)  # refuse before any work
     started = time.perf_counter()
     simulator = ConfoundedRecSimulator(config)
-    policy = _make_policy(simulator, args.policy)
+    policy = resolve_policy(args.policy, world=simulator).policy
     summary = write_logs(
         simulator,
         args.out,

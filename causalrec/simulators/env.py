@@ -122,7 +122,7 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
     Example:
         >>> import gymnasium as gym
         >>> import numpy as np
-        >>> import causalrec.simulators  # registers causalrec/ConfoundedRec-v0
+        >>> import causalrec  # registers causalrec/ConfoundedRec-v0
         >>> env = gym.make("causalrec/ConfoundedRec-v0", n_users=100, n_items=20, slate_size=3)
         >>> obs, info = env.reset(seed=0)
         >>> obs.shape, obs.dtype

@@ -123,7 +123,6 @@ def iter_log_chunks(
     if not 0.0 <= uniform_fraction <= 1.0:
         raise ConfigError(f"uniform_fraction must be in [0, 1]; got {uniform_fraction}")
     uniform = simulator.uniform_policy()
-    K = simulator.slate_size
     n_chunks = -(-n_rounds // CHUNK_ROUNDS)
     children = np.random.SeedSequence(seed).spawn(n_chunks)
     for index, child in enumerate(children):
@@ -132,7 +131,7 @@ def iter_log_chunks(
         n = min(CHUNK_ROUNDS, n_rounds - start)
         users = simulator.sample_users(n, rng)
         sample = policy.sample(users, rng)
-        actions, prefix, marginal = sample.actions, sample.prefix_pscore, sample.marginal_pscore
+        actions, prefix, marginal = sample.actions, sample.pscore_prefix, sample.marginal_pscore
         names = np.full(n, policy.name)
         if uniform_fraction > 0:
             explore = rng.random(n) < uniform_fraction
@@ -140,24 +139,22 @@ def iter_log_chunks(
                 explored = uniform.sample(users[explore], rng)
                 actions, prefix, marginal = actions.copy(), prefix.copy(), marginal.copy()
                 actions[explore] = explored.actions
-                prefix[explore] = explored.prefix_pscore
+                prefix[explore] = explored.pscore_prefix
                 marginal[explore] = explored.marginal_pscore
                 names[explore] = uniform.name
         clicks, expected = simulator.sample_clicks(users, actions, rng)
-        yield LoggedFeedback(
-            round_id=np.repeat(np.arange(start, start + n, dtype=np.int64), K),
-            user_id=np.repeat(users, K),
-            position=np.tile(np.arange(K, dtype=np.int64), n),
-            item_id=actions.ravel(),
-            click=clicks.ravel(),
-            pscore=marginal.ravel(),
-            pscore_prefix=prefix.ravel(),
-            user_features=np.repeat(simulator.user_features_f32[users], K, axis=0),
-            expected_reward=expected.ravel(),
-            policy=np.repeat(names, K),
+        yield LoggedFeedback.from_slates(
+            users=users,
+            slates=actions,
+            clicks=clicks,
+            pscore=marginal,
+            pscore_prefix=prefix,
+            user_features=simulator.user_features_f32[users],
+            policy=names,
             n_items=simulator.n_items,
-            slate_size=K,
-            metadata=metadata or {},
+            first_round=start,
+            expected_reward=expected,
+            metadata=metadata,
         )
 
 

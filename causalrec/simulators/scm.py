@@ -53,7 +53,7 @@ _TABLE_BUDGET = 20_000_000
 
 @dataclass(frozen=True)
 class BilinearScorer:
-    """Scores ``user_factors[u] · item_factors[i] + item_offset[i] + user_offset[u]``.
+    """Scores ``user_factors[u] · item_factors[i] + item_offset[i]`` (true relevance logits).
 
     Attributes:
         user_factors: Shape (n_users, r).

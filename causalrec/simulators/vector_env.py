@@ -41,7 +41,7 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     Example:
         >>> import gymnasium as gym
         >>> import numpy as np
-        >>> import causalrec.simulators  # registers causalrec/ConfoundedRec-v0
+        >>> import causalrec  # registers causalrec/ConfoundedRec-v0
         >>> envs = gym.make_vec("causalrec/ConfoundedRec-v0", num_envs=4,
         ...                     vectorization_mode="vector_entry_point", n_users=100, n_items=20)
         >>> obs, info = envs.reset(seed=0)

@@ -9,7 +9,8 @@ against the truly best trial.
 """
 
 from causalrec.tuning.config import Distribution, TuningConfig
-from causalrec.tuning.runner import TuningResult, split_rounds, tune_recommenders
+from causalrec.tuning.results import TuningResult
+from causalrec.tuning.runner import split_rounds, tune_recommenders
 from causalrec.tuning.space import validate_space
 
 __all__ = [

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import config_dir, load_yaml_config
 from causalrec.platform.storage import read_logs
-from causalrec.tuning.config import TuningConfig
+from causalrec.tuning.config import TRACKERS, TuningConfig
 
 __all__ = ["leaderboard", "register"]
 
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "selected one) is reported. Joins the Ray cluster at --address or RAY_ADDRESS, "
             "otherwise starts a local Ray."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--logs", required=True, help="log directory to learn from")
     parser.add_argument(
@@ -46,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--tracking",
+        choices=TRACKERS,
+        default=None,
+        help="experiment tracking of the trials (default: the config's `tracking`); mlflow "
+        "needs `pip install 'causalrec[mlflow]'`",
+    )
     parser.set_defaults(handler=run_tune)
 
 
@@ -76,6 +84,8 @@ def run_tune(args: argparse.Namespace) -> int:
     from causalrec.tuning.space import validate_space
 
     config = load_yaml_config(args.config, TuningConfig)
+    if args.tracking is not None:
+        config = config.replace(tracking=args.tracking)
     validate_space(config, RECOMMENDERS)  # before reading the log or starting Ray
     logs = read_logs(args.logs)
     try:
@@ -110,4 +120,8 @@ def run_tune(args: argparse.Namespace) -> int:
             f"{summary['selection_regret']:.4f}; oracle {summary['oracle_value']:.4f}, logging "
             f"policy {summary['logging_value']:.4f}"
         )
+    if config.tracking == "mlflow":
+        from causalrec.tuning.tracking import tracking_store
+
+        print(f"MLflow runs: {tracking_store(args.out)[0]}")
     return 0

@@ -19,6 +19,7 @@ parameters separately).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from causalrec.platform.errors import ConfigError
 
 __all__ = [
     "DISTRIBUTIONS",
+    "TRACKERS",
     "Distribution",
     "MethodSpace",
     "ObjectiveConfig",
@@ -41,6 +43,8 @@ __all__ = [
 
 #: Names of the distributions a parameter can draw from.
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
+#: Experiment trackers of a search (:mod:`causalrec.tuning.tracking`).
+TRACKERS = ("mlflow", "none")
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,9 @@ class TuningConfig(StrictConfig):
         max_failures: Retries of a failing trial, each from its latest checkpoint.
         export_candidates: Also export the best trial of every method (by the selection
             metric) to ``OUT/candidates/METHOD/``, in the same format as ``OUT/best/``.
+        tracking: ``mlflow``: every trial an MLflow run (parameters, per-epoch metrics, the
+            selected model as an artifact) in ``OUT/mlruns`` or at ``MLFLOW_TRACKING_URI``
+            (needs ``pip install 'causalrec[mlflow]'``); ``none``: no tracking.
     """
 
     methods: dict[str, dict[str, Any]]
@@ -213,6 +220,17 @@ class TuningConfig(StrictConfig):
     resources: ResourcesConfig = ResourcesConfig()
     max_failures: int = pydantic.Field(default=2, ge=0)
     export_candidates: bool = False
+    tracking: Literal["mlflow", "none"] = "none"
+
+    @pydantic.field_validator("tracking")
+    @classmethod
+    def _tracker_is_installed(cls, tracking: str) -> str:
+        if tracking == "mlflow" and importlib.util.find_spec("mlflow") is None:
+            raise ValueError(
+                "tracking 'mlflow' needs MLflow, which is not installed: "
+                "pip install 'causalrec[mlflow]' (or set tracking: none)"
+            )
+        return tracking
 
     @pydantic.field_validator("methods", mode="before")
     @classmethod

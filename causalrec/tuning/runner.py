@@ -11,9 +11,10 @@ Outputs under ``OUT``:
 * ``results.parquet`` and ``results.csv`` — one row per trial: method, parameters (JSON),
   metrics of its last epoch, epochs run, training time, restarts, status (``completed``,
   ``stopped_early`` by ASHA, ``error``), time of its last report;
-* ``best/`` — the trial the selection metric chose, in the Recommender save format, plus
-  ``model.json`` (method, parameters, metrics, the training log's fingerprint, causalrec
-  version) and the log's ``users.parquet``/``items.parquet`` feature tables — what Serve loads;
+* ``best/`` — the trial the selection metric chose, as a saved model
+  (:class:`~causalrec.methods.artifact.SavedModel`) with ``model.json`` (method, parameters,
+  metrics, the training log's fingerprint, causalrec version) and the log's
+  ``users.parquet``/``items.parquet`` feature tables — what Serve loads;
 * ``candidates/METHOD/`` — with ``export_candidates``, each method's best trial, as ``best/``;
 * ``summary.json`` — the selection, the truly best trial, the selection regret and the timing
   (``prepare_seconds``: splitting the log and fitting the validation reward models once;
@@ -24,78 +25,48 @@ Outputs under ``OUT``:
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-import causalrec
 from causalrec.methods.base import Recommender
 from causalrec.methods.registry import RECOMMENDERS
 from causalrec.ope.evaluate import OfflineEvaluator
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, SearchInterruptedError
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.simulators.scm import ConfoundedRecSimulator
+from causalrec.simulators.world import is_simulated, simulator_from_logs
 from causalrec.tuning.config import TuningConfig
-from causalrec.tuning.space import (
-    define_by_run,
-    max_epochs,
-    param_default,
-    trial_params,
-    validate_space,
+from causalrec.tuning.results import (
+    TuningResult,
+    export_models,
+    results_frame,
+    summarize,
 )
-from causalrec.tuning.trial import MODEL_SUBDIR, TrialContext, run_trial
+from causalrec.tuning.space import define_by_run, max_epochs, validate_space
+from causalrec.tuning.tracking import log_selected_model
+from causalrec.tuning.trial import TrialContext, run_trial
 
-__all__ = [
-    "CANDIDATES_DIR",
-    "EXPERIMENT_DIR",
-    "SearchInterruptedError",
-    "TuningResult",
-    "split_rounds",
-    "tune_recommenders",
-]
+__all__ = ["EXPERIMENT_DIR", "SearchInterruptedError", "split_rounds", "tune_recommenders"]
 
 #: Sub-directory of ``OUT`` holding Ray Tune's experiment state.
 EXPERIMENT_DIR = "experiment"
-#: Sub-directory of ``OUT`` holding each method's best trial (``export_candidates``).
-CANDIDATES_DIR = "candidates"
-#: Metrics every trial reports (NaN where the log cannot provide them).
-METRICS = ("ope_dr", "ope_dr_low", "ope_dr_high", "ground_truth", "regret")
 
 
-@dataclass(frozen=True)
-class TuningResult:
-    """The outcome of a search.
-
-    Attributes:
-        results: One row per trial (the content of ``results.parquet``).
-        summary: Selection, truly best trial, selection regret (``summary.json``).
-        best_dir: ``OUT/best`` (``None`` when no trial produced a model).
-    """
-
-    results: pd.DataFrame
-    summary: dict[str, Any]
-    best_dir: Path | None
-
-
-def split_rounds(logs: LoggedFeedback, validation_fraction: float):
+def split_rounds(
+    logs: LoggedFeedback, validation_fraction: float
+) -> tuple[LoggedFeedback, LoggedFeedback]:
     """The first rounds for training, the last ``validation_fraction`` of them for validation."""
-    rounds = np.unique(logs.round_id)
-    if len(rounds) < 10:
-        raise DataError(f"the log has {len(rounds)} rounds; a search needs at least 10")
-    cut = rounds[min(len(rounds) - 1, int(len(rounds) * (1 - validation_fraction)))]
-    return logs.select(logs.round_id < cut), logs.select(logs.round_id >= cut)
+    if logs.n_rounds < 10:
+        raise DataError(f"the log has {logs.n_rounds} rounds; a search needs at least 10")
+    return logs.split_by_round(validation_fraction)
 
 
 def _gpus_per_trial(requested: float, cluster: dict[str, float]) -> float:
@@ -113,6 +84,8 @@ def _tuner(trainable, config: TuningConfig, spaces, registry, horizon: int, out:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from causalrec.tuning.tracking import tune_callbacks
 
     metric = config.objective.metric
     seed = config.search.seed
@@ -152,6 +125,7 @@ def _tuner(trainable, config: TuningConfig, spaces, registry, horizon: int, out:
             storage_path=str(out),
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=tune_callbacks(config, out),
             verbose=verbose,
         ),
     )
@@ -166,6 +140,7 @@ def tune_recommenders(
     resume: bool = False,
     overwrite: bool = False,
     registry: dict[str, type[Recommender]] | None = None,
+    simulator: ConfoundedRecSimulator | None = None,
     verbose: int = 1,
 ) -> TuningResult:
     """Search over methods and hyperparameters (see the module docstring).
@@ -180,6 +155,8 @@ def tune_recommenders(
         overwrite: Replace a non-empty ``out``.
         registry: Recommender classes by name (default: :data:`RECOMMENDERS`); custom
             recommenders can be searched by adding them here.
+        simulator: The world behind simulated ``logs``, if the caller holds it (default: rebuilt
+            from the logs' metadata); trials measure their exact value in it.
         verbose: Ray Tune's console verbosity (0 silent, 1 status, 2 every result).
 
     Raises:
@@ -193,12 +170,9 @@ def tune_recommenders(
     registry = dict(registry or RECOMMENDERS)
     spaces = validate_space(config, registry)
     horizon = max_epochs(spaces, registry)
-    simulator = None
-    if logs.metadata.get("simulator"):
-        from causalrec.ope.policy_spec import simulator_from_logs
-
+    if simulator is None and is_simulated(logs):
         simulator = simulator_from_logs(logs)
-    elif config.objective.metric == "ground_truth":
+    elif simulator is None and config.objective.metric == "ground_truth":
         raise ConfigError(
             "objective.metric='ground_truth' needs simulated logs (their metadata records the "
             "simulator); these logs are real: use 'ope_dr'"
@@ -225,6 +199,7 @@ def tune_recommenders(
     context = TrialContext(
         train=train,
         evaluator=evaluator,
+        simulator=simulator,
         oracle_value=oracle,
         k=k,
         registry=registry,
@@ -247,21 +222,27 @@ def tune_recommenders(
     search_seconds = time.monotonic() - started
     _raise_if_interrupted(grid, config, search_seconds, experiment, interrupted())
 
-    results, checkpoints = _results_frame(grid, registry)
-    summary = _summary(results, config, logs, simulator, oracle, k)
+    results, checkpoints = results_frame(grid, registry)
+    summary = summarize(results, config, logs, simulator, oracle, k)
     summary["timing"] = {
         "prepare_seconds": round(prepare_seconds, 3),
         "search_seconds": round(search_seconds, 3),
     }
-    best_dir = None
-    if summary["selected"] is not None:
-        best_dir = _export_best(out, results, checkpoints, summary, logs, train)
-    if config.export_candidates and not results.empty:
-        _export_candidates(out, results, checkpoints, summary, logs, train)
+    best, candidates = export_models(
+        out, results, checkpoints, summary, logs, train, candidates=config.export_candidates
+    )
+    log_selected_model(config, out, summary, best)
     storage.write_table_atomic(out / "results.parquet", pa.Table.from_pandas(results))
     storage.write_csv_atomic(out / "results.csv", results)
     storage.write_json_atomic(out / "summary.json", summary)
-    return TuningResult(results=results, summary=summary, best_dir=best_dir)
+    return TuningResult(
+        results=results,
+        summary=summary,
+        best=best,
+        candidates=candidates,
+        train=train,
+        validation=validation,
+    )
 
 
 def _interrupt(_signum, _frame):
@@ -304,146 +285,3 @@ def _raise_if_interrupted(
             f"{max(0, config.search.num_samples - len(grid))} not started; its state is in "
             f"{str(experiment)!r}: run the same command again with --resume (resume=True)"
         )
-
-
-def _planned_epochs(cls: type[Recommender], params: dict) -> int:
-    if "epochs" not in cls.param_names():
-        return 1
-    return int(params.get("epochs", param_default(cls, "epochs") or 1))
-
-
-def _results_frame(grid, registry) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One row per trial, and the latest checkpoint of each trial by trial id."""
-    rows, checkpoints = [], {}
-    for result in grid:
-        method, params = trial_params(result.config)
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        epochs = int(metrics.get("epoch", 0))
-        planned = _planned_epochs(registry[method], params)
-        if result.error is not None:
-            status = "error"
-        elif epochs < planned:
-            status = "stopped_early"
-        else:
-            status = "completed"
-        rows.append(
-            {
-                "trial_id": trial_id,
-                "method": method,
-                "params": json.dumps(params, sort_keys=True),
-                **{name: float(metrics.get(name, math.nan)) for name in METRICS},
-                "epochs": epochs,
-                "planned_epochs": planned,
-                "train_seconds": float(metrics.get("train_seconds", math.nan)),
-                "eval_seconds": float(metrics.get("eval_seconds", math.nan)),
-                "restarts": int(metrics.get("restarts", 0)),
-                "finished_at": float(metrics.get("timestamp", math.nan)),
-                "device": str(metrics.get("device", "")),
-                "status": status,
-                "error": "" if result.error is None else str(result.error).splitlines()[0][:500],
-            }
-        )
-        if result.checkpoint is not None:
-            checkpoints[trial_id] = result.checkpoint
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values("trial_id", kind="stable").reset_index(drop=True)
-    return frame, checkpoints
-
-
-def _row_summary(row: pd.Series | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    payload = {
-        "trial_id": row["trial_id"],
-        "method": row["method"],
-        "params": json.loads(row["params"]),
-    }
-    payload.update({name: _finite_or_none(row[name]) for name in METRICS})
-    return payload
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _summary(results, config, logs, simulator, oracle, k) -> dict[str, Any]:
-    metric = config.objective.metric
-    usable = results[np.isfinite(results[metric])] if not results.empty else results
-    selected = usable.loc[usable[metric].idxmax()] if len(usable) else None
-    truly_best = None
-    if simulator is not None and len(usable):
-        truly_best = usable.loc[usable["ground_truth"].idxmax()]
-    selection_regret = None
-    if selected is not None and truly_best is not None:
-        selection_regret = float(truly_best["ground_truth"] - selected["ground_truth"])
-    return {
-        "selection_metric": metric,
-        "k": k,
-        "n_trials": len(results),
-        "status_counts": results["status"].value_counts().to_dict() if len(results) else {},
-        "selected": _row_summary(selected),
-        "truly_best": _row_summary(truly_best),
-        "selection_regret": selection_regret,
-        "oracle_value": oracle,
-        "logging_value": (
-            float(simulator.policy_value(simulator.logging_policy()))
-            if simulator is not None
-            else None
-        ),
-        "logs_fingerprint": logs.fingerprint(),
-        "causalrec_version": causalrec.__version__,
-    }
-
-
-def _export_best(out, results, checkpoints, summary, logs, train) -> Path | None:
-    selected = summary["selected"]
-    return _export_trial(out / "best", selected, results, checkpoints, summary, logs, train)
-
-
-def _export_candidates(out, results, checkpoints, summary, logs, train) -> dict[str, Path]:
-    """The best trial of each method (by the selection metric) in ``OUT/candidates/METHOD``."""
-    metric = summary["selection_metric"]
-    usable = results[np.isfinite(results[metric])]
-    exported = {}
-    for method, trials in usable.groupby("method", sort=True):
-        best = _row_summary(trials.loc[trials[metric].idxmax()])
-        path = _export_trial(
-            out / CANDIDATES_DIR / method, best, results, checkpoints, summary, logs, train
-        )
-        if path is not None:
-            exported[method] = path
-    return exported
-
-
-def _export_trial(dest, trial, results, checkpoints, summary, logs, train) -> Path | None:
-    """A trial's model, the log's feature tables and ``model.json`` in ``dest``."""
-    checkpoint = checkpoints.get(trial["trial_id"])
-    if checkpoint is None:
-        return None
-    row = results.set_index("trial_id").loc[trial["trial_id"]]
-    with storage.atomic_output_dir(dest, overwrite=True) as staging:
-        with checkpoint.as_directory() as directory:
-            for path in (Path(directory) / MODEL_SUBDIR).iterdir():
-                shutil.copy2(path, staging / path.name)
-        if logs.user_table is not None and logs.item_table is not None:
-            # Serve logs its traffic with these user features (so it can be evaluated later).
-            storage.write_feature_tables(staging, logs.user_table, logs.item_table)
-        storage.write_json_atomic(
-            staging / "model.json",
-            {
-                "method": trial["method"],
-                "params": trial["params"],
-                "metrics": {name: trial[name] for name in METRICS},
-                "selection_metric": summary["selection_metric"],
-                "k": summary["k"],
-                "epochs": int(row["epochs"]),
-                "trial_id": trial["trial_id"],
-                "logs_fingerprint": summary["logs_fingerprint"],
-                "train_fingerprint": train.fingerprint(),
-                "train_rows": train.n_rows,
-                "causalrec_version": causalrec.__version__,
-            },
-        )
-    return dest

@@ -3,14 +3,15 @@
 :func:`run_trial` is the Ray Tune function trainable. Everything it needs arrives once through
 Ray's object store in a :class:`TrialContext` (``tune.with_parameters``): the training split of
 the log, an :class:`~causalrec.ope.OfflineEvaluator` whose reward models were fitted on the
-validation split in the driver, and the oracle's value when the log is simulated (the trial
-rebuilds the simulator from the log's metadata). Trials never read Parquet.
+validation split in the driver, and, when the log is simulated, the simulator itself and the
+oracle's value. Trials never read Parquet and never rebuild the world.
 
 After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
 split, with a 95% interval), ``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
 otherwise), the cumulative ``train_seconds`` and ``eval_seconds``, the torch ``device`` it trained
 on (``cuda`` when Ray assigned it a GPU), and a checkpoint holding the
-model in the Recommender save format plus its resumable training state. A retried or resumed
+model as a saved model (:class:`~causalrec.methods.artifact.SavedModel`) plus its resumable
+training state. A retried or resumed
 trial continues from that checkpoint.
 """
 
@@ -27,14 +28,16 @@ from typing import Any
 
 import torch
 
+from causalrec.methods.artifact import SavedModel
 from causalrec.methods.base import Recommender
 from causalrec.ope.evaluate import OfflineEvaluator
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.simulators.scm import ConfoundedRecSimulator
 from causalrec.tuning.space import trial_params
 
 __all__ = ["MODEL_SUBDIR", "TrialContext", "TrialMeasurement", "measure", "run_trial"]
 
-#: Where a checkpoint (and ``best/``) keeps the model in the Recommender save format.
+#: Where a checkpoint keeps the model (a saved model, :mod:`causalrec.methods.artifact`).
 MODEL_SUBDIR = "model"
 _STATE_FILE = "training_state.pt"
 _PROGRESS_FILE = "progress.json"
@@ -47,6 +50,8 @@ class TrialContext:
     Attributes:
         train: Training split of the log.
         evaluator: DR evaluator of the validation split (reward models already fitted).
+        simulator: The world behind simulated logs (``None`` for real logs): trials measure
+            their exact value in it instead of rebuilding it.
         oracle_value: Exact value of the best top-k policy (``None`` for real logs, which have no
             simulator).
         k: Slate size of the evaluated policy.
@@ -56,6 +61,7 @@ class TrialContext:
 
     train: LoggedFeedback
     evaluator: OfflineEvaluator
+    simulator: ConfoundedRecSimulator | None
     oracle_value: float | None
     k: int
     registry: Mapping[str, type[Recommender]]
@@ -77,8 +83,9 @@ class TrialMeasurement:
         return dict(self.__dict__)
 
 
-def measure(model: Recommender, context: TrialContext, simulator=None) -> TrialMeasurement:
+def measure(model: Recommender, context: TrialContext) -> TrialMeasurement:
     """DR estimate on the validation split and, with a simulator, the exact value and regret."""
+    simulator = context.simulator
     policy = model.policy(context.k)
     dr = context.evaluator.evaluate(policy, warn=False).iloc[0]
     truth = regret = math.nan
@@ -117,8 +124,6 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     from ray import tune
 
-    from causalrec.ope.policy_spec import simulator_from_logs
-
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
     method, params = trial_params(config)
     cls = context.registry[method]
@@ -127,8 +132,6 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     model = cls(**params)
     device = params.get("device", "cpu")
     state, progress = _restore(tune.get_checkpoint())
-    simulated = context.oracle_value is not None
-    simulator = simulator_from_logs(context.train) if simulated else None
     train_seconds = float(progress.get("train_seconds", 0.0))
     eval_seconds = float(progress.get("eval_seconds", 0.0))
     restarts = int(progress.get("restarts", -1)) + 1
@@ -136,7 +139,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     for epoch in model.fit_epochs(context.train, state=state):
         now = time.perf_counter()
         train_seconds += now - clock
-        metrics = measure(model, context, simulator).to_dict()
+        metrics = measure(model, context).to_dict()
         eval_seconds += time.perf_counter() - now
         counters = {
             "epoch": epoch,
@@ -146,7 +149,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         }
         with tempfile.TemporaryDirectory() as staging:
             staging = Path(staging)
-            model.save(staging / MODEL_SUBDIR)
+            SavedModel.write(staging / MODEL_SUBDIR, model)
             training_state = model.training_state()
             if training_state is not None:
                 torch.save(training_state, staging / _STATE_FILE)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from causalrec.abtest import resolve_arm, run_abtest
-from causalrec.abtest.cli import format_result
+from causalrec.abtest.formatting import format_result
 from causalrec.methods import make_recommender
 from causalrec.platform.cli import main
 from causalrec.platform.errors import ConfigError, OutputExistsError

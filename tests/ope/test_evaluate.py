@@ -3,9 +3,11 @@ import warnings
 import numpy as np
 import pytest
 
-from causalrec.ope import DR, IPS, EmpiricalPolicy, OverlapWarning, evaluate, resolve_policy
-from causalrec.ope.evaluate import round_inputs
+from causalrec.methods.policy_spec import resolve_policy
+from causalrec.ope import DR, IPS, OverlapWarning, evaluate
+from causalrec.ope.policy_inputs import round_inputs
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.platform.empirical_policy import EmpiricalPolicy
 from causalrec.platform.errors import ConfigError, DataError, UnknownNameError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import SoftmaxPolicy
@@ -44,15 +46,15 @@ def test_policy_protocol_path_equals_dense_arrays(small_simulator, logged):
     inputs, _ = round_inputs(logged, target, pscore=logged.pscore, reward_model=config)
     dist = target.action_distribution(logged.user_id)
     # Rebuild q_hat densely with the same folds and models the sparse path used.
-    from causalrec.ope.evaluate import _feature_space
-    from causalrec.ope.reward_model import fold_ids, make_reward_model
+    from causalrec.ope.cross_fit import feature_space, fold_ids
+    from causalrec.ope.reward_model import make_reward_model
 
     folds = fold_ids(logged.round_id, 2, config.seed)
     q_hat = np.empty_like(dist)
     x = logged.user_features.astype(float)
     for fold in range(2):
         train = folds != fold
-        model = make_reward_model(_feature_space(logged), config).fit(
+        model = make_reward_model(feature_space(logged), config).fit(
             x[train],
             logged.item_id[train],
             logged.position[train],
@@ -112,9 +114,9 @@ def test_bad_requests(small_simulator, logged):
     with pytest.raises(ConfigError, match="kind"):
         evaluate(logged, target, ["dr"], reward_model={"kind": "forest"})
     with pytest.raises(UnknownNameError, match="did you mean 'oracle'"):
-        resolve_policy("oracel", logged)
+        resolve_policy("oracel", logs=logged)
     with pytest.raises(ConfigError, match="needs a number"):
-        resolve_policy("softmax:hot", logged)
+        resolve_policy("softmax:hot", logs=logged)
 
 
 @pytest.mark.parametrize("kind", ["hgb", "mlp"])

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from causalrec.ope import EmpiricalPolicy, evaluate
+from causalrec.ope import evaluate
+from causalrec.platform.empirical_policy import EmpiricalPolicy
 from causalrec.platform.obd import load_obd_sample
 from causalrec.platform.storage import read_logs
 

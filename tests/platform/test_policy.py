@@ -142,7 +142,7 @@ def test_softmax_draws_and_pscores_match_numpy_softmax(scorer, epsilon):
     np.testing.assert_allclose(
         sample.marginal_pscore[:, 0], oracle[4, sample.actions[:, 0]], rtol=1e-12
     )
-    np.testing.assert_array_equal(sample.prefix_pscore, sample.marginal_pscore)
+    np.testing.assert_array_equal(sample.pscore_prefix, sample.marginal_pscore)
     assert_returned_marginals_match_frequencies(sample, 8)
 
 
@@ -199,7 +199,7 @@ def test_plackett_luce_marginals_and_prefixes_match_enumeration(
         sample.marginal_pscore, truth[drawn_users[:, None], sample.actions, positions], rtol=1e-10
     )
     prefix = table_prefix(table, drawn_users, sample.actions)
-    np.testing.assert_allclose(sample.prefix_pscore, prefix, rtol=1e-10)
+    np.testing.assert_allclose(sample.pscore_prefix, prefix, rtol=1e-10)
     np.testing.assert_allclose(
         policy.prefix_probability(drawn_users, sample.actions), prefix, rtol=1e-10
     )
@@ -221,7 +221,7 @@ def test_softmax_slates_frequencies_match_returned_pscores(scorer):
     expected = table[(0, *top)]
     row = np.flatnonzero((sample.actions == top).all(axis=1))[0]
     np.testing.assert_allclose(
-        sample.prefix_pscore[row], table_prefix(table, np.array([0]), top[None])[0], rtol=1e-10
+        sample.pscore_prefix[row], table_prefix(table, np.array([0]), top[None])[0], rtol=1e-10
     )
     se = np.sqrt(expected * (1 - expected) / len(users))
     assert abs(counts.max() / len(users) - expected) < 4.5 * se
@@ -243,10 +243,10 @@ def test_top_k_is_greedy_with_epsilon_exploration(scorer, epsilon):
     is_greedy = (sample.actions == greedy).all(axis=1)
     uniform_slate = 1 / (8 * 7)
     expected_prefix = np.where(is_greedy, 1 - epsilon, 0) + epsilon * uniform_slate
-    np.testing.assert_allclose(sample.prefix_pscore[:, 1], expected_prefix)
+    np.testing.assert_allclose(sample.pscore_prefix[:, 1], expected_prefix)
     first = sample.actions[:, 0] == greedy[0]
     np.testing.assert_allclose(
-        sample.prefix_pscore[:, 0], np.where(first, 1 - epsilon, 0) + epsilon / 8
+        sample.pscore_prefix[:, 0], np.where(first, 1 - epsilon, 0) + epsilon / 8
     )
 
 
@@ -258,7 +258,7 @@ def test_uniform_policy(scorer):
     sample = policy.sample(np.zeros(10_000, dtype=int), np.random.default_rng(5))
     assert all(len(set(row)) == 3 for row in sample.actions)
     np.testing.assert_allclose(
-        sample.prefix_pscore, np.broadcast_to([1 / 8, 1 / 56, 1 / 336], (10_000, 3))
+        sample.pscore_prefix, np.broadcast_to([1 / 8, 1 / 56, 1 / 336], (10_000, 3))
     )
     np.testing.assert_allclose(sample.marginal_pscore, 1 / 8)
     assert_frequencies_match(sample.actions, np.full((8, 3), 1 / 8))

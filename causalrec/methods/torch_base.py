@@ -1,0 +1,386 @@
+"""The torch training loop every torch recommender shares, with its resumable state.
+
+:class:`TorchRecommender` trains a scoring network by mini-batch Adam over shuffled examples (no
+per-row Python loop), epoch by epoch (:meth:`~TorchRecommender.fit_epochs`), and can resume from
+a :meth:`~TorchRecommender.training_state` bit for bit on CPU. Methods define their loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from causalrec.methods.base import ModelState, Recommender, TrainingError
+from causalrec.methods.data import Feedback, InteractionData
+from causalrec.platform.errors import ConfigError, DataError
+from causalrec.platform.feedback import LoggedFeedback
+
+__all__ = ["TorchRecommender"]
+
+
+def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> float:
+    """Mean logistic loss of ``network`` on the exposed pairs of ``logs``."""
+    with torch.no_grad():
+        users = torch.from_numpy(logs.user_id).to(device)
+        items = torch.from_numpy(logs.item_id).to(device)
+        labels = torch.from_numpy(logs.click.astype(np.float32)).to(device)
+        logits = network(users, items)
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+
+
+def _probabilities(logits: torch.Tensor) -> np.ndarray:
+    """Click probabilities of logits, as a float64 numpy array on the CPU."""
+    return torch.sigmoid(logits).double().cpu().numpy()
+
+
+def _feature_tensor(table) -> torch.Tensor:
+    """A float32 copy of a feature table (a numpy array, possibly read-only, or a tensor)."""
+    if isinstance(table, torch.Tensor):
+        return table.detach().clone().float()
+    return torch.from_numpy(np.array(table, dtype=np.float32))
+
+
+def _tensor(array: np.ndarray, device) -> torch.Tensor:
+    """``array`` on ``device`` without a copy where possible.
+
+    Read-only arrays (from Parquet or Ray's object store) are copied: torch tensors must be
+    writable.
+    """
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
+class TorchRecommender(Recommender):
+    """A recommender trained by mini-batch Adam on a torch scoring network.
+
+    Subclasses define :meth:`_loss` (or :meth:`_losses`). Every torch recommender takes the
+    parameters below (subclasses add their own).
+
+    Args:
+        dim: Embedding dimension (with ``backbone="two_tower"``: output and hidden width of
+            both towers).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        epochs: Passes over the training examples.
+        batch_size: Examples per mini-batch.
+        feedback: ``exposed`` (clicks on the exposed pairs) or ``implicit`` (clicks against
+            unlabelled pairs); see :mod:`causalrec.methods.data`.
+        negatives: Implicit setting: uniform negatives per positive.
+        backbone: ``mf``: ID embeddings; ``two_tower``: MLPs over the observed user and item
+            features, so the model generalises to users and items it has not seen.
+        device: Torch device; ``"auto"``: CUDA when torch sees it.
+        seed: Seed of the initial weights, the shuffling and the sampling.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 32,
+        lr: float = 0.01,
+        weight_decay: float = 1e-6,
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        feedback: Feedback = "exposed",
+        negatives: int = 4,
+        backbone: str = "mf",
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        self.dim = dim
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.feedback = feedback
+        self.negatives = negatives
+        self.backbone = backbone
+        self.device = device
+        self.seed = seed
+
+    # -- hooks --------------------------------------------------------------------------------
+    #: Backbones the method can use (methods with their own networks support ``mf`` only).
+    supported_backbones: ClassVar[tuple[str, ...]] = ("mf", "two_tower")
+
+    def _build_network(
+        self, n_users: int, n_items: int, generator: torch.Generator
+    ) -> torch.nn.Module:
+        """The scoring network (built again, empty, when a saved model is loaded)."""
+        from causalrec.methods.networks import MatrixFactorization, TwoTower
+
+        if self.backbone == "two_tower":
+            users, items = self._feature_tables
+            return TwoTower(
+                _feature_tensor(users), _feature_tensor(items), self.dim, self.dim, generator
+            )
+        return MatrixFactorization(n_users, n_items, self.dim, generator)
+
+    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+        """Per-example arrays the loss needs beyond users, items, labels (e.g. weights)."""
+        return {}
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave).
+
+        Single-network methods override this; methods with several networks or custom forward
+        passes override :meth:`_losses` instead.
+        """
+        raise TypeError(f"{type(self).__name__} must override _loss or _losses")
+
+    # -- training -----------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.feedback not in self.supported_feedback:
+            raise ConfigError(
+                f"{self.name} supports feedback in {list(self.supported_feedback)}; got "
+                f"{self.feedback!r}"
+            )
+        for name in ("dim", "epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)) or (name == "lr" and value == 0):
+                raise ConfigError(
+                    f"{name} must be {'> 0' if name == 'lr' else '>= 0'}; got {value}"
+                )
+        if self.backbone not in self.supported_backbones:
+            raise ConfigError(
+                f"{self.name} supports backbone in {list(self.supported_backbones)}; got "
+                f"{self.backbone!r}"
+            )
+        if self.negatives < 1 and self.feedback == "implicit":
+            raise ConfigError(
+                f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
+            )
+
+    def _torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def fit(self, logs: LoggedFeedback, *, validation: LoggedFeedback | None = None):
+        """Train for ``epochs`` epochs over shuffled mini-batches (no per-row Python loop).
+
+        On CPU the result depends only on the data and ``seed`` (embedding gradients are summed
+        in index order). ``history_`` holds the mean training loss per epoch and, with
+        ``validation``, ``validation_history_`` the validation log's logistic loss per epoch.
+        """
+        for _ in self.fit_epochs(logs, validation=validation):
+            pass
+        return self
+
+    def fit_epochs(
+        self,
+        logs: LoggedFeedback,
+        *,
+        validation: LoggedFeedback | None = None,
+        state: dict | None = None,
+    ) -> Iterator[int]:
+        """Train epoch by epoch (see :meth:`Recommender.fit_epochs`).
+
+        Resuming from a :meth:`training_state` restores the networks, the Adam moments and the
+        random stream, so on CPU an interrupted and resumed run ends with the same weights as
+        an uninterrupted one.
+        """
+        self._validate()
+        data = InteractionData.from_logs(logs, self.feedback)
+        if self.backbone == "two_tower":
+            if data.user_features is None or data.item_features is None:
+                raise ConfigError(
+                    "backbone='two_tower' needs the log's user and item feature tables "
+                    "(users.parquet and items.parquet beside the log)"
+                )
+            self._feature_tables = (data.user_features, data.item_features)
+        extra = self._prepare(logs, data)
+        device = self._torch_device()
+        generator = torch.Generator().manual_seed(self.seed)
+        networks = {
+            name: module.to(device)
+            for name, module in self._build_networks(data, generator).items()
+        }
+        optimizers = {
+            name: torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            for name, module in networks.items()
+        }
+        tensors = {
+            "users": _tensor(data.users, device),
+            "items": _tensor(data.items, device),
+            "labels": _tensor(data.labels, device),
+            **{
+                key: _tensor(np.ascontiguousarray(v, dtype=np.float32), device)
+                for key, v in extra.items()
+            },
+        }
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed))
+        self.history_: list[float] = []
+        self.validation_history_: list[float] = []
+        first_epoch = 0
+        if state is not None:
+            first_epoch = self._load_training_state(state, networks, optimizers, rng)
+        n = data.n_examples
+        for epoch in range(first_epoch, self.epochs):
+            for network in networks.values():
+                network.train()
+            # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
+            order = torch.from_numpy(rng.permutation(n)).to(device)
+            shuffled = {key: value[order] for key, value in tensors.items()}
+            total, steps = 0.0, 0
+            for step, start in enumerate(range(0, n, self.batch_size)):
+                batch = {
+                    key: value[start : start + self.batch_size] for key, value in shuffled.items()
+                }
+                batch.update(self._sample(data, len(batch["users"]), rng, device))
+                losses = self._losses(batch, networks)
+                for name, loss in losses.items():
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"non-finite {name} loss {loss.item()} at epoch {epoch}, step {step} "
+                            f"with lr={self.lr}; lower lr or check the propensities"
+                        )
+                for optimizer in optimizers.values():
+                    optimizer.zero_grad()
+                sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
+                for optimizer in optimizers.values():
+                    optimizer.step()
+                total += float(losses["main"].detach())
+                steps += 1
+            self.history_.append(total / steps)
+            if validation is not None:
+                self.validation_history_.append(
+                    _validation_loss(networks["main"], validation, device)
+                )
+            self.network_ = networks["main"].eval()
+            self.n_users_, self.n_items_, self.device_ = data.n_users, data.n_items, device
+            self._snapshot = (epoch + 1, networks, optimizers, rng)
+            yield epoch + 1
+
+    def training_state(self) -> dict | None:
+        """Networks, optimizer moments, random stream and histories after the last epoch.
+
+        A deep copy: training on, or resuming another model from it, leaves it unchanged.
+        """
+        if not hasattr(self, "_snapshot"):
+            return None
+        epoch, networks, optimizers, rng = self._snapshot
+        state = {
+            "epoch": epoch,
+            "networks": {name: module.state_dict() for name, module in networks.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "rng": rng.bit_generator.state,
+            "history": list(self.history_),
+            "validation_history": list(self.validation_history_),
+        }
+        return copy.deepcopy(state)
+
+    def _load_training_state(self, state: dict, networks, optimizers, rng) -> int:
+        """Restore a :meth:`training_state`; returns the number of epochs it had done."""
+        if set(state.get("networks", {})) != set(networks):
+            raise ConfigError(
+                f"training state holds networks {sorted(state.get('networks', {}))}; "
+                f"{self.name} trains {sorted(networks)}"
+            )
+        for name, module in networks.items():
+            module.load_state_dict(state["networks"][name])
+            optimizers[name].load_state_dict(state["optimizers"][name])
+        rng.bit_generator.state = state["rng"]
+        self.history_ = list(state["history"])
+        self.validation_history_ = list(state["validation_history"])
+        return int(state["epoch"])
+
+    def _build_networks(
+        self, data: InteractionData, generator: torch.Generator
+    ) -> dict[str, torch.nn.Module]:
+        """Networks trained together; ``"main"`` is the one that scores (and is saved)."""
+        return {"main": self._build_network(data.n_users, data.n_items, generator)}
+
+    def _sample(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
+        """Extra random pairs for a mini-batch of ``size`` examples (implicit negatives)."""
+        return self._negatives(data, size, rng, device) if self.feedback == "implicit" else {}
+
+    def _losses(
+        self, batch: dict[str, torch.Tensor], networks: dict[str, torch.nn.Module]
+    ) -> dict[str, torch.Tensor]:
+        """Loss of each network for one mini-batch (default: the main network's :meth:`_loss`)."""
+        network = networks["main"]
+        batch["logits"] = network(batch["users"], batch["items"])
+        if "neg_users" in batch:
+            batch["neg_logits"] = network(batch["neg_users"], batch["neg_items"])
+        return {"main": self._loss(batch)}
+
+    def _negatives(self, data: InteractionData, size: int, rng, device) -> dict[str, torch.Tensor]:
+        count = size * self.negatives
+        return {
+            "neg_users": torch.from_numpy(rng.integers(data.n_users, size=count)).to(device),
+            "neg_items": torch.from_numpy(rng.integers(data.n_items, size=count)).to(device),
+        }
+
+    # -- inference ----------------------------------------------------------------------------
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Predicted click probability, shape (len(users), n_items or len(items))."""
+        self._check_fitted()
+        users = np.asarray(users)
+        if users.ndim != 1 or users.dtype.kind not in "iu":
+            raise DataError(f"users must be a 1-d integer array; got {users.dtype}, {users.shape}")
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
+            raise DataError(f"users must be in [0, n_users={self.n_users_}); got {users.max()}")
+        with torch.no_grad():
+            tensor = torch.from_numpy(users.astype(np.int64)).to(self.device_)
+            logits = self.network_.all_items(tensor)
+            if items is not None:
+                logits = logits[
+                    :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
+                ]
+            return _probabilities(logits)
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """Predicted click probability of every item for users described by their features.
+
+        Only the ``two_tower`` backbone scores users it has never seen.
+
+        Args:
+            features: Observed user features, shape (n, d_user).
+
+        Returns:
+            Shape (n, n_items).
+        """
+        self._check_fitted()
+        if self.backbone != "two_tower":
+            raise ConfigError(
+                f"user_features: scoring by features needs backbone='two_tower'; this "
+                f"{self.name} model uses {self.backbone!r} and scores known user ids only"
+            )
+        features = np.asarray(features, dtype=np.float32)
+        width = self.network_.user_features.shape[1]
+        if features.ndim != 2 or features.shape[1] != width:
+            raise DataError(
+                f"user_features: expected rows of {width} features; got shape {features.shape}"
+            )
+        if not np.isfinite(features).all():
+            raise DataError("user_features: values must be finite")
+        with torch.no_grad():
+            tensor = torch.from_numpy(features).to(self.device_)
+            return _probabilities(self.network_.all_items_from_features(tensor))
+
+    # -- persistence --------------------------------------------------------------------------
+    def _get_state(self) -> ModelState:
+        """The scoring network's weights and buffers (feature tables of ``two_tower``)."""
+        return ModelState(
+            arrays={
+                name: tensor.detach().cpu().numpy()
+                for name, tensor in self.network_.state_dict().items()
+            }
+        )
+
+    def _set_state(self, state: ModelState, n_users: int, n_items: int) -> None:
+        weights = {name: torch.from_numpy(np.array(value)) for name, value in state.arrays.items()}
+        if self.backbone == "two_tower":
+            self._feature_tables = (weights["user_features"], weights["item_features"])
+        network = self._build_network(n_users, n_items, torch.Generator().manual_seed(0))
+        network.load_state_dict(weights)
+        self.network_ = network.to(self._torch_device()).eval()
+        self.n_users_, self.n_items_, self.device_ = n_users, n_items, self._torch_device()
