@@ -5,13 +5,16 @@ slice; ``tune`` the methods with Ray Tune and export each method's best trial an
 ``deploy`` an A/B experiment on Ray Serve (baseline vs. winner, split by user id in the
 ingress); ``abtest`` through HTTP with clicks from the simulator, beside its offline (OPE)
 prediction; ``ope`` of every candidate with every estimator against the exact values;
-``report`` (Markdown, HTML, figures). Progress is printed stage by stage and recorded in
-``OUT/pipeline.json`` (status, seconds, error of each stage).
+``report`` (Markdown, HTML, figures). Progress is printed stage by stage (one line each) and
+recorded in ``OUT/pipeline.json`` (status, seconds, error of each stage); what Ray, Tune and
+Serve print goes to ``OUT/pipeline.log`` unless ``verbose``. A local Ray that the run started
+is shut down at its end (with Serve), unless it keeps serving.
 
 Everything that can be checked before work is checked first (output directory, simulator
-preset, search space, budget, baseline, HTTP port), naming the field. A failing stage leaves
-the outputs of the stages before it intact, is recorded as failed with its error, and the report
-is still written from what exists.
+preset, search space, budget, baseline, the deployment's ``serve.app`` arguments, the
+``ope.estimators``, HTTP port), naming the field. A failing stage leaves the outputs of the
+stages before it intact, is recorded as failed with its error (its traceback goes to the log),
+and the report is still written from what exists.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def run_pipeline(
         finally:
             with console.captured():
                 _shut_down(
-                    serve=bool(ctx.url) and not keep_serving, ray=owns_ray and not keep_serving
+                    deployment=bool(ctx.url) and not keep_serving,
+                    local_ray=owns_ray and not keep_serving,
                 )
     if failure is not None:
         name, exc = failure
@@ -294,23 +298,24 @@ class _Console:
         self.bar.close()
 
 
-def _shut_down(*, serve: bool, ray: bool) -> None:
-    """Take down the deployment (``serve``) and the run's own local Ray (``ray``).
+def _shut_down(*, deployment: bool, local_ray: bool) -> None:
+    """Take down the deployment and the run's own local Ray.
 
-    Serve's ``serve.shutdown()`` asks its controller to shut down with a call that returns only
-    by the controller's death, which the driver reports as a failed task ("Task
-    ServeController.graceful_shutdown failed ... killed by ray.kill"), so where the whole local
-    Ray goes, it takes Serve with it instead.
+    ``serve.shutdown()`` asks Serve's controller to stop with a call that only ends by the
+    controller's death, which Ray then reports as an error ("Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill") on every successful
+    shutdown. A local Ray that goes anyway takes Serve with it, without that call; on a cluster
+    (or a Ray that was running before the run) Serve is shut down and Ray stays.
     """
-    import ray as ray_module
+    import ray
 
     try:
-        if serve and not ray:
-            from ray import serve as ray_serve
+        if deployment and not local_ray:
+            from ray import serve
 
-            ray_serve.shutdown()
-        if ray and ray_module.is_initialized():
-            ray_module.shutdown()
+            serve.shutdown()
+        if local_ray and ray.is_initialized():
+            ray.shutdown()
     except Exception as exc:  # the run's outputs are written; say so and go on
         print(f"warning: could not shut Serve or Ray down: {exc}", file=sys.stderr)
 

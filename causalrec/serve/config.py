@@ -24,7 +24,7 @@ class ExperimentArgs(StrictConfig):
     always sees the same arm.
 
     Attributes:
-        model_dir: The treatment model (arm ``b``), a saved model (:mod:`causalrec.methods.artifact`).
+        model_dir: The treatment model (arm ``b``): a saved model directory.
         salt: Salt of the assignment hash (a new salt is a new experiment).
         share_b: Share of users in arm ``b``, in (0, 1).
     """
@@ -38,7 +38,8 @@ class ServeAppArgs(StrictConfig):
     """How the recommender application serves.
 
     Attributes:
-        model_dir: A model a saved model (:mod:`causalrec.methods.artifact`) (``causalrec tune``'s ``best/``).
+        model_dir: A saved model directory (:mod:`causalrec.methods.artifact`), e.g.
+            ``causalrec tune``'s ``best/``.
         data_root: Directory under which ``/evaluate`` may read Parquet logs (``None``: inline
             rows only). Paths outside it are refused with 403.
         feedback_dir: Log directory that ``/feedback`` appends to (causalrec log format).

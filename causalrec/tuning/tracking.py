@@ -124,7 +124,7 @@ def tune_callbacks(config: TuningConfig, out: str | Path) -> list:
     uri, artifacts = tracking_store(out)
     if artifacts is not None:
         (Path(out).absolute() / MLRUNS_DIR).mkdir(parents=True, exist_ok=True)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME
+    name = _experiment_name()
     client = _client(uri)
     if not os.environ.get("MLFLOW_EXPERIMENT_ID") and client.get_experiment_by_name(name) is None:
         client.create_experiment(name, artifact_location=artifacts)
@@ -163,13 +163,16 @@ def log_selected_model(config: TuningConfig, out: str | Path, summary: dict, bes
     return run_id
 
 
+def _experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME
+
+
 def _experiment_id(client) -> str:
-    """The experiment that :class:`TrialRunsCallback` logs to (as Ray resolves it)."""
-    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-    if experiment_id:
-        return experiment_id
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME
-    return client.get_experiment_by_name(name).experiment_id
+    """The callback's experiment, found as Ray finds it: an id in the environment, else the name."""
+    return (
+        os.environ.get("MLFLOW_EXPERIMENT_ID")
+        or client.get_experiment_by_name(_experiment_name()).experiment_id
+    )
 
 
 def _client(uri: str):
@@ -182,7 +185,7 @@ def _client(uri: str):
 def _import_sql_store(uri: str) -> None:
     """Import MLflow's SQL store without the SQLAlchemy 2.1 deprecation it triggers.
 
-    MLflow (3.17 and before) maps its tables with SQLAlchemy's ``noload`` strategy, which
+    MLflow (3.17) maps its tables with SQLAlchemy's ``noload`` strategy, which
     SQLAlchemy 2.1 deprecates when the store module is imported; nothing here uses those
     relationships. Only that one warning, only for database URIs, only at that import.
     """

@@ -60,5 +60,5 @@ def test_split_by_round_keeps_rounds_whole_and_in_order():
     assert (train.n_rounds, held_out.n_rounds) == (7, 3)
     assert train.round_id.max() < held_out.round_id.min()
     assert train.n_rows + held_out.n_rows == logs.n_rows
-    with pytest.raises(DataError, match="held_out_fraction must be in \\(0, 1\\); got 1.0"):
+    with pytest.raises(DataError, match=r"held_out_fraction must be in \(0, 1\); got 1\.0"):
         logs.split_by_round(1.0)
