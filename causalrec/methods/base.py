@@ -210,8 +210,10 @@ class Recommender(abc.ABC):
         return make_policy(_Scorer(self), k, exploration, name=f"{self.name}:{exploration.kind}")
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, directory: str | Path, *, overwrite: bool = True) -> Path:
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
         """Save the fitted model (see :meth:`~causalrec.methods.artifact.SavedModel.write`).
+
+        A non-empty ``directory`` is refused unless ``overwrite``.
 
         Returns:
             The directory.

@@ -164,20 +164,15 @@ def deploy(ctx: RunContext) -> str | None:
 
     from causalrec.platform.runtime import free_port, init_ray
     from causalrec.serve.app import build_app
-    from causalrec.serve.config import ServeAppArgs
 
     stage, ab = ctx.config.serve, ctx.config.abtest
     if not stage.deploy:
         return "skipped"
-    args = ServeAppArgs.from_dict(
-        {
-            "feedback_dir": str(ctx.out / "serve" / "feedback"),
-            "data_root": str(ctx.out),
-            **stage.app,
-            "model_dir": str(ctx.candidates[ab.baseline].path),
-            "experiment": {"model_dir": str(ctx.best.path), "salt": ab.salt},
-        },
-        source="serve.app",
+    args = stage.app_args(
+        ctx.out,
+        baseline_dir=ctx.candidates[ab.baseline].path,
+        treatment_dir=ctx.best.path,
+        salt=ab.salt,
     )
     application = build_app(args)
     init_ray(ctx.address)

@@ -51,11 +51,18 @@ MODEL_ARTIFACT = "best"
 def _trial_runs_callback() -> type:
     """The callback class (defined on first use: importing Ray Tune takes seconds)."""
     from ray.air.integrations.mlflow import MLflowLoggerCallback
-    from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS, TIME_TOTAL_S, TRAINING_ITERATION
+    from ray.tune.result import (
+        AUTO_RESULT_KEYS,
+        DEBUG_METRICS,
+        DONE,
+        SHOULD_CHECKPOINT,
+        TIME_TOTAL_S,
+        TRAINING_ITERATION,
+    )
 
     # What Tune adds to every result is not the trial's measurement, so not logged as a metric
     # (but ``training_iteration``, the step, and ``time_total_s`` are).
-    bookkeeping = (set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) | {"done"}) - {
+    bookkeeping = (set(AUTO_RESULT_KEYS) | set(DEBUG_METRICS) | {DONE, SHOULD_CHECKPOINT}) - {
         TRAINING_ITERATION,
         TIME_TOTAL_S,
     }
