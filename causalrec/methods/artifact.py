@@ -46,7 +46,7 @@ from causalrec.platform.errors import ConfigError, LogFormatError, UnsafeModelEr
 
 if TYPE_CHECKING:
     from causalrec.methods.base import Recommender
-    from causalrec.platform.policy import Policy
+    from causalrec.platform.policy import Exploration, ExplorationKind, Policy
 
 __all__ = [
     "MANIFEST_FILE",
@@ -298,9 +298,16 @@ class SavedModel:
         model._set_state(state, self.n_users, self.n_items)
         return model
 
-    def policy(self, k: int = 1, exploration: Any = "none", **options: Any) -> Policy:
+    def policy(
+        self,
+        k: int = 1,
+        exploration: Exploration | ExplorationKind = "none",
+        *,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+    ) -> Policy:
         """The loaded model as a policy (see :meth:`Recommender.policy`)."""
-        return self.load().policy(k, exploration, **options)
+        return self.load().policy(k, exploration, epsilon=epsilon, temperature=temperature)
 
     def _read_state(self) -> ModelState:
         files = self.manifest.get("state_files", {})

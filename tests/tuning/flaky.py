@@ -10,8 +10,17 @@ class FlakyMF(NaiveMF):
 
     name = "flaky"
 
-    def __init__(self, *, journal: str = "", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        journal: str = "",
+        epochs: int = 10,
+        batch_size: int = 16_384,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        # Explicit parameters: the recommender contract refuses **kwargs (scikit-learn's).
+        super().__init__(epochs=epochs, batch_size=batch_size, device=device, seed=seed)
         self.journal = journal
 
     def fit_epochs(self, logs, *, validation=None, state=None):
