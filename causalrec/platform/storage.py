@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "LogWriter",
     "atomic_output_dir",
+    "log_files",
+    "log_input_files",
     "read_item_features",
     "read_log_column",
     "read_logs",
@@ -347,6 +349,15 @@ def log_files(path: str | Path) -> list[Path]:
     files = sorted(directory.glob("part-*.parquet"))
     if not files:
         raise LogFormatError(f"no log files (part-*.parquet) under {str(path)!r}")
+    return files
+
+
+def log_input_files(path: str | Path) -> list[Path]:
+    """Every file :func:`read_logs` opens for ``path``: its part files and its feature tables."""
+    path = Path(path)
+    files = log_files(path)
+    if path.is_dir() and (path / LOGS_SUBDIR).is_dir():
+        files += [table for table in (path / USERS_FILE, path / ITEMS_FILE) if table.is_file()]
     return files
 
 

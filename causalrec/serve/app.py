@@ -38,6 +38,7 @@ from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
+from causalrec.serve.limits import BodySizeLimit
 from causalrec.serve.recommender import RecommenderCore, request_problem
 from causalrec.serve.routing import ARMS, ExperimentSplit
 from causalrec.serve.schemas import (
@@ -61,22 +62,7 @@ api = FastAPI(
 )
 
 
-#: Body-size limit of this process's ingress. A module attribute set through an import at run
-#: time: Serve ships the ingress class (and its FastAPI app) by value, so state on ``api`` or in
-#: the class's globals would be a copy the middleware never sees.
-BODY_LIMIT: dict[str, int | None] = {"bytes": None}
-
-
-@api.middleware("http")
-async def _limit_body_size(request: Request, call_next):
-    limit = BODY_LIMIT["bytes"]
-    length = request.headers.get("content-length")
-    if limit is not None and length is not None and length.isdigit() and int(length) > limit:
-        return JSONResponse(
-            {"detail": f"request body of {length} bytes exceeds the limit of {limit} bytes"},
-            status_code=413,
-        )
-    return await call_next(request)
+api.add_middleware(BodySizeLimit)
 
 
 @api.exception_handler(RequestValidationError)
@@ -214,9 +200,11 @@ class CausalRecIngress:
         self.split = split
         self.max_users = max_users_per_request
         self._manifest: dict[str, Any] | None = None
-        import causalrec.serve.app as this_module
+        # Imported here, at run time in the replica: the module's state is what the middleware
+        # reads (the class and its app arrive by value).
+        from causalrec.serve import limits
 
-        this_module.BODY_LIMIT["bytes"] = max_body_bytes
+        limits.BODY_LIMIT["bytes"] = max_body_bytes
 
     async def _catalogue(self) -> tuple[int, int]:
         """(n_users, n_items) of the served model, fetched once."""

@@ -8,6 +8,7 @@ those of :func:`causalrec.ope.evaluate` — the same numbers ``causalrec evaluat
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from causalrec.methods.policy_spec import resolve_policy
 from causalrec.ope.evaluate import evaluate
 from causalrec.platform.errors import CausalRecError, DataError, ForbiddenPathError
 from causalrec.platform.feedback import LoggedFeedback
-from causalrec.platform.storage import log_files, read_logs
+from causalrec.platform.storage import log_files, log_input_files, read_logs
 from causalrec.serve.recommender import request_exploration
 
 __all__ = ["EvaluatorCore", "ForbiddenPathError", "TooLargeError"]
@@ -53,6 +54,11 @@ class EvaluatorCore:
         resolved = (resolved if resolved.is_absolute() else self.data_root / resolved).resolve()
         if not resolved.is_relative_to(self.data_root):
             raise ForbiddenPathError(f"path: {path!r} is outside the server's data root")
+        for file in log_input_files(resolved):  # a file symlink may point outside the root
+            if not Path(os.path.realpath(file)).is_relative_to(self.data_root):
+                raise ForbiddenPathError(
+                    f"path: {path!r} holds {file.name}, which links outside the server's data root"
+                )
         rows = 0
         for file in log_files(resolved):
             rows += pq.ParquetFile(file).metadata.num_rows

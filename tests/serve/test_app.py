@@ -229,6 +229,21 @@ def test_non_finite_numbers_and_large_bodies(served):
         "/evaluate", content=b"x" * 300_000, headers={"content-type": "application/json"}
     )
     assert big.status_code == 413
+
+    def chunks():  # no Content-Length: httpx sends it chunked
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    chunked = served.client.post(
+        "/evaluate", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413 and "exceeds the limit of 150000" in chunked.json()["detail"]
+    within = served.client.post(
+        "/recommend",
+        content=iter([b'{"user_id": [1],', b' "k": 2}']),
+        headers={"content-type": "application/json"},
+    )
+    assert within.status_code == 200 and len(within.json()["recommendations"][0]["items"]) == 2
     answer = served.client.post("/recommend", json={"user_id": [1], "k": 2}).json()
     wrong = served.client.post(
         "/feedback", json={"request_id": answer["request_id"], "clicks": [[0]]}
