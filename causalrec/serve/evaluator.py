@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from causalrec.methods.artifact import SavedModel
@@ -50,6 +51,16 @@ class EvaluatorCore:
     def _read(self, path: str) -> LoggedFeedback:
         if self.data_root is None:
             raise ForbiddenPathError("path: this server reads no files (no data_root configured)")
+        try:
+            resolved = self._checked_log(path)
+        except CausalRecError:
+            raise
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise DataError(f"path: {path[:80]!r} cannot be opened ({exc})") from None
+        return read_logs(resolved)
+
+    def _checked_log(self, path: str) -> Path:
+        """The log directory ``path`` names, once every file it will open is checked."""
         resolved = Path(path)
         resolved = (resolved if resolved.is_absolute() else self.data_root / resolved).resolve()
         if not resolved.is_relative_to(self.data_root):
@@ -61,10 +72,13 @@ class EvaluatorCore:
                 )
         rows = 0
         for file in log_files(resolved):
-            rows += pq.ParquetFile(file).metadata.num_rows
+            try:
+                rows += pq.ParquetFile(file).metadata.num_rows
+            except (pa.ArrowException, OSError):
+                raise DataError(f"path: {path!r} is not a causalrec Parquet log") from None
             if rows > self.max_rows:
                 raise TooLargeError(f"path: the log has more than {self.max_rows} rows")
-        return read_logs(resolved)
+        return resolved
 
     def _inline(self, rows: list[dict[str, Any]]) -> LoggedFeedback:
         if len(rows) > self.max_rows:
@@ -101,7 +115,8 @@ class EvaluatorCore:
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         """Estimates of the requested policy's value (see :class:`EvaluateRequest`)."""
-        logs = self._read(request["path"]) if request.get("path") else self._inline(request["rows"])
+        path = request.get("path")
+        logs = self._read(path) if path is not None else self._inline(request["rows"])
         spec = request["policy"]
         if spec == "served":
             if logs.n_items != self.model.n_items_:

@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP API (pydantic; they make the OpenAPI at ``/docs``).
 
-Numbers must be finite (NaN and infinity are refused with 422, naming the field). Ranges that
+Numbers must be finite (NaN and infinity are refused with 422, naming the field) and types are
+strict: an integer field refuses ``true``, ``"3"`` and ``3.0``. Ids fit in int64. Ranges that
 depend on the served model (``k`` <= catalogue size, known user ids) are checked by the
 application and also answered with 422.
 """
@@ -22,7 +23,11 @@ __all__ = [
     "UserRecommendation",
 ]
 
-_FINITE = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+_FINITE = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+#: Largest id the log format stores (int64).
+MAX_ID = 2**63 - 1
+#: Longest ``path`` accepted by ``/evaluate`` (characters).
+MAX_PATH_LENGTH = 1024
 
 
 class RecommendRequest(pydantic.BaseModel):
@@ -54,8 +59,15 @@ class RecommendRequest(pydantic.BaseModel):
     def _one_way_to_name_users(self):
         if (self.user_id is None) == (self.user_features is None):
             raise ValueError("give exactly one of 'user_id' and 'user_features'")
-        if self.user_features is not None and not self.user_features:
-            raise ValueError("user_features must hold at least one row")
+        if self.user_features is not None:
+            if not self.user_features:
+                raise ValueError("user_features must hold at least one row")
+            widths = sorted({len(row) for row in self.user_features})
+            if len(widths) > 1 or widths[0] == 0:
+                raise ValueError(
+                    f"user_features: every row must hold the same number (>= 1) of features; "
+                    f"got row lengths {widths}"
+                )
         return self
 
     @pydantic.field_validator("user_id")
@@ -66,9 +78,9 @@ class RecommendRequest(pydantic.BaseModel):
         users = value if isinstance(value, list) else [value]
         if not users:
             raise ValueError("user_id must hold at least one user")
-        bad = [u for u in users if u < 0]
+        bad = [u for u in users if not 0 <= u <= MAX_ID]
         if bad:
-            raise ValueError(f"user ids must be >= 0; got {bad[0]}")
+            raise ValueError(f"user ids must be in [0, 2**63 - 1]; got {bad[0]}")
         return value
 
     @property
@@ -134,10 +146,10 @@ class LogRow(pydantic.BaseModel):
 
     model_config = _FINITE
 
-    round_id: int = pydantic.Field(ge=0)
-    user_id: int = pydantic.Field(ge=0)
-    item_id: int = pydantic.Field(ge=0)
-    position: int = pydantic.Field(default=0, ge=0)
+    round_id: int = pydantic.Field(ge=0, le=MAX_ID)
+    user_id: int = pydantic.Field(ge=0, le=MAX_ID)
+    item_id: int = pydantic.Field(ge=0, le=MAX_ID)
+    position: int = pydantic.Field(default=0, ge=0, le=MAX_ID)
     click: int = pydantic.Field(ge=0, le=1)
     pscore: float = pydantic.Field(gt=0, le=1)
     user_features: list[float] = pydantic.Field(default_factory=list)
@@ -148,14 +160,16 @@ class EvaluateRequest(pydantic.BaseModel):
 
     Attributes:
         rows: Inline log rows (at most the server's row limit).
-        path: A Parquet log directory under the server's data root (instead of ``rows``).
+        path: A Parquet log directory under the server's data root (instead of ``rows``), at
+            most 1,024 characters, without NUL.
         policy: ``served`` (the deployed model, with ``k`` and ``exploration``) or a named
             policy: ``uniform``, and for simulated logs ``logging``, ``oracle``, ``softmax:T``,
             ``epsilon_greedy:E``.
         exploration: Exploration of the served model's policy.
         epsilon: ε of ``epsilon`` exploration.
         temperature: Temperature of ``softmax`` exploration.
-        estimators: Estimator specs (``dr``, ``ips:clip=100``, ...); default: all standard ones.
+        estimators: Estimator specs (``dr``, ``ips:clip=100``, ...), at least one; default: all
+            standard ones.
         alpha: 1 - confidence level of the intervals.
         reward_model: Reward model of DM and DR-type estimators.
     """
@@ -163,12 +177,14 @@ class EvaluateRequest(pydantic.BaseModel):
     model_config = _FINITE
 
     rows: list[LogRow] | None = None
-    path: str | None = None
+    path: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=MAX_PATH_LENGTH, pattern=r"^[^\x00]*$"
+    )
     policy: str = "served"
     exploration: Literal["none", "epsilon", "softmax"] = "none"
     epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
     temperature: float = pydantic.Field(default=1.0, gt=0)
-    estimators: list[str] | None = None
+    estimators: list[str] | None = pydantic.Field(default=None, min_length=1)
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
     reward_model: Literal["logistic", "hgb", "mlp"] = "logistic"
 

@@ -78,3 +78,14 @@ def test_policy_specs_that_read_files_are_refused(roots):
     for spec in (str(base / "model"), f"empirical:{base / 'root' / 'run'}"):
         with pytest.raises(ForbiddenPathError, match="reads files"):
             _evaluate(core, "run", policy=spec)
+
+
+def test_files_that_are_not_logs_and_unopenable_names_are_data_errors(roots):
+    from causalrec.platform.errors import DataError
+
+    base, core = roots
+    (base / "root" / "summary.json").write_text("{}")
+    with pytest.raises(DataError, match=r"path: 'summary\.json' is not a causalrec Parquet log"):
+        _evaluate(core, "summary.json")
+    with pytest.raises(DataError, match="cannot be opened"):
+        _evaluate(core, "a" * 300)  # one name longer than the file system allows
