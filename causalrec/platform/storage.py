@@ -44,6 +44,7 @@ __all__ = [
     "read_log_column",
     "read_logs",
     "read_user_features",
+    "remove_stale_staging",
     "write_atomic",
     "write_csv_atomic",
     "write_json_atomic",
@@ -122,18 +123,85 @@ def atomic_output_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[P
     """
     out = check_output_dir(out, overwrite=overwrite).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging = out.with_name(f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}")
     staging.mkdir()
+    lock = _hold_staging(staging)
     try:
+        remove_stale_staging(out)
         yield staging
     except BaseException:
+        _release_staging(staging, lock)
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _release_staging(staging, lock)
     retired = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     if out.exists():
         os.replace(out, retired)
     os.replace(staging, out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+#: Lock file inside a staging directory, held (``flock``) by its writer while it writes.
+_STAGING_LOCK = ".writer.lock"
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.staging-"
+
+
+def _hold_staging(staging: Path) -> int | None:
+    """Lock ``staging`` for this writer (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): stale folders stay
+        return None
+    descriptor = os.open(staging / _STAGING_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return descriptor
+
+
+def _release_staging(staging: Path, descriptor: int | None) -> None:
+    """Drop the lock file (it must not land in the output) and release the lock."""
+    if descriptor is None:
+        return
+    (staging / _STAGING_LOCK).unlink(missing_ok=True)
+    os.close(descriptor)
+
+
+def remove_stale_staging(out: str | Path) -> list[Path]:
+    """Delete staging directories of ``out`` that writers killed mid-write left behind.
+
+    Only directories of this kind (``.NAME.staging-*`` beside ``out``) that hold a writer lock
+    nobody holds any more are removed: a live writer holds its lock until it finishes, and a
+    directory without a lock file (written by an older causalrec, or one being created right
+    now) is left alone.
+
+    Returns:
+        The directories removed.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows)
+        return []
+    out = Path(out).absolute()
+    removed = []
+    for candidate in out.parent.glob(f"{_staging_prefix(out)}*"):
+        lock_file = candidate / _STAGING_LOCK
+        try:
+            descriptor = os.open(lock_file, os.O_RDWR)
+        except OSError:  # no lock file: not ours to judge
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            os.close(descriptor)
+            continue
+        try:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 class LogWriter:

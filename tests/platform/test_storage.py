@@ -152,3 +152,54 @@ def test_feedback_container_validates(small_simulator):
         LoggedFeedback(**{**columns, "click": log.click[:10]}, n_items=log.n_items)
     subset = log.select(log.click == 1)
     assert subset.n_rows == int(log.click.sum())
+
+
+_WRITER = """
+import sys, time
+from causalrec.platform import storage
+with storage.atomic_output_dir(sys.argv[1], overwrite=True) as staging:
+    (staging / "part.txt").write_text("half")
+    print(staging, flush=True)
+    time.sleep(60)
+"""
+
+
+def _start_writer(out):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    staging = process.stdout.readline().strip()
+    assert staging, "the writer did not start"
+    return process, staging
+
+
+def test_staging_left_by_a_killed_writer_is_removed_at_the_next_write(tmp_path):
+    import os
+    import signal
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    killed, stale = _start_writer(out)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    killed.stdout.close()
+    assert Path(stale).is_dir()
+    live, running = _start_writer(out)  # the next write cleans what the killed one left
+    try:
+        assert not Path(stale).exists() and Path(running).is_dir()
+        (tmp_path / ".run.staging-legacy").mkdir()  # no lock: an older writer's, left alone
+        with storage.atomic_output_dir(out, overwrite=True) as staging:
+            (staging / "done.txt").write_text("ok")
+        assert Path(running).is_dir()  # a live writer's staging is kept
+        assert (tmp_path / ".run.staging-legacy").is_dir()
+        assert sorted(p.name for p in out.iterdir()) == ["done.txt"]  # no lock file lands
+    finally:
+        os.killpg(live.pid, signal.SIGKILL)
+        live.wait(timeout=30)
+        live.stdout.close()
