@@ -265,8 +265,9 @@ class SavedModel:
     def describe(self) -> dict[str, Any]:
         """The manifest plus the training record (``tuning``) and ``model_version``."""
         description = dict(self.manifest)
-        if self.training_record is not None:
-            description["tuning"] = self.training_record
+        record = self.training_record
+        if record is not None:
+            description["tuning"] = record
         description["model_version"] = self.version
         return description
 
@@ -310,23 +311,35 @@ class SavedModel:
         return self.load().policy(k, exploration, epsilon=epsilon, temperature=temperature)
 
     def _read_state(self) -> ModelState:
-        files = self.manifest.get("state_files", {})
-        for name, digest in files.items():
-            path = self.path / name
-            if not path.is_file():
-                raise LogFormatError(f"{str(path)!r} is missing from the saved model")
-            if _sha256(path) != digest:
-                raise LogFormatError(
-                    f"{str(path)!r} does not match its SHA-256 in {MANIFEST_FILE}: the file was "
-                    "altered or truncated after saving"
-                )
-        arrays = _read_arrays(self.path / STATE_FILE) if STATE_FILE in files else {}
+        # Each file is read once: the bytes checked against the manifest are the bytes loaded.
+        contents = {
+            name: self._checked_bytes(name, digest)
+            for name, digest in self.manifest.get("state_files", {}).items()
+        }
+        arrays = (
+            _read_arrays(self.path / STATE_FILE, contents[STATE_FILE])
+            if STATE_FILE in contents
+            else {}
+        )
         estimators = {
-            name.removesuffix(_SKOPS_SUFFIX): _read_skops(self.path / name)
-            for name in files
+            name.removesuffix(_SKOPS_SUFFIX): _read_skops(self.path / name, data)
+            for name, data in contents.items()
             if name.endswith(_SKOPS_SUFFIX)
         }
         return ModelState(arrays=arrays, estimators=estimators)
+
+    def _checked_bytes(self, name: str, digest: str) -> bytes:
+        """The content of state file ``name``, refused unless its SHA-256 is ``digest``."""
+        path = self.path / name
+        if not path.is_file():
+            raise LogFormatError(f"{str(path)!r} is missing from the saved model")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise LogFormatError(
+                f"{str(path)!r} does not match its SHA-256 in {MANIFEST_FILE}: the file was "
+                "altered or truncated after saving"
+            )
+        return data
 
     def _read_state_v1(self) -> ModelState:
         """Version 1: ``weights.pt`` (torch state dict) or ``model.pkl`` (gradient boosting)."""
@@ -386,22 +399,23 @@ def _write_descriptions(
         storage.write_feature_tables(directory, *feature_tables)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _read_arrays(path: Path, data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file's content ``data`` (``path`` names it in errors)."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+        return load(data)
+    except SafetensorError as exc:
         raise LogFormatError(f"cannot read {str(path)!r}: {exc}") from None
 
 
-def _read_skops(path: Path) -> Any:
-    """A skops file, refused when it holds a type outside skops' defaults and the trusted list."""
+def _read_skops(path: Path, data: bytes) -> Any:
+    """A skops file's content, refused when it holds a type outside skops' defaults and the list."""
     import skops.io
 
     try:
-        untrusted = skops.io.get_untrusted_types(file=path)
+        untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises assorted errors on corrupt zip files
         raise LogFormatError(f"cannot read {str(path)!r}: {exc}") from None
     refused = sorted(set(untrusted) - set(TRUSTED_SKOPS_TYPES))
@@ -410,7 +424,7 @@ def _read_skops(path: Path) -> Any:
             f"{str(path)!r} holds types causalrec does not trust: {refused}; refused (trusted: "
             f"skops' defaults and {list(TRUSTED_SKOPS_TYPES)})"
         )
-    return skops.io.load(path, trusted=list(untrusted))
+    return skops.io.loads(data, trusted=list(untrusted))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

@@ -89,8 +89,9 @@ def resolve_policy(
                 f"{field}: model {spec!r} has n_items={model.n_items}; the log has "
                 f"n_items={logs.n_items}"
             )
-        size = k or (logs.slate_size if logs is not None else world.slate_size if world else 1)
-        policy = model.load().policy(size, exploration or Exploration())
+        if k is None:
+            k = logs.slate_size if logs is not None else world.slate_size if world else 1
+        policy = model.load().policy(k, exploration or Exploration())
         return ResolvedPolicy(spec, policy, model)
     if path.exists():
         raise ConfigError(f"{field}: {spec!r} is a path but holds no saved model")
