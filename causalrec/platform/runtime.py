@@ -5,6 +5,11 @@ default) — even when a ``ray start`` cluster runs on the same machine, which p
 would join; with either, the process joins that cluster. Clusters started with
 ``ray start --head`` on Ray >= 2.60 use token authentication: clients need
 ``RAY_AUTH_MODE=token`` (the token is read from ``~/.ray/auth_token``).
+
+The local Ray listens on loopback only (:func:`loopback_only`): its node IP is 127.0.0.1, so
+the GCS, the raylet, every worker's gRPC server, the runtime-env and dashboard agents and the
+metrics exporters bind 127.0.0.1, and :mod:`causalrec.serve._loopback` binds Serve replicas'
+inter-deployment gRPC servers there too. Nothing of it is reachable from another machine.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["SERVE_LATENCY_ENV", "free_port", "init_ray", "output_to_file"]
+__all__ = [
+    "LOOPBACK_ENV",
+    "SERVE_LATENCY_ENV",
+    "free_port",
+    "init_ray",
+    "is_loopback",
+    "loopback_only",
+    "output_to_file",
+]
 
 #: Ray Serve settings of the local Ray that :func:`init_ray` starts, for low latency on small
 #: machines (each is a process-wide Serve constant read when Ray's processes start; a value
@@ -32,6 +45,56 @@ SERVE_LATENCY_ENV = {
 }
 
 
+#: Environment of the processes of a loopback-only local Ray. With Ray's cluster switch off
+#: (``ray_constants.ENABLE_RAY_CLUSTER``, on by default on Linux), ``127.0.0.1`` is not rewritten
+#: to the machine's address (``services.resolve_ip_for_localhost``) and becomes the node IP, and
+#: Ray's servers bind the node IP. Export it before ``ray start --head --node-ip-address
+#: 127.0.0.1`` for a single-node cluster on loopback; ``ray start --address`` (a second node)
+#: refuses to run with it, since a node on loopback cannot be reached from another machine.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+_LOOPBACK_IP = "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IPv4/IPv6 address, possibly IPv4-mapped) is a loopback address."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[str]:
+    """A block in which a new local Ray starts on 127.0.0.1; yields the node IP to pass.
+
+    Ray starts its processes (GCS, raylet, agents, workers) from this process's environment, so
+    :data:`LOOPBACK_ENV` is set for the block and inherited by them; this process's own view of
+    the switch was read when ``ray`` was imported, so it is set for the block too. Both are
+    restored after it: later subprocesses (``ray start`` of a real cluster) see the caller's
+    environment.
+    """
+    from ray._private import ray_constants
+
+    saved_env = {name: os.environ.get(name) for name in LOOPBACK_ENV}
+    saved_switch = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield _LOOPBACK_IP
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_switch
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def init_ray(
     address: str | None = None, *, num_cpus: int | None = None, **kwargs: Any
 ) -> dict[str, Any]:
@@ -39,7 +102,8 @@ def init_ray(
 
     Args:
         address: Cluster address (``"auto"``, ``"ray://host:port"``, ``"host:port"``); defaults
-            to ``RAY_ADDRESS`` when set, otherwise a local cluster is started.
+            to ``RAY_ADDRESS`` when set, otherwise a local cluster is started, listening on
+            loopback only (:func:`loopback_only`).
         num_cpus: CPUs of a local cluster (ignored when joining one).
         **kwargs: Passed to ``ray.init``.
 
@@ -51,11 +115,13 @@ def init_ray(
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **kwargs}
-        if address is None:
-            address, options["num_cpus"] = "local", num_cpus
-            for name, value in SERVE_LATENCY_ENV.items():
-                os.environ.setdefault(name, value)
-        ray.init(address=address, **options)
+        if address is not None:
+            ray.init(address=address, **options)
+            return ray.cluster_resources()
+        for name, value in SERVE_LATENCY_ENV.items():
+            os.environ.setdefault(name, value)
+        with loopback_only() as node_ip:
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address=node_ip, **options)
     return ray.cluster_resources()
 
 

@@ -35,6 +35,7 @@ from ray.serve.handle import DeploymentHandle
 
 from causalrec.methods.artifact import SavedModel, is_saved_model
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
+from causalrec.serve._loopback import bind_replica_grpc_to_loopback_node
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
@@ -107,6 +108,7 @@ class RecommenderDeployment:
         """Serve's health check: fails when the model is not loaded."""
         if not hasattr(self.core.model, "n_items_"):
             raise RuntimeError("the recommender replica has no loaded model")
+        bind_replica_grpc_to_loopback_node()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
@@ -140,6 +142,7 @@ class EvaluatorDeployment:
 
 
 @serve.deployment(num_replicas=1)
+        bind_replica_grpc_to_loopback_node()
 class FeedbackSinkDeployment:
     """Pending served requests joined with their clicks, written as causalrec logs."""
 
@@ -152,6 +155,7 @@ class FeedbackSinkDeployment:
             flush_rows=flush_rows,
             metadata={"model_version": saved.version, "model_dir": str(saved.path)},
             user_features=saved.user_features,
+        bind_replica_grpc_to_loopback_node()
         )
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
@@ -203,6 +207,7 @@ class CausalRecIngress:
         # Imported here, at run time in the replica: the module's state is what the middleware
         # reads (the class and its app arrive by value).
         from causalrec.serve import limits
+        bind_replica_grpc_to_loopback_node()
 
         limits.BODY_LIMIT["bytes"] = max_body_bytes
 
