@@ -3,8 +3,11 @@
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -12,6 +15,7 @@ import yaml
 from causalrec.pipeline.runner import LOG_FILE
 from causalrec.platform.runtime import output_to_file
 
+from ..listeners import exposed, listeners
 from .test_pipeline import TINY
 
 #: What a successful run must not show on the console.
@@ -48,7 +52,11 @@ def test_output_in_the_block_goes_to_the_file_and_handlers_come_back(tmp_path, c
 
 @pytest.mark.slow
 def test_a_successful_run_prints_one_line_per_stage_and_no_noise(tmp_path):
-    """The real console, in a process of its own (its own local Ray, started and stopped)."""
+    """The real console, in a process of its own (its own local Ray, started and stopped).
+
+    While it runs, the sockets its process tree listens on (Ray, Tune's trials, Serve's proxy
+    and replicas) are listed once a second: every one must be bound to loopback.
+    """
     values = json.loads(json.dumps(TINY))
     values["serve"] = {"deploy": True, "port": 0}  # Serve's output is part of what is checked
     values["abtest"] = {"users": 500, "via": "http"}
@@ -56,13 +64,31 @@ def test_a_successful_run_prints_one_line_per_stage_and_no_noise(tmp_path):
     path.write_text(yaml.safe_dump(values))
     out = tmp_path / "run"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    done = subprocess.run(
-        [sys.executable, "-m", "causalrec.platform.cli", "pipeline", "--config", str(path),
-         "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
+    seen, deadline = set(), time.monotonic() + 900
+    with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "causalrec.platform.cli", "pipeline", "--config", str(path),
+             "--out", str(out)],
+            env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                seen.update(listeners(process.pid))
+                time.sleep(1)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    done = SimpleNamespace(
+        returncode=process.returncode,
+        stdout=(tmp_path / "stdout").read_text(),
+        stderr=(tmp_path / "stderr").read_text(),
+    )
     console = done.stdout + done.stderr
     assert done.returncode == 0, console
+    names = {name for name, _, _ in seen}
+    assert {"gcs_server", "raylet"} <= names and any("ServeReplica" in n for n in names), seen
+    assert exposed(sorted(seen)) == [], exposed(sorted(seen))
     for word in NOISE:
         assert word not in console, console
     stages = [line for line in done.stdout.splitlines() if line.startswith("[")]
