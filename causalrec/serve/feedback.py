@@ -4,15 +4,44 @@ The sink remembers each served request (its slates and their exact propensities)
 feedback arrives, then buffers the impressions as rows of the causalrec log format and writes a
 Parquet part file atomically (temporary file, then rename) every ``flush_rows`` rows, so
 ``read_logs(feedback_dir)`` always sees whole files and the traffic can be evaluated off-policy
-later, as any other log. One sink replica per application keeps round ids unique.
+later, as any other log. One sink replica per directory keeps round ids unique.
+
+Durability. Every change is appended to a journal first (``directory/journal/segment-*.jsonl``,
+one JSON line per served request or feedback; ``read_logs`` never opens it), and a sink opened
+on a directory replays what its journal holds, so a restarted replica carries on where the
+killed one stopped:
+
+* A ``/feedback`` answered 200 is on disk (fsync) before the answer: ``add_feedback`` appends
+  the clicks to the journal and calls ``os.fsync`` before it returns, so an acknowledged
+  feedback survives a kill of the process and a crash of the machine. With ``sync=False`` it
+  survives a kill of the process only.
+* A served request (``record``) is handed to the operating system, not fsynced: it survives a
+  kill of the process, not a crash of the machine, unless a later fsync covered it (every
+  journal line written before an fsync is on disk). Feedback for a request lost that way gets
+  ``UnknownRequestError`` (404), as for an expired one.
+* No duplicates after a crash: a flush writes the rows of one journal segment as the part file
+  named after it (``logs/part-seg-000000000042.parquet``) before the segment is retired, and the
+  replay never writes a segment whose part exists again. A line torn by a kill in the middle of
+  a write (the last of its segment) is ignored; every earlier line is used.
+
+A flush starts a new segment. A retired segment is deleted once none of its served requests is
+still pending (pending requests are not copied forward), so the journal holds about the last
+``capacity`` served requests and the feedback not yet in a part file; when feedback is rare, a
+segment (and the rows buffered so far) is also retired after ``capacity`` served requests.
+One sink writes a directory at a time (one replica): two sinks opened on it at once each take
+their own segment numbers, but share nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import time
-import uuid
-from collections import OrderedDict
+import json
+import logging
+import os
+import re
+import threading
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +49,121 @@ import numpy as np
 
 from causalrec.platform import schema as log_schema_module
 from causalrec.platform import storage
-from causalrec.platform.errors import DataError
+from causalrec.platform.errors import DataError, LogFormatError
 from causalrec.platform.feedback import LoggedFeedback
 
-__all__ = ["FeedbackLog", "UnknownRequestError"]
+__all__ = ["JOURNAL_SUBDIR", "FeedbackLog", "UnknownRequestError"]
+
+#: Folder of the journal segments, beside ``logs/``.
+JOURNAL_SUBDIR = "journal"
+#: Version of the journal's line format, written in the first line of every segment.
+JOURNAL_VERSION = 1
+_ENTRY_KINDS = ("served", "feedback")
+_SEGMENT_FILE = re.compile(r"segment-(\d{12})\.jsonl")
+_PART_FILE = re.compile(r"part-seg-(\d{12})\.parquet")
+_logger = logging.getLogger(__name__)
 
 
 class UnknownRequestError(DataError):
     """Feedback for a request id the sink does not hold (never served, expired or answered)."""
 
 
+def _segment_name(number: int) -> str:
+    return f"segment-{number:012d}.jsonl"
+
+
+def _part_name(number: int) -> str:
+    return f"part-seg-{number:012d}.parquet"
+
+
+def _numbers(directory: Path, pattern: re.Pattern[str]) -> list[int]:
+    matches = (pattern.fullmatch(path.name) for path in directory.iterdir())
+    return sorted(int(match.group(1)) for match in matches if match)
+
+
+def _encode(value: Any) -> Any:
+    """JSON form of the numpy values of a served request (arrays keep dtype and shape)."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str, "shape": value.shape}
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _decode(obj: dict[str, Any]) -> Any:
+    if "__ndarray__" in obj:
+        return np.array(obj["__ndarray__"], dtype=obj["dtype"]).reshape(obj["shape"])
+    return obj
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    # repr of a float64 (what json writes) reads back exactly; NaN is written as NaN.
+    return (json.dumps(entry, default=_encode, separators=(",", ":")) + "\n").encode()
+
+
+def _read_segment(path: Path) -> list[dict[str, Any]]:
+    """The entries of a journal segment, without its header and a torn last line.
+
+    Raises:
+        LogFormatError: If the header is missing or of another version, or a line before the
+            last one is unreadable (the message names the file and line).
+    """
+    lines = path.read_bytes().split(b"\n")
+    entries: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip(b"\0"):  # the final newline, or unwritten blocks after a machine crash
+            continue
+        try:
+            entry = json.loads(raw, object_hook=_decode)
+        except ValueError:
+            if number == len(lines):  # torn by a kill in the middle of a write
+                break
+            entry = None
+        kinds = _ENTRY_KINDS if entries else ("journal",)  # the header comes first
+        if not isinstance(entry, dict) or entry.get("kind") not in kinds:
+            raise LogFormatError(
+                f"{str(path)!r} line {number}: not a journal {'entry' if entries else 'header'} "
+                f"({raw[:60]!r})"
+            )
+        entries.append(entry)
+    if entries and entries[0].get("version") != JOURNAL_VERSION:
+        raise LogFormatError(
+            f"{str(path)!r} has journal version {entries[0].get('version')}; this causalrec "
+            f"reads version {JOURNAL_VERSION}"
+        )
+    return entries[1:]
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class FeedbackLog:
-    """Pending served requests and a buffer of logged impressions.
+    """Pending served requests and a buffer of logged impressions, journaled on disk.
+
+    Opening a sink on a directory a killed sink used replays its journal: the pending requests
+    come back, and the feedback that was not in a part file yet is written as one.
 
     Args:
-        directory: Log directory (``part-*.parquet`` files go to ``directory/logs``).
+        directory: Log directory (``part-*.parquet`` files go to ``directory/logs``, the
+            journal to ``directory/journal``).
         n_items: Catalogue size of the served model.
         capacity: Pending requests remembered (the oldest is dropped first).
         flush_rows: Buffered rows that trigger a write.
         metadata: Extra self-description stored in every file (model version, ...).
         user_features: Features of every user, shape (n_users, d), logged with each impression
             (``None``: one constant 0 column — the log format needs at least one).
+        sync: Whether ``add_feedback`` (and a flush) calls ``os.fsync`` before returning, so
+            acknowledged feedback survives a machine crash. ``False`` keeps it safe from a kill
+            of the process only, and costs no disk flush.
+
+    Raises:
+        LogFormatError: If a journal segment is unreadable before its last line.
     """
 
     def __init__(
@@ -52,12 +175,16 @@ class FeedbackLog:
         flush_rows: int = 1024,
         metadata: dict[str, Any] | None = None,
         user_features: np.ndarray | None = None,
+        sync: bool = True,
     ):
         self.directory = Path(directory)
         self.logs_dir = self.directory / storage.LOGS_SUBDIR
+        self.journal_dir = self.directory / JOURNAL_SUBDIR
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
         self.n_items, self.capacity, self.flush_rows = n_items, capacity, flush_rows
         self.metadata = dict(metadata or {})
+        self.sync = sync
         self._estimated = False  # whether a buffered slate has estimated propensities
         self.user_features = user_features
         self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -65,6 +192,15 @@ class FeedbackLog:
         self.buffered_rows = 0
         self.written_files = 0
         self.next_round = self._next_round_id()
+        self._lock = threading.Lock()
+        self._origin: dict[str, int] = {}  # segment holding each pending request's served line
+        self._live: Counter[int] = Counter()  # pending requests per segment
+        self._answered: list[int] = []  # origins of the requests answered in the buffer
+        self._retired: set[int] = set()  # segments closed, deleted once none is live
+        self._fd: int | None = None
+        self._segment = -1  # the open segment
+        self._served_lines = 0  # served lines in the open segment
+        self._replay()
 
     def _next_round_id(self) -> int:
         if not any(self.logs_dir.glob("part-*.parquet")):
@@ -75,42 +211,102 @@ class FeedbackLog:
         """Remember a served request: ``users`` (n,), ``items``, ``propensities``, ``prefix``.
 
         The last three have shape (n, k); ``policy`` is one name or one per user (A/B tests).
+        The request is journaled (handed to the operating system, not fsynced) before it is
+        remembered; a request id recorded again replaces the earlier request, as the newest.
+
+        Raises:
+            DataError: If ``served`` holds a value that cannot be journaled.
         """
-        self.pending[request_id] = served
-        while len(self.pending) > self.capacity:
-            self.pending.popitem(last=False)
+        try:
+            line = _line({"kind": "served", "request_id": request_id, "served": served})
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"served: cannot be journaled as JSON ({exc})") from None
+        with self._lock:
+            self._append(line, sync=False)
+            self._remember(request_id, served, self._segment)
+            self._served_lines += 1
+            if self._served_lines >= self.capacity:  # rare feedback: retire the segment anyway
+                self._flush_after_ack(rotate=True)
 
     def add_feedback(self, request_id: str, clicks: list[list[int]]) -> int:
         """Join clicks to a served request and buffer its impressions; returns the row count.
+
+        The clicks are journaled (and fsynced, with ``sync``) before the method returns.
 
         Raises:
             UnknownRequestError: If the request is not pending.
             DataError: If ``clicks`` does not match the request's slates (shape named).
         """
-        served = self.pending.get(request_id)
-        if served is None:
-            raise UnknownRequestError(
-                f"request_id: {request_id!r} is not pending (never served, already answered, or "
-                f"older than the last {self.capacity} requests)"
-            )
-        items = served["items"]
-        n, k = items.shape
-        lengths = sorted({len(row) for row in clicks})
-        if len(clicks) != n or lengths != [k]:
-            raise DataError(
-                f"clicks: expected {n} list(s) of {k} clicks (users x items of the request); "
-                f"got {len(clicks)} list(s) of lengths {lengths}"
-            )
+        with self._lock:
+            served = self.pending.get(request_id)
+            if served is None:
+                raise UnknownRequestError(
+                    f"request_id: {request_id!r} is not pending (never served, already answered, "
+                    f"or older than the last {self.capacity} requests)"
+                )
+            items = served["items"]
+            n, k = items.shape
+            lengths = sorted({len(row) for row in clicks})
+            if len(clicks) != n or lengths != [k]:
+                raise DataError(
+                    f"clicks: expected {n} list(s) of {k} clicks (users x items of the request); "
+                    f"got {len(clicks)} list(s) of lengths {lengths}"
+                )
+            clicks_array = np.asarray(clicks, dtype=np.int64)
+            chunk = self._chunk(served, clicks_array)
+            entry = {"kind": "feedback", "request_id": request_id, "clicks": clicks_array.tolist()}
+            self._append(_line(entry), sync=self.sync)
+            self._answer(request_id, chunk)
+            if self.buffered_rows >= self.flush_rows:
+                self._flush_after_ack(rotate=False)
+            return chunk.n_rows
+
+    def flush(self) -> Path | None:
+        """Write the buffered rows as one Parquet part file (atomically); returns its path.
+
+        The part is named after the journal segment whose feedback it holds; a new segment is
+        started.
+        """
+        with self._lock:
+            if not self.buffer:
+                return None
+            return self._rotate()
+
+    def close(self) -> None:
+        """Close the journal (buffered rows stay in it, for the next sink on the directory)."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+    # Pending requests and buffered rows (the same steps live and in a replay).
+
+    def _remember(self, request_id: str, served: dict[str, Any], segment: int) -> None:
+        if request_id in self.pending:
+            self._forget(request_id)
+        self.pending[request_id] = served
+        self._origin[request_id] = segment
+        self._live[segment] += 1
+        while len(self.pending) > self.capacity:
+            self._forget(next(iter(self.pending)))
+
+    def _forget(self, request_id: str) -> None:
+        """Drop a pending request (expired, replaced, or answered in a part file already)."""
         del self.pending[request_id]
+        self._live[self._origin.pop(request_id)] -= 1
+
+    def _chunk(self, served: dict[str, Any], clicks: np.ndarray) -> LoggedFeedback:
         users = np.asarray(served["users"], dtype=np.int64)
         if self.user_features is not None:
             features = self.user_features[users]
         else:
-            features = np.zeros((n, 1), dtype=np.float32)
-        chunk = LoggedFeedback.from_slates(
+            features = np.zeros((len(users), 1), dtype=np.float32)
+        return LoggedFeedback.from_slates(
             users=users,
-            slates=items,
-            clicks=np.asarray(clicks, dtype=np.int64),
+            slates=served["items"],
+            clicks=clicks,
             pscore=served["propensities"],
             pscore_prefix=served["prefix"],
             user_features=features,
@@ -118,18 +314,81 @@ class FeedbackLog:
             n_items=self.n_items,
             first_round=self.next_round,
         )
-        self.next_round += n
+
+    def _answer(self, request_id: str, chunk: LoggedFeedback) -> None:
+        served = self.pending.pop(request_id)
+        # Its served line must stay in the journal until the rows are in a part file.
+        self._answered.append(self._origin.pop(request_id))
+        self.next_round = int(chunk.round_id[-1]) + 1
         self.buffer.append(chunk)
         self.buffered_rows += chunk.n_rows
         self._estimated |= "estimated" in served.get("propensity_kind", ())
-        if self.buffered_rows >= self.flush_rows:
-            self.flush()
-        return chunk.n_rows
 
-    def flush(self) -> Path | None:
-        """Write the buffered rows as one Parquet part file (atomically); returns its path."""
-        if not self.buffer:
-            return None
+    # Journal segments.
+
+    def _path(self, segment: int) -> Path:
+        return self.journal_dir / _segment_name(segment)
+
+    def _append(self, line: bytes, *, sync: bool) -> None:
+        """Append one line to the open segment; on failure the segment is cut back to before it."""
+        if self._fd is None:
+            self._open_segment()
+        view, end = memoryview(line), os.fstat(self._fd).st_size
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if sync:
+                os.fsync(self._fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+            raise
+
+    def _open_segment(self) -> None:
+        """Start the next segment and delete the retired ones no pending request needs."""
+        segment = self._segment + 1
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        while True:  # a number taken (by another sink on the directory) is never reused
+            try:
+                descriptor = os.open(self._path(segment), flags, 0o644)
+                break
+            except FileExistsError:
+                segment += 1
+        try:
+            os.write(descriptor, _line({"kind": "journal", "version": JOURNAL_VERSION}))
+            if self.sync:
+                os.fsync(descriptor)
+                _fsync_path(self.journal_dir)
+        except BaseException:
+            os.close(descriptor)
+            self._path(segment).unlink(missing_ok=True)
+            raise
+        self._fd, self._segment, self._served_lines = descriptor, segment, 0
+        for retired in sorted(self._retired):
+            if self._live[retired] <= 0:
+                self._path(retired).unlink(missing_ok=True)
+                self._retired.discard(retired)
+                del self._live[retired]
+
+    def _rotate(self) -> Path | None:
+        """Write the open segment's rows as its part file, retire it and open the next one."""
+        path = self._write_part(self._segment) if self.buffer else None
+        self.close()
+        self._retired.add(self._segment)
+        self._open_segment()
+        return path
+
+    def _flush_after_ack(self, *, rotate: bool) -> None:
+        """Flush after an acknowledged change: a failure is logged, the next flush retries."""
+        try:
+            if rotate or self.buffer:
+                self._rotate()
+        except OSError:  # the rows stay buffered and journaled
+            _logger.warning(
+                "feedback flush to %s failed; retried later", self.logs_dir, exc_info=True
+            )
+
+    def _write_part(self, segment: int) -> Path:
         slate_size = max(chunk.slate_size for chunk in self.buffer)
         # concat keeps the first part's slate size: give it the largest before concatenating.
         first = dataclasses.replace(self.buffer[0], slate_size=slate_size)
@@ -137,14 +396,47 @@ class FeedbackLog:
         metadata = {
             **self.metadata,
             "source": "causalrec serve feedback",
+            "journal_segment": segment,
             "n_items": self.n_items,
             "slate_size": slate_size,
             # As in simulated logs: whether some served marginals were Monte Carlo estimates.
             "pscore": "estimated" if self._estimated else "exact",
         }
         schema = log_schema_module.log_schema(chunk.user_features.shape[1], metadata)
-        path = self.logs_dir / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        path = self.logs_dir / _part_name(segment)
         storage.write_table_atomic(path, storage.feedback_to_table(chunk, schema))
-        self.buffer, self.buffered_rows, self._estimated = [], 0, False
+        if self.sync:  # the part must be on disk before its segment can go
+            try:
+                _fsync_path(path)
+                _fsync_path(self.logs_dir)
+            except BaseException:  # no part may stand for a segment that still grows
+                path.unlink(missing_ok=True)
+                raise
+        for origin in self._answered:
+            self._live[origin] -= 1
+        self.buffer, self.buffered_rows, self._estimated, self._answered = [], 0, False, []
         self.written_files += 1
         return path
+
+    def _replay(self) -> None:
+        """Rebuild pending requests and buffered rows from the journal a previous sink left."""
+        segments = _numbers(self.journal_dir, _SEGMENT_FILE)
+        parts = set(_numbers(self.logs_dir, _PART_FILE))
+        for segment in segments:
+            written = segment in parts
+            for entry in _read_segment(self._path(segment)):
+                request_id = entry["request_id"]
+                if entry["kind"] == "served":
+                    self._remember(request_id, entry["served"], segment)
+                elif request_id not in self.pending:  # a retried write's second copy
+                    continue
+                elif written:  # its rows are in the segment's part file already
+                    self._forget(request_id)
+                else:
+                    clicks = np.asarray(entry["clicks"], dtype=np.int64)
+                    self._answer(request_id, self._chunk(self.pending[request_id], clicks))
+            if self.buffer:
+                self._write_part(segment)
+            self._retired.add(segment)
+        self._segment = max([*segments, *parts], default=-1)
+        self._open_segment()
