@@ -22,6 +22,7 @@ beyond them Serve answers 503 at once instead of queuing without bound.
 import asyncio
 import contextlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,16 @@ from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
 from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
 from causalrec.serve.limits import BodySizeLimit
-from causalrec.serve.recommender import RecommenderCore, request_problem
+from causalrec.serve.recommender import (
+    DeadlineExceededError,
+    RequestLimits,
+    UnhealthyModelError,
+    request_problem,
+)
 from causalrec.serve.routing import ARMS, ExperimentSplit
 from causalrec.serve.schemas import (
+    ERROR_RESPONSES,
+    ErrorResponse,
     EvaluateRequest,
     EvaluateResponse,
     FeedbackRequest,
@@ -50,7 +58,9 @@ from causalrec.serve.schemas import (
     RecommendRequest,
     RecommendResponse,
     UserRecommendation,
+    ValidationErrorResponse,
 )
+from causalrec.serve.scoring import Scorer
 
 __all__ = ["api", "build_app"]
 
@@ -60,6 +70,7 @@ api = FastAPI(
         "Recommendations with the exact propensity of every returned item, counterfactual "
         "(off-policy) evaluation, and feedback logging into the causalrec log format."
     ),
+    responses=ERROR_RESPONSES,  # every path's error answers, 422 included (FastAPI's replaced)
 )
 
 
@@ -68,7 +79,10 @@ api.add_middleware(BodySizeLimit)
 
 @api.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 naming each offending field (values are not echoed: NaN is not valid JSON)."""
+    """422 naming each offending field (values are not echoed: NaN is not valid JSON).
+
+    The body is a :class:`ValidationErrorResponse`, as the OpenAPI documents for 422.
+    """
     errors = [
         {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
         for error in exc.errors()
@@ -76,16 +90,21 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     fields = "; ".join(
         f"{'.'.join(str(part) for part in e['loc'] if part != 'body')}: {e['msg']}" for e in errors
     )
-    return JSONResponse({"detail": fields, "errors": errors}, status_code=422)
+    body = ValidationErrorResponse(detail=fields, errors=errors)
+    return JSONResponse(body.model_dump(), status_code=422)
 
 
 def _error(exc: Exception) -> JSONResponse:
     """The HTTP answer to a causalrec error raised in a deployment (its cause, without trace)."""
     cause = getattr(exc, "cause", None) or exc
-    return JSONResponse({"detail": str(cause)}, status_code=_status(cause))
+    return JSONResponse(ErrorResponse(detail=str(cause)).model_dump(), status_code=_status(cause))
 
 
 def _status(exc: Exception) -> int:
+    if isinstance(exc, DeadlineExceededError):
+        return 504
+    if isinstance(exc, UnhealthyModelError):
+        return 503
     if isinstance(exc, ForbiddenPathError):
         return 403
     if isinstance(exc, TooLargeError):
@@ -95,38 +114,52 @@ def _status(exc: Exception) -> int:
     return 422
 
 
+# Module-level helpers the deployments use are defined above them: Serve pickles a deployment
+# class (by value) when it is decorated.
+def _limits(args: ServeAppArgs) -> RequestLimits:
+    """The per-request work limits of the application's arguments."""
+    return RequestLimits(
+        max_users=args.max_users_per_request,
+        max_slate_items=args.max_slate_items,
+        max_softmax_k=args.max_softmax_k,
+    )
+
+
+def _scorer(model_dir: str, seed: int, args: ServeAppArgs) -> Scorer:
+    """A replica's :class:`Scorer` of ``model_dir``."""
+    return Scorer(
+        model_dir,
+        seed,
+        limits=_limits(args),
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_timeout_s,
+    )
+
+
 @serve.deployment
 class RecommenderDeployment:
-    """Loads the exported model once per replica and serves slates with propensities."""
+    """One arm's model in an A/B test: slates with propensities (:class:`Scorer`)."""
 
-    def __init__(self, model_dir: str, seed: int, max_batch_size: int, batch_wait_timeout_s: float):
-        self.core = RecommenderCore(model_dir, seed)
-        self._score.set_max_batch_size(max_batch_size)
-        self._score.set_batch_wait_timeout_s(batch_wait_timeout_s)
+    def __init__(self, model_dir: str, seed: int, args: ServeAppArgs):
+        bind_replica_grpc_to_loopback_node()
+        self.scorer = _scorer(model_dir, seed, args)
 
     def check_health(self) -> None:
-        """Serve's health check: fails when the model is not loaded."""
-        if not hasattr(self.core.model, "n_items_"):
-            raise RuntimeError("the recommender replica has no loaded model")
-        bind_replica_grpc_to_loopback_node()
+        """Serve's health check: the canary user must score finitely."""
+        self.scorer.check_health()
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _score(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
-        return self.core.score_batch(user_lists)
-
-    async def recommend(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Slates, scores and exact propensities for one request's users (ids or features)."""
-        users = request["users"]
-        if users is None:  # users described by features: scored directly, not batched by id
-            rows = self.core.model.score_features(np.asarray(request["user_features"]))
-            return {**self.core.draw(rows, request), "users": None, "version": self.core.version}
-        self.core.check_request(users, request["k"])
-        rows = await self._score(np.asarray(users, dtype=np.int64))
-        return {**self.core.draw(rows, request), "users": users, "version": self.core.version}
+    async def recommend(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """See :meth:`Scorer.recommend`."""
+        return await self.scorer.recommend(request, timeout_s)
 
     def manifest(self) -> dict[str, Any]:
         """The model's manifest (method, parameters, schema, tuning record, version)."""
-        return self.core.manifest
+        return self.scorer.core.manifest
+
+    def health(self) -> str:
+        """The canary's verdict for ``/healthz``: the model version, or the error."""
+        self.scorer.check_health()
+        return self.scorer.core.version
 
 
 @serve.deployment
@@ -134,19 +167,22 @@ class EvaluatorDeployment:
     """Off-policy evaluation of the served model or a named policy on logged data."""
 
     def __init__(self, model_dir: str, data_root: str | None, max_rows: int):
+        bind_replica_grpc_to_loopback_node()
         self.core = EvaluatorCore(model_dir, data_root, max_rows)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="causalrec-ope")
 
-    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
-        """See :meth:`EvaluatorCore.evaluate`."""
-        return self.core.evaluate(request)
+    async def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """See :meth:`EvaluatorCore.evaluate` (run off the event loop: health checks go on)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self.core.evaluate, request)
 
 
 @serve.deployment(num_replicas=1)
-        bind_replica_grpc_to_loopback_node()
 class FeedbackSinkDeployment:
     """Pending served requests joined with their clicks, written as causalrec logs."""
 
     def __init__(self, directory: str, model_dir: str, capacity: int, flush_rows: int):
+        bind_replica_grpc_to_loopback_node()
         saved = SavedModel.open(model_dir)
         self.log = FeedbackLog(
             directory,
@@ -155,7 +191,6 @@ class FeedbackSinkDeployment:
             flush_rows=flush_rows,
             metadata={"model_version": saved.version, "model_dir": str(saved.path)},
             user_features=saved.user_features,
-        bind_replica_grpc_to_loopback_node()
         )
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
@@ -177,63 +212,82 @@ class FeedbackSinkDeployment:
         return self.log.written_files
 
     def __del__(self):
-        with contextlib.suppress(Exception):  # best effort at shutdown; written rows stay
+        with contextlib.suppress(Exception):  # Serve calls it at a graceful stop
             self.log.flush()
 
 
 @serve.deployment
 @serve.ingress(api)
 class CausalRecIngress:
-    """HTTP front: validates requests and routes them to the deployments.
+    """HTTP front: validates requests, serves slates and routes the rest to the deployments.
 
-    With an experiment, each user's slate comes from the recommender of its arm
-    (:class:`~causalrec.serve.routing.ExperimentSplit`); without one, every user's from arm ``a``.
+    Without an experiment the ingress scores itself (:class:`Scorer`): the hot path has no hop
+    between deployments, and the ingress's replicas are the ones that scale. With one, each
+    user's slate comes from the recommender of its arm
+    (:class:`~causalrec.serve.routing.ExperimentSplit`).
     """
 
     def __init__(
         self,
-        recommenders: dict[str, DeploymentHandle],
+        args: ServeAppArgs,
+        recommenders: dict[str, DeploymentHandle] | None,
         evaluator: DeploymentHandle,
         sink: DeploymentHandle | None,
-        max_users_per_request: int,
-        max_body_bytes: int,
         split: ExperimentSplit | None = None,
     ):
-        self.recommenders, self.evaluator, self.sink = recommenders, evaluator, sink
-        self.recommender = recommenders["a"]
-        self.split = split
-        self.max_users = max_users_per_request
+        bind_replica_grpc_to_loopback_node()
+        self.args = args
+        self.recommenders, self.evaluator, self.sink, self.split = (
+            recommenders,
+            evaluator,
+            sink,
+            split,
+        )
+        self.scorer = None if recommenders else _scorer(args.model_dir, args.seed, args)
         self._manifest: dict[str, Any] | None = None
         # Imported here, at run time in the replica: the module's state is what the middleware
         # reads (the class and its app arrive by value).
         from causalrec.serve import limits
-        bind_replica_grpc_to_loopback_node()
 
-        limits.BODY_LIMIT["bytes"] = max_body_bytes
+        limits.BODY_LIMIT["bytes"] = args.max_body_bytes
 
-    async def _catalogue(self) -> tuple[int, int]:
-        """(n_users, n_items) of the served model, fetched once."""
+    def check_health(self) -> None:
+        """Serve's health check: the canary user must score finitely (when the ingress scores)."""
+        if self.scorer is not None:
+            self.scorer.check_health()
+
+    def app_args(self) -> dict[str, Any]:
+        """The application's arguments (what ``causalrec serve update`` starts from)."""
+        return self.args.model_dump()
+
+    async def _manifest_of_a(self) -> dict[str, Any]:
+        """The served (arm ``a``'s) model's manifest, fetched once."""
+        if self.scorer is not None:
+            return self.scorer.core.manifest
         if self._manifest is None:
-            self._manifest = await self.recommender.manifest.remote()
-        return self._manifest["n_users"], self._manifest["n_items"]
+            self._manifest = await self.recommenders["a"].manifest.remote()
+        return self._manifest
 
     async def _serve_arms(self, request: dict[str, Any]) -> tuple[dict[str, Any], list]:
         """Slates for the request's users from their arms' recommenders, in request order.
 
         Returns:
-            The served slates (as :meth:`RecommenderDeployment.recommend`; in an experiment
-            ``policy`` and ``version`` hold one value per user) and each user's arm.
+            The served slates (as :meth:`Scorer.recommend`; in an experiment ``policy`` and
+            ``version`` hold one value per user) and each user's arm.
         """
-        users = request["users"]
+        users, timeout_s = request["users"], self.args.request_timeout_s
+        if self.scorer is not None:
+            served = await self.scorer.recommend(request, timeout_s)
+            return served, [None] * len(served["items"])
         if self.split is None or users is None:
-            served = await self.recommender.recommend.remote(request)
+            served = await self.recommenders["a"].recommend.remote(request, timeout_s)
             return served, [None] * len(served["items"])
         arms = self.split.arms(np.asarray(users))
         rows = {arm: np.flatnonzero(arms == arm) for arm in ARMS if (arms == arm).any()}
         parts = await asyncio.gather(
             *(
                 self.recommenders[arm].recommend.remote(
-                    {**request, "users": [users[i] for i in index]}
+                    {**request, "users": [users[i] for i in index]}, timeout_s
                 )
                 for arm, index in rows.items()
             )
@@ -250,24 +304,43 @@ class CausalRecIngress:
         merged.update(policy=policy, version=version, propensity_kind=parts[0]["propensity_kind"])
         return merged, arms.tolist()
 
+    def _problem(self, request: dict[str, Any], manifest: dict[str, Any]) -> JSONResponse | None:
+        """The 413/422 answer to a request beyond the limits or the catalogue, if any."""
+        users = request["users"]
+        problem = request_problem(
+            users,
+            request["k"],
+            manifest["n_users"],
+            manifest["n_items"],
+            n_rows=len(users) if users is not None else len(request["user_features"]),
+            exploration=request["exploration"],
+            limits=_limits(self.args),
+        )
+        if problem is None:
+            return None
+        status, detail = problem
+        return JSONResponse(ErrorResponse(detail=detail).model_dump(), status_code=status)
+
+    async def _within_deadline(self, work, what: str):
+        """``await work`` within the request deadline (504 naming ``what`` past it)."""
+        timeout_s = self.args.request_timeout_s
+        try:
+            return await asyncio.wait_for(work, timeout=timeout_s)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"{what}: not answered within request_timeout_s = {timeout_s} s"
+            ) from None
+
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest):
         """Recommend ``k`` items per user with each item's exact propensity."""
         users = body.users
-        count, field = (
-            (len(users), "user_id") if users else (len(body.user_features), "user_features")
-        )
-        if count > self.max_users:
-            return JSONResponse(
-                {"detail": f"{field}: {count} users; at most {self.max_users} per request"},
-                status_code=413,
-            )
-        problem = request_problem(users, body.k, *await self._catalogue())
-        if problem:
-            return JSONResponse({"detail": problem}, status_code=422)
         request = {**body.model_dump(exclude={"user_id"}), "users": users}
+        refusal = self._problem(request, await self._manifest_of_a())
+        if refusal is not None:
+            return refusal
         try:
-            served, arms = await self._serve_arms(request)
+            served, arms = await self._within_deadline(self._serve_arms(request), "recommend")
         except CausalRecError as exc:
             return _error(exc)
         request_id = uuid.uuid4().hex
@@ -315,20 +388,31 @@ class CausalRecIngress:
     async def evaluate(self, body: EvaluateRequest):
         """Off-policy estimates (with intervals and diagnostics) of a policy's value."""
         request = body.model_dump()
+        timeout_s = self.args.evaluate_timeout_s
         try:
-            return await self.evaluator.evaluate.remote(request)
+            return await asyncio.wait_for(
+                self.evaluator.evaluate.remote(request), timeout=timeout_s
+            )
+        except TimeoutError:
+            return _error(
+                DeadlineExceededError(
+                    f"evaluate: not answered within evaluate_timeout_s = {timeout_s} s"
+                )
+            )
         except CausalRecError as exc:
             return _error(exc)
 
     @api.post("/feedback", response_model=FeedbackResponse)
     async def feedback(self, body: FeedbackRequest):
-        """Clicks on a served request; appended to the Parquet log sink."""
+        """Clicks on a served request; on disk (fsync) before the 200 (see FeedbackLog)."""
         if self.sink is None:
             return JSONResponse(
                 {"detail": "no feedback sink is configured (feedback_dir)"}, status_code=409
             )
         try:
-            counts = await self.sink.add_feedback.remote(body.request_id, body.clicks)
+            counts = await self._within_deadline(
+                self.sink.add_feedback.remote(body.request_id, body.clicks), "feedback"
+            )
         except CausalRecError as exc:
             return _error(exc)
         return FeedbackResponse(request_id=body.request_id, **counts)
@@ -336,18 +420,26 @@ class CausalRecIngress:
     @api.get("/model")
     async def model(self) -> dict[str, Any]:
         """The served model's manifest."""
-        return await self.recommender.manifest.remote()
+        return await self._manifest_of_a()
 
     @api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
-        """Liveness: the recommender answers with its model version (every arm's, in a test)."""
-        if self.split is None:
-            manifest = await self.recommender.manifest.remote()
-            return {"status": "ok", "model_version": manifest["model_version"]}
-        manifests = await asyncio.gather(
-            *(handle.manifest.remote() for handle in self.recommenders.values())
-        )
-        return {"status": "ok", "model_version": ",".join(m["model_version"] for m in manifests)}
+    async def healthz(self):
+        """Readiness: every served model scores its canary user (503 naming the problem if not).
+
+        Answers with the model version (every arm's, in a test).
+        """
+        try:
+            if self.scorer is not None:
+                self.scorer.check_health()
+                versions = [self.scorer.core.version]
+            else:
+                arms = self.recommenders.values()
+                versions = await self._within_deadline(
+                    asyncio.gather(*(handle.health.remote() for handle in arms)), "healthz"
+                )
+        except CausalRecError as exc:
+            return _error(exc)
+        return {"status": "ok", "model_version": ",".join(versions)}
 
 
 def build_app(args: ServeAppArgs) -> Application:
@@ -355,13 +447,24 @@ def build_app(args: ServeAppArgs) -> Application:
 
     Relative paths are resolved against the current directory here, in the process that
     builds the application, so replicas find them wherever they run on this machine.
+    Deploying it again under the same name with another ``model_dir`` (``causalrec serve
+    update``) is a rolling update: Serve starts the new replicas, moves traffic to them once
+    they pass their health check and drains the old ones, so no request is dropped.
     """
     if isinstance(args, dict):  # called from Python with a plain mapping
         args = ServeAppArgs.from_dict(args, source="serve args")
     model_dir = str(_saved_model("model_dir", args.model_dir).path)
-    limits = {
+    data_root = str(Path(args.data_root).absolute()) if args.data_root else None
+    feedback_dir = str(Path(args.feedback_dir).absolute()) if args.feedback_dir else None
+    args = args.model_copy(
+        update={"model_dir": model_dir, "data_root": data_root, "feedback_dir": feedback_dir}
+    )
+    common = {
         "max_ongoing_requests": args.max_ongoing_requests,
         "max_queued_requests": args.max_queued_requests,
+        "health_check_period_s": args.health_check_period_s,
+        "health_check_timeout_s": args.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s,
     }
     scaling = (
         {"autoscaling_config": args.autoscaling}
@@ -374,37 +477,32 @@ def build_app(args: ServeAppArgs) -> Application:
 
     # Internal hops (ingress → recommender, evaluator, sink) are not HTTP requests: the ingress
     # logs each request once; a second access-log line per hop costs a write on the hot path.
-    internal = {"logging_config": {"enable_access_log": args.internal_access_log}}
+    internal = {"logging_config": {"enable_access_log": args.internal_access_log}, **common}
 
-    recommender = RecommenderDeployment.options(
-        **limits, **scaling, **cpus(args.recommender_cpus), **internal
-    ).bind(model_dir, args.seed, args.max_batch_size, args.batch_wait_timeout_s)
-    recommenders, split = {"a": recommender}, None
+    recommenders, split = None, None
     if args.experiment is not None:
         treatment_dir = _treatment_model(args.experiment.model_dir, model_dir)
-        recommenders["b"] = RecommenderDeployment.options(
-            name="RecommenderDeploymentB",
-            **limits,
-            **scaling,
-            **cpus(args.recommender_cpus),
-            **internal,
-        ).bind(treatment_dir, args.seed + 1, args.max_batch_size, args.batch_wait_timeout_s)
+        arm = RecommenderDeployment.options(**scaling, **cpus(args.recommender_cpus), **internal)
+        recommenders = {
+            "a": arm.bind(model_dir, args.seed, args),
+            "b": arm.options(name="RecommenderDeploymentB").bind(
+                treatment_dir, args.seed + 1, args
+            ),
+        }
         split = ExperimentSplit(args.experiment.salt, args.experiment.share_b)
-    data_root = str(Path(args.data_root).absolute()) if args.data_root else None
-    evaluator = EvaluatorDeployment.options(**limits, **cpus(args.evaluator_cpus), **internal).bind(
+    evaluator = EvaluatorDeployment.options(**cpus(args.evaluator_cpus), **internal).bind(
         model_dir, data_root, args.max_evaluate_rows
     )
     sink = None
-    if args.feedback_dir:
-        sink = FeedbackSinkDeployment.options(**limits, **cpus(args.ingress_cpus), **internal).bind(
-            str(Path(args.feedback_dir).absolute()),
-            model_dir,
-            args.pending_requests,
-            args.feedback_flush_rows,
+    if feedback_dir:
+        sink = FeedbackSinkDeployment.options(**cpus(args.ingress_cpus), **internal).bind(
+            feedback_dir, model_dir, args.pending_requests, args.feedback_flush_rows
         )
-    return CausalRecIngress.options(**limits, **cpus(args.ingress_cpus)).bind(
-        recommenders, evaluator, sink, args.max_users_per_request, args.max_body_bytes, split
-    )
+    if recommenders is None:  # the ingress scores: it is the deployment that scales
+        ingress = CausalRecIngress.options(**scaling, **cpus(args.recommender_cpus), **common)
+    else:
+        ingress = CausalRecIngress.options(**cpus(args.ingress_cpus), **common)
+    return ingress.bind(args, recommenders, evaluator, sink, split)
 
 
 def _saved_model(field: str, path: str) -> SavedModel:

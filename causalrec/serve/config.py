@@ -43,14 +43,28 @@ class ServeAppArgs(StrictConfig):
         data_root: Directory under which ``/evaluate`` may read Parquet logs (``None``: inline
             rows only). Paths outside it are refused with 403.
         feedback_dir: Log directory that ``/feedback`` appends to (causalrec log format).
-        num_replicas: Replicas of the recommender deployment (ignored with ``autoscaling``).
-        autoscaling: Ray Serve ``autoscaling_config`` of the recommender deployment, e.g.
+        num_replicas: Replicas of the deployment that scores: the HTTP ingress itself when no
+            experiment runs, each arm's recommender in an A/B test (ignored with
+            ``autoscaling``).
+        autoscaling: Ray Serve ``autoscaling_config`` of the scoring deployment, e.g.
             ``{min_replicas: 1, max_replicas: 4, target_ongoing_requests: 8}``.
         max_ongoing_requests: Requests a replica works on at once.
         max_queued_requests: Requests that may wait per deployment; beyond it callers get 503.
         max_batch_size: Users scored together by one ``@serve.batch`` call.
         batch_wait_timeout_s: How long a batch waits to fill.
-        max_users_per_request: Users per ``/recommend`` request.
+        max_users_per_request: Users per ``/recommend`` request; 413 above.
+        max_slate_items: Users × k per ``/recommend`` request; 413 above.
+        max_softmax_k: Largest k under softmax exploration (its Plackett–Luce marginals cost
+            grows steeply with k); 413 above.
+        request_timeout_s: Deadline of each request's work; past it the answer is 504 and the
+            remaining work is dropped (scoring runs off the replica's event loop, so health
+            checks and other requests go on meanwhile).
+        evaluate_timeout_s: Deadline of an ``/evaluate`` request (504 past it).
+        health_check_period_s: Seconds between Serve's health checks of each replica (each
+            scores a canary user and fails on an exception or a non-finite score).
+        health_check_timeout_s: Seconds a health check may take before it counts as failed.
+        graceful_shutdown_timeout_s: Seconds a stopping replica (Ctrl-C, an update, a
+            scale-down) waits for its in-flight requests before it is killed.
         max_body_bytes: Largest request body; larger bodies get 413.
         max_evaluate_rows: Largest log ``/evaluate`` accepts (inline or from Parquet); 413 above.
         feedback_flush_rows: Rows buffered before ``/feedback`` writes a Parquet file.
@@ -75,6 +89,13 @@ class ServeAppArgs(StrictConfig):
     max_batch_size: int = pydantic.Field(default=32, ge=1)
     batch_wait_timeout_s: float = pydantic.Field(default=0.0, ge=0)
     max_users_per_request: int = pydantic.Field(default=256, ge=1)
+    max_slate_items: int = pydantic.Field(default=4096, ge=1)
+    max_softmax_k: int = pydantic.Field(default=20, ge=1)
+    request_timeout_s: float = pydantic.Field(default=10.0, gt=0)
+    evaluate_timeout_s: float = pydantic.Field(default=120.0, gt=0)
+    health_check_period_s: float = pydantic.Field(default=10.0, gt=0)
+    health_check_timeout_s: float = pydantic.Field(default=30.0, gt=0)
+    graceful_shutdown_timeout_s: float = pydantic.Field(default=20.0, ge=0)
     max_body_bytes: int = pydantic.Field(default=4_000_000, ge=1024)
     max_evaluate_rows: int = pydantic.Field(default=200_000, ge=1)
     feedback_flush_rows: int = pydantic.Field(default=1024, ge=1)

@@ -4,6 +4,10 @@ Numbers must be finite (NaN and infinity are refused with 422, naming the field)
 strict: an integer field refuses ``true``, ``"3"`` and ``3.0``. Ids fit in int64. Ranges that
 depend on the served model (``k`` <= catalogue size, known user ids) are checked by the
 application and also answered with 422.
+
+Every error answer is an :class:`ErrorResponse` (``{"detail": "<message naming the field>"}``);
+a 422 is a :class:`ValidationErrorResponse`, which adds pydantic's per-field ``errors``.
+:data:`ERROR_RESPONSES` documents them for every path of the OpenAPI.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from typing import Any, Literal
 import pydantic
 
 __all__ = [
+    "ERROR_RESPONSES",
+    "MIN_PSCORE",
+    "ErrorResponse",
     "EvaluateRequest",
     "EvaluateResponse",
     "FeedbackRequest",
     "FeedbackResponse",
+    "FieldError",
     "LogRow",
     "RecommendRequest",
     "RecommendResponse",
     "UserRecommendation",
+    "ValidationErrorResponse",
 ]
 
 _FINITE = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
@@ -28,6 +37,9 @@ _FINITE = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 MAX_ID = 2**63 - 1
 #: Longest ``path`` accepted by ``/evaluate`` (characters).
 MAX_PATH_LENGTH = 1024
+#: Smallest logged propensity ``/evaluate`` accepts inline: importance weights (<= 1 / pscore),
+#: their squares (variances) and sums over 10**8 rows stay finite in float64 above it.
+MIN_PSCORE = 1e-150
 
 
 class RecommendRequest(pydantic.BaseModel):
@@ -140,7 +152,8 @@ class LogRow(pydantic.BaseModel):
         item_id: Shown item.
         position: 0-based position in the slate.
         click: Observed click, 0 or 1.
-        pscore: The logging policy's probability of the item at that position, in (0, 1].
+        pscore: The logging policy's probability of the item at that position, in
+            [:data:`MIN_PSCORE`, 1] (1e-150: smaller ones give weights whose squares overflow).
         user_features: Observed user features (same length in every row; may be empty).
     """
 
@@ -151,7 +164,7 @@ class LogRow(pydantic.BaseModel):
     item_id: int = pydantic.Field(ge=0, le=MAX_ID)
     position: int = pydantic.Field(default=0, ge=0, le=MAX_ID)
     click: int = pydantic.Field(ge=0, le=1)
-    pscore: float = pydantic.Field(gt=0, le=1)
+    pscore: float = pydantic.Field(ge=MIN_PSCORE, le=1)
     user_features: list[float] = pydantic.Field(default_factory=list)
 
 
@@ -235,3 +248,62 @@ class FeedbackResponse(pydantic.BaseModel):
     rows: int
     buffered_rows: int
     written_files: int
+
+
+class ErrorResponse(pydantic.BaseModel):
+    """Body of every error answer (400, 403, 404, 409, 413, 503, 504; 422 adds ``errors``).
+
+    Attributes:
+        detail: What was wrong, naming the field, the expected value and what was received
+            (``k: 1000 exceeds the catalogue size 40``).
+    """
+
+    detail: str
+
+
+class FieldError(pydantic.BaseModel):
+    """One offending field of a request that failed validation (pydantic's error, no input).
+
+    Attributes:
+        loc: Where the field is: ``["body", "rows", 0, "pscore"]``.
+        msg: What is wrong with it.
+        type: pydantic's error type (``greater_than_equal``, ``int_type``, ...).
+    """
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """422 body: the request is well-formed JSON but a field is invalid.
+
+    Attributes:
+        detail: Every offending field and its message, ``; ``-joined
+            (``rows.0.pscore: Input should be greater than or equal to 1e-150``).
+        errors: The same per field, machine-readable. Empty when the check needed the served
+            model (``k`` over the catalogue size, unknown ids), which names the field in
+            ``detail`` only.
+    """
+
+    errors: list[FieldError] = pydantic.Field(default_factory=list)
+
+
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+#: The error answers of every path, for ``FastAPI(responses=...)``. Ray Serve's proxy answers
+#: 503 itself, in plain text, when a deployment's queue is full or none of its replicas is up.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed request"},
+    403: {"model": ErrorResponse, "description": "Path outside the server's data root"},
+    404: {"model": ErrorResponse, "description": "Unknown request id, or no experiment runs"},
+    409: {"model": ErrorResponse, "description": "Not configured on this server"},
+    413: {"model": ErrorResponse, "description": "Body, users or rows over the server's limit"},
+    422: {"model": ValidationErrorResponse, "description": "Invalid field"},
+    503: {
+        "model": ErrorResponse,
+        "description": "Overloaded or no replica available (plain text from Ray Serve's proxy)",
+        "content": _TEXT,
+    },
+    504: {"model": ErrorResponse, "description": "A deployment did not answer in time"},
+}
