@@ -116,13 +116,25 @@ def init_ray(
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **kwargs}
         if address is not None:
-            ray.init(address=address, **options)
+            if not _joins_loopback(address):
+                ray.init(address=address, **options)
+                return ray.cluster_resources()
+            # A cluster on loopback (another process's local Ray, or a ``ray start --head``
+            # with LOOPBACK_ENV): this driver's node IP must be loopback too, to find its raylet.
+            with loopback_only() as node_ip:
+                ray.init(address=address, _node_ip_address=node_ip, **options)
             return ray.cluster_resources()
         for name, value in SERVE_LATENCY_ENV.items():
             os.environ.setdefault(name, value)
         with loopback_only() as node_ip:
             ray.init(address="local", num_cpus=num_cpus, _node_ip_address=node_ip, **options)
     return ray.cluster_resources()
+
+
+def _joins_loopback(address: str) -> bool:
+    """Whether ``address`` (``host:port``) names a GCS on a loopback address."""
+    host, _, port = address.rpartition(":")
+    return "://" not in address and port.isdigit() and is_loopback(host)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -21,6 +21,8 @@ beyond them Serve answers 503 at once instead of queuing without bound.
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +36,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+import causalrec
 from causalrec.methods.artifact import SavedModel, is_saved_model
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.serve._loopback import bind_replica_grpc_to_loopback_node
@@ -116,6 +119,43 @@ def _status(exc: Exception) -> int:
 
 # Module-level helpers the deployments use are defined above them: Serve pickles a deployment
 # class (by value) when it is decorated.
+def _model_config(args: ServeAppArgs) -> dict[str, Any]:
+    """The deployments' ``user_config``: the served model directories.
+
+    They are all that a model update changes; Serve applies a new one in place, through each
+    deployment's ``reconfigure``.
+    """
+    return {
+        "model_dir": args.model_dir,
+        "experiment_model_dir": args.experiment.model_dir if args.experiment else None,
+    }
+
+
+def _with_models(args: ServeAppArgs, config: dict[str, Any]) -> ServeAppArgs:
+    """``args`` serving the model directories of a :func:`_model_config` ``config``."""
+    experiment = args.experiment
+    if experiment is not None:
+        experiment = experiment.model_copy(update={"model_dir": config["experiment_model_dir"]})
+    return args.model_copy(update={"model_dir": config["model_dir"], "experiment": experiment})
+
+
+def _deployment_version(args: ServeAppArgs) -> str:
+    """The version Serve compares between deployments of the application.
+
+    It covers everything but the model directories (the ``user_config``) and the code of
+    causalrec itself: deploying again with only another model is an in-place update (no
+    replica restarts), any other change of arguments or code restarts the replicas.
+    """
+    digest = hashlib.sha256()
+    without_models = _with_models(args, {"model_dir": "", "experiment_model_dir": ""})
+    digest.update(json.dumps(without_models.model_dump(), sort_keys=True).encode())
+    package = Path(causalrec.__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:20]
+
+
 def _limits(args: ServeAppArgs) -> RequestLimits:
     """The per-request work limits of the application's arguments."""
     return RequestLimits(
@@ -140,9 +180,14 @@ def _scorer(model_dir: str, seed: int, args: ServeAppArgs) -> Scorer:
 class RecommenderDeployment:
     """One arm's model in an A/B test: slates with propensities (:class:`Scorer`)."""
 
-    def __init__(self, model_dir: str, seed: int, args: ServeAppArgs):
+    def __init__(self, seed: int, args: ServeAppArgs):
         bind_replica_grpc_to_loopback_node()
-        self.scorer = _scorer(model_dir, seed, args)
+        self.seed, self.args = seed, args
+        self.scorer: Scorer | None = None
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Load the model of ``config["model_dir"]`` (user_config), then swap it in."""
+        self.scorer = await asyncio.to_thread(_scorer, config["model_dir"], self.seed, self.args)
 
     def check_health(self) -> None:
         """Serve's health check: the canary user must score finitely."""
@@ -166,10 +211,17 @@ class RecommenderDeployment:
 class EvaluatorDeployment:
     """Off-policy evaluation of the served model or a named policy on logged data."""
 
-    def __init__(self, model_dir: str, data_root: str | None, max_rows: int):
+    def __init__(self, data_root: str | None, max_rows: int):
         bind_replica_grpc_to_loopback_node()
-        self.core = EvaluatorCore(model_dir, data_root, max_rows)
+        self.data_root, self.max_rows = data_root, max_rows
+        self.core: EvaluatorCore | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="causalrec-ope")
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Evaluate the served model of ``config["model_dir"]`` from now on (user_config)."""
+        self.core = await asyncio.to_thread(
+            EvaluatorCore, config["model_dir"], self.data_root, self.max_rows
+        )
 
     async def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         """See :meth:`EvaluatorCore.evaluate` (run off the event loop: health checks go on)."""
@@ -181,17 +233,32 @@ class EvaluatorDeployment:
 class FeedbackSinkDeployment:
     """Pending served requests joined with their clicks, written as causalrec logs."""
 
-    def __init__(self, directory: str, model_dir: str, capacity: int, flush_rows: int):
+    def __init__(self, directory: str, capacity: int, flush_rows: int):
         bind_replica_grpc_to_loopback_node()
-        saved = SavedModel.open(model_dir)
-        self.log = FeedbackLog(
-            directory,
-            n_items=saved.n_items,
-            capacity=capacity,
-            flush_rows=flush_rows,
-            metadata={"model_version": saved.version, "model_dir": str(saved.path)},
-            user_features=saved.user_features,
-        )
+        self.directory, self.capacity, self.flush_rows = directory, capacity, flush_rows
+        self.log: FeedbackLog | None = None
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Log for the served model of ``config["model_dir"]`` (user_config).
+
+        After a model update the buffered rows of the previous model are written first, so each
+        Parquet part names the model version that served it. The catalogue must stay the same
+        (``causalrec serve update`` checks it before it deploys).
+        """
+        saved = SavedModel.open(config["model_dir"])
+        metadata = {"model_version": saved.version, "model_dir": str(saved.path)}
+        if self.log is None:
+            self.log = FeedbackLog(
+                self.directory,
+                n_items=saved.n_items,
+                capacity=self.capacity,
+                flush_rows=self.flush_rows,
+                metadata=metadata,
+                user_features=saved.user_features,
+            )
+            return
+        self.log.flush()
+        self.log.metadata.update(metadata)
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
         """Remember a served request until its feedback arrives."""
@@ -243,13 +310,26 @@ class CausalRecIngress:
             sink,
             split,
         )
-        self.scorer = None if recommenders else _scorer(args.model_dir, args.seed, args)
+        self.scorer: Scorer | None = None
         self._manifest: dict[str, Any] | None = None
         # Imported here, at run time in the replica: the module's state is what the middleware
         # reads (the class and its app arrive by value).
         from causalrec.serve import limits
 
         limits.BODY_LIMIT["bytes"] = args.max_body_bytes
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve the models of ``config`` (user_config: :func:`_model_config`) from now on.
+
+        The new model is loaded while requests go on with the old one, then swapped in: a
+        request in flight finishes with the model it started with.
+        """
+        self.args = _with_models(self.args, config)
+        if self.recommenders is None:
+            self.scorer = await asyncio.to_thread(
+                _scorer, self.args.model_dir, self.args.seed, self.args
+            )
+        self._manifest = None
 
     def check_health(self) -> None:
         """Serve's health check: the canary user must score finitely (when the ingress scores)."""
@@ -447,9 +527,11 @@ def build_app(args: ServeAppArgs) -> Application:
 
     Relative paths are resolved against the current directory here, in the process that
     builds the application, so replicas find them wherever they run on this machine.
-    Deploying it again under the same name with another ``model_dir`` (``causalrec serve
-    update``) is a rolling update: Serve starts the new replicas, moves traffic to them once
-    they pass their health check and drains the old ones, so no request is dropped.
+    Deploying it again under the same name with other model directories (``causalrec serve
+    update``) is an in-place update: the deployments' version ignores the model directories,
+    which travel as ``user_config``, so Serve calls ``reconfigure`` on the running replicas
+    instead of replacing them; each loads the new model while it serves with the old one and
+    then swaps it in. No replica restarts, no request is dropped.
     """
     if isinstance(args, dict):  # called from Python with a plain mapping
         args = ServeAppArgs.from_dict(args, source="serve args")
@@ -459,12 +541,25 @@ def build_app(args: ServeAppArgs) -> Application:
     args = args.model_copy(
         update={"model_dir": model_dir, "data_root": data_root, "feedback_dir": feedback_dir}
     )
+    treatment_dir = None
+    if args.experiment is not None:
+        treatment_dir = _treatment_model(args.experiment.model_dir, model_dir)
+        args = _with_models(args, {"model_dir": model_dir, "experiment_model_dir": treatment_dir})
+    # The model directories travel as user_config only, under a version that ignores them.
+    models, bound_args = (
+        _model_config(args),
+        _with_models(args, {"model_dir": "", "experiment_model_dir": ""}),
+    )
     common = {
         "max_ongoing_requests": args.max_ongoing_requests,
         "max_queued_requests": args.max_queued_requests,
         "health_check_period_s": args.health_check_period_s,
         "health_check_timeout_s": args.health_check_timeout_s,
         "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s,
+        # Ray 2.60 sets a deployment's version only through this private flag; a version kept
+        # across deployments is what makes a new user_config an in-place update.
+        "version": _deployment_version(args),
+        "_internal": True,
     }
     scaling = (
         {"autoscaling_config": args.autoscaling}
@@ -475,34 +570,38 @@ def build_app(args: ServeAppArgs) -> Application:
     def cpus(n: float) -> dict[str, Any]:
         return {"ray_actor_options": {"num_cpus": n}}
 
+    def model(model_dir: str) -> dict[str, Any]:
+        return {"user_config": {**models, "model_dir": model_dir}}
+
     # Internal hops (ingress → recommender, evaluator, sink) are not HTTP requests: the ingress
     # logs each request once; a second access-log line per hop costs a write on the hot path.
     internal = {"logging_config": {"enable_access_log": args.internal_access_log}, **common}
 
     recommenders, split = None, None
-    if args.experiment is not None:
-        treatment_dir = _treatment_model(args.experiment.model_dir, model_dir)
+    if treatment_dir is not None:
         arm = RecommenderDeployment.options(**scaling, **cpus(args.recommender_cpus), **internal)
         recommenders = {
-            "a": arm.bind(model_dir, args.seed, args),
-            "b": arm.options(name="RecommenderDeploymentB").bind(
-                treatment_dir, args.seed + 1, args
-            ),
+            "a": arm.options(**model(model_dir), _internal=True).bind(args.seed, bound_args),
+            "b": arm.options(
+                name="RecommenderDeploymentB", **model(treatment_dir), _internal=True
+            ).bind(args.seed + 1, bound_args),
         }
         split = ExperimentSplit(args.experiment.salt, args.experiment.share_b)
-    evaluator = EvaluatorDeployment.options(**cpus(args.evaluator_cpus), **internal).bind(
-        model_dir, data_root, args.max_evaluate_rows
-    )
+    evaluator = EvaluatorDeployment.options(
+        **cpus(args.evaluator_cpus), **internal, **model(model_dir)
+    ).bind(data_root, args.max_evaluate_rows)
     sink = None
     if feedback_dir:
-        sink = FeedbackSinkDeployment.options(**cpus(args.ingress_cpus), **internal).bind(
-            feedback_dir, model_dir, args.pending_requests, args.feedback_flush_rows
-        )
+        sink = FeedbackSinkDeployment.options(
+            **cpus(args.ingress_cpus), **internal, **model(model_dir)
+        ).bind(feedback_dir, args.pending_requests, args.feedback_flush_rows)
     if recommenders is None:  # the ingress scores: it is the deployment that scales
-        ingress = CausalRecIngress.options(**scaling, **cpus(args.recommender_cpus), **common)
+        ingress = CausalRecIngress.options(
+            **scaling, **cpus(args.recommender_cpus), **common, user_config=models
+        )
     else:
-        ingress = CausalRecIngress.options(**cpus(args.ingress_cpus), **common)
-    return ingress.bind(args, recommenders, evaluator, sink, split)
+        ingress = CausalRecIngress.options(**cpus(args.ingress_cpus), **common, user_config=models)
+    return ingress.bind(bound_args, recommenders, evaluator, sink, split)
 
 
 def _saved_model(field: str, path: str) -> SavedModel:
