@@ -96,7 +96,6 @@ def test_three_updates_under_load_answer_every_request_from_one_model(two_models
         output = _stop(server)
     assert server.returncode == 0, output
     assert [versions[v] for v in served] == ["other", "model", "other"]
-    statuses = [status for status, _ in answers]
     failed = [answer for answer in answers if answer[0] != 200]
     assert len(answers) >= 50 and not failed, (failed, len(answers))
     seen = []
