@@ -9,13 +9,14 @@ A local Ray with Serve on 127.0.0.1 runs three applications: a no-op deployment 
 constant), and the causalrec application with ``@serve.batch`` on (``max_batch_size`` 32) and off
 (``max_batch_size`` 1), serving a naive MF trained on a 2,000-user x 300-item simulated log.
 Reported: p50/p99 latency at concurrency 1 (no-op vs ``/recommend``, and their ratio; target <=
-1.5x), and throughput with p50/p99 at ``--concurrency`` with batching on vs off.
+1.2x), and throughput with p50/p99 at ``--concurrency`` for the no-op and for ``/recommend`` with
+batching on vs off (target: ``/recommend`` >= 70% of the no-op's requests/s).
 
 At concurrency 1 the three paths are called in turn, request by request (no-op, ``/healthz``,
 ``/recommend``), so drift in the machine's background load hits all of them alike.
-``/healthz`` is the ingress → recommender round trip with no scoring: it separates the cost of
-the deployment hop from the cost of recommending. A third application serves a naive MF over
-1,000 items, called with deterministic top-k and with softmax exploration at the same ``--k``:
+Without an experiment the ingress scores itself (no deployment hop): ``/healthz`` scores the
+canary user on the ingress, ``/recommend`` scores and draws the slates. A third application
+serves a naive MF over 1,000 items, called with deterministic top-k and with softmax exploration at the same ``--k``:
 for k >= 3 the softmax propensities of positions 3..k are Rao–Blackwellised estimates of the
 shown items only (not 20,000 sampled slates x 1,000 items per user).
 """
@@ -142,10 +143,14 @@ def main() -> None:
         single = _interleaved(base, calls, args.requests)
         single["p50_ratio"] = round(single["recommend"]["p50_ms"] / single["noop"]["p50_ms"], 2)
         report["concurrency_1"] = single
-        report[f"concurrency_{args.concurrency}"] = {
-            name: _summary(*_latencies(f"{base}/{name}/recommend", bodies, args.concurrency))
-            for name in ("batched", "unbatched")
-        }
+        loaded = {"noop": _summary(*_latencies(f"{base}/noop", bodies, args.concurrency))}
+        for name in ("batched", "unbatched"):
+            url = f"{base}/{name}/recommend"
+            loaded[name] = _summary(*_latencies(url, bodies, args.concurrency))
+        loaded["throughput_ratio"] = round(
+            loaded["batched"]["requests_per_s"] / loaded["noop"]["requests_per_s"], 2
+        )
+        report[f"concurrency_{args.concurrency}"] = loaded
         # Two CPUs hold two applications' replicas: swap the 300-item ones for the 1,000-item one.
         serve.delete("batched")
         serve.delete("unbatched")

@@ -1,5 +1,6 @@
 """The Serve application on the test session's Ray cluster, called over real HTTP."""
 
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -36,7 +37,8 @@ def served(ray_session, small_simulator, tmp_path_factory):
     args = ServeAppArgs(
         model_dir=str(root / "model"), data_root=str(root / "data"),
         feedback_dir=str(root / "feedback"), feedback_flush_rows=1, max_evaluate_rows=4_000,
-        max_body_bytes=150_000, max_users_per_request=64,
+        max_body_bytes=150_000, max_users_per_request=64, max_slate_items=1_000,
+        request_timeout_s=2.0,
     )  # fmt: skip
     serve.run(build_app(args), name="causalrec", route_prefix="/")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
@@ -186,6 +188,13 @@ def test_evaluate_inline_rows(served):
         ("/recommend", {"user_id": 100_000}, 422, "user_id: unknown user 100000"),
         ("/recommend", {"user_id": -1}, 422, "user_id"),
         ("/recommend", {"user_id": list(range(65))}, 413, "at most 64"),
+        ("/recommend", {"user_id": list(range(64)), "k": 20}, 413, "asks for 1280 items"),
+        (
+            "/recommend",
+            {"user_id": 1, "k": 21, "exploration": "softmax"},
+            413,
+            "k: 21 under softmax exploration; at most 20",
+        ),
         ("/recommend", {"user_id": 1, "exploration": "greedy"}, 422, "exploration"),
         ("/recommend", {"user_id": 1, "epsilon": 2}, 422, "epsilon"),
         ("/evaluate", {"path": "/etc"}, 403, "outside the server's data root"),
@@ -305,3 +314,36 @@ def test_overload_answers_503_not_500(served, tmp_path):
         serve.delete("tight")
     assert set(codes) <= {200, 503}, codes
     assert 200 in codes and 503 in codes
+
+
+def test_a_request_past_its_deadline_gets_504_while_healthz_answers(served):
+    """48 users x softmax k = 20 over 40 items takes seconds; the deadline is 2 s.
+
+    Scoring runs off the replica's event loop, so /healthz (which scores its canary on that
+    loop) answers while the slow request works; the slow request ends with a 504 naming the
+    deadline, not a 200 after it.
+    """
+    slow_done, outcome = threading.Event(), {}
+
+    def slow():
+        body = {"user_id": list(range(48)), "k": 20, "exploration": "softmax"}
+        with httpx.Client(base_url=served.client.base_url, timeout=120) as client:
+            outcome["slow"] = client.post("/recommend", json=body)
+        slow_done.set()
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    healthy_while_slow = 0
+    try:
+        for _ in range(200):  # bounded: at most 200 probes
+            health = served.client.get("/healthz")
+            if not slow_done.is_set() and health.status_code == 200:
+                healthy_while_slow += 1
+            if slow_done.wait(0.05):
+                break
+    finally:
+        worker.join(timeout=120)
+    answer = outcome["slow"]
+    assert answer.status_code == 504, answer.text
+    assert "request_timeout_s = 2.0" in answer.json()["detail"]
+    assert healthy_while_slow >= 1

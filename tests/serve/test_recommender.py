@@ -1,10 +1,26 @@
 """The recommender replica's drawing, without Ray: propensities a server can log."""
 
-import numpy as np
+import time
 
+import numpy as np
+import pytest
+
+from causalrec.methods import make_recommender
 from causalrec.platform import plackett_luce
 from causalrec.platform.policy import Exploration, LogitScorer
-from causalrec.serve.recommender import RowScorer, propensity_kinds, served_policy
+from causalrec.platform.storage import read_logs
+from causalrec.serve.recommender import (
+    DRAW_CHUNK_USERS,
+    DeadlineExceededError,
+    RecommenderCore,
+    RequestLimits,
+    RowScorer,
+    UnhealthyModelError,
+    propensity_kinds,
+    request_problem,
+    served_policy,
+)
+from causalrec.simulators import write_logs
 
 
 def test_softmax_slates_over_600_items_never_serve_a_zero_propensity():
@@ -34,3 +50,65 @@ def test_softmax_runs_on_the_log_odds_of_the_scores():
         "exact",
         "exact",
     ]
+
+
+@pytest.mark.parametrize(
+    ("users", "k", "exploration", "expected"),
+    [
+        ([0, 1], 3, "none", None),
+        (list(range(9)), 3, "none", (413, "user_id: 9 users; at most 8")),
+        ([0, 1], 3, "softmax", None),
+        ([0, 1], 4, "softmax", (413, "k: 4 under softmax exploration; at most 3")),
+        ([0, 1], 4, "epsilon", None),  # the softmax bound is softmax's alone
+        ([0] * 8, 5, "none", (413, "user_id, k: 8 users x k = 5 asks for 40 items; at most 30")),
+        ([0, 50], 3, "none", (422, "user_id: unknown user 50")),
+        ([0], 11, "none", (422, "k: 11 exceeds the catalogue size 10")),
+    ],
+)
+def test_request_problem_bounds_the_work_before_any_is_done(users, k, exploration, expected):
+    limits = RequestLimits(max_users=8, max_slate_items=30, max_softmax_k=3)
+    problem = request_problem(users, k, 50, 10, exploration=exploration, limits=limits)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem[0] == expected[0] and expected[1] in problem[1]
+
+
+def test_feature_rows_count_as_users():
+    limits = RequestLimits(max_users=2)
+    status, detail = request_problem(None, 1, 5, 5, n_rows=3, limits=limits)
+    assert status == 413 and detail.startswith("user_features: 3 users")
+
+
+@pytest.fixture(scope="module")
+def core(small_simulator, tmp_path_factory):
+    root = tmp_path_factory.mktemp("core")
+    write_logs(small_simulator, root / "logs", 1_000, seed=0)
+    model = make_recommender("naive", epochs=1, seed=0, device="cpu").fit(read_logs(root / "logs"))
+    model.save(root / "model")
+    return RecommenderCore(str(root / "model"))
+
+
+def test_draw_stops_at_its_deadline_between_chunks(core):
+    rows = core.model.score(np.arange(DRAW_CHUNK_USERS * 3))
+    request = {"k": 2, "exploration": "none", "epsilon": 0.1, "temperature": 1.0}
+    served = core.draw(rows, request, deadline=time.monotonic() + 60)
+    assert served["items"].shape == (DRAW_CHUNK_USERS * 3, 2)
+    with pytest.raises(DeadlineExceededError, match="after 0 of 48 users"):
+        core.draw(rows, request, deadline=time.monotonic() - 1)
+
+
+def test_the_canary_fails_on_a_model_that_scores_nan(core):
+    import torch
+
+    core.probe()  # a healthy model passes
+    saved = {name: tensor.clone() for name, tensor in core.model.network_.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for parameter in core.model.network_.parameters():
+                parameter.fill_(float("nan"))
+        with pytest.raises(UnhealthyModelError, match="non-finite"):
+            core.probe()
+    finally:
+        core.model.network_.load_state_dict(saved)
+    core.probe()
