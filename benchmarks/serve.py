@@ -16,9 +16,10 @@ At concurrency 1 the three paths are called in turn, request by request (no-op, 
 ``/recommend``), so drift in the machine's background load hits all of them alike.
 Without an experiment the ingress scores itself (no deployment hop): ``/healthz`` scores the
 canary user on the ingress, ``/recommend`` scores and draws the slates. A third application
-serves a naive MF over 1,000 items, called with deterministic top-k and with softmax exploration at the same ``--k``:
-for k >= 3 the softmax propensities of positions 3..k are Rao–Blackwellised estimates of the
-shown items only (not 20,000 sampled slates x 1,000 items per user).
+serves a naive MF over 1,000 items, called with deterministic top-k and with softmax
+exploration at the same ``--k``: for k >= 3 the softmax propensities of positions 3..k are
+Rao–Blackwellised estimates of the shown items only (not 20,000 sampled slates x 1,000 items
+per user).
 """
 
 from __future__ import annotations
