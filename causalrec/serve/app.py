@@ -33,7 +33,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve import Application
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
 import causalrec
@@ -411,6 +413,25 @@ class CausalRecIngress:
                 f"{what}: not answered within request_timeout_s = {timeout_s} s"
             ) from None
 
+    async def _record(self, request_id: str, served: dict[str, Any]) -> bool:
+        """Hand served slates to the feedback sink; whether it took them.
+
+        Bounded by ``feedback_record_timeout_s``: a sink that is restarting or stopping (the
+        server draining on Ctrl-C) does not hold the answer back: the slates are served, and
+        ``feedback_logged: false`` tells the client that this request's feedback cannot be
+        logged.
+        """
+        if self.sink is None:
+            return False
+        try:
+            await asyncio.wait_for(
+                self.sink.record.remote(request_id, served),
+                timeout=self.args.feedback_record_timeout_s,
+            )
+        except (TimeoutError, RayError, RayServeException):
+            return False
+        return True
+
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(self, body: RecommendRequest):
         """Recommend ``k`` items per user with each item's exact propensity."""
@@ -424,14 +445,14 @@ class CausalRecIngress:
         except CausalRecError as exc:
             return _error(exc)
         request_id = uuid.uuid4().hex
-        if self.sink is not None and users is not None:
-            await self.sink.record.remote(request_id, served)
+        logged = await self._record(request_id, served) if users is not None else False
         versions, policies = served["version"], served["policy"]
         per_user = isinstance(versions, list)
         return RecommendResponse(
             request_id=request_id,
             model_version=",".join(dict.fromkeys(versions)) if per_user else versions,
             policy=",".join(dict.fromkeys(policies)) if per_user else policies,
+            feedback_logged=logged,
             recommendations=[
                 UserRecommendation(
                     user_id=None if users is None else users[i],

@@ -157,9 +157,13 @@ def run_serve(args: argparse.Namespace) -> int:
             "authentication (Ray's token covers Ray's own ports, not Serve's HTTP)",
             file=sys.stderr,
         )
-    init_ray()
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(application, name=args.name, route_prefix="/")
+    # Ctrl-C in a terminal signals the whole process group, and the local Ray's processes
+    # (GCS, raylet, workers, replicas) are in this one: started with SIGINT ignored (kept across
+    # exec), they stay up while this process drains them through serve.shutdown().
+    with _sigint_ignored_by_children():
+        init_ray()
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(application, name=args.name, route_prefix="/")
     url = f"http://{args.host}:{args.port}"
     record = control_record_path(args.name)
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -239,9 +243,11 @@ def _update_address(args: argparse.Namespace) -> str:
 def serve_until_interrupted() -> None:
     """Block while Serve runs in this process's Ray; on Ctrl-C (or SIGTERM) drain and stop.
 
-    ``serve.shutdown()`` stops the proxies and replicas gracefully: requests in flight are
-    answered first (up to ``graceful_shutdown_timeout_s``) and the feedback sink writes what
-    it holds.
+    The applications are deleted first, while the HTTP proxies still run: each replica stops
+    gracefully, answering the requests it holds (up to ``graceful_shutdown_timeout_s``), and
+    the feedback sink writes what it buffered. Only then are the proxies shut down
+    (``serve.shutdown()`` alone stops the proxies at once and cuts the in-flight requests' HTTP
+    connections).
     """
     from ray import serve
 
@@ -252,10 +258,22 @@ def serve_until_interrupted() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("draining in-flight requests and stopping", flush=True)
+        for name in serve.status().applications:
+            serve.delete(name)
         serve.shutdown()
         print("stopped", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children():
+    """A block whose child processes start with SIGINT ignored (this process's handler after)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

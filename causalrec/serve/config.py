@@ -60,6 +60,8 @@ class ServeAppArgs(StrictConfig):
             remaining work is dropped (scoring runs off the replica's event loop, so health
             checks and other requests go on meanwhile).
         evaluate_timeout_s: Deadline of an ``/evaluate`` request (504 past it).
+        feedback_record_timeout_s: How long ``/recommend`` waits for the feedback sink to take
+            its served slates; past it the slates are served with ``feedback_logged: false``.
         health_check_period_s: Seconds between Serve's health checks of each replica (each
             scores a canary user and fails on an exception or a non-finite score).
         health_check_timeout_s: Seconds a health check may take before it counts as failed.
@@ -93,6 +95,7 @@ class ServeAppArgs(StrictConfig):
     max_softmax_k: int = pydantic.Field(default=20, ge=1)
     request_timeout_s: float = pydantic.Field(default=10.0, gt=0)
     evaluate_timeout_s: float = pydantic.Field(default=120.0, gt=0)
+    feedback_record_timeout_s: float = pydantic.Field(default=2.0, gt=0)
     health_check_period_s: float = pydantic.Field(default=10.0, gt=0)
     health_check_timeout_s: float = pydantic.Field(default=30.0, gt=0)
     graceful_shutdown_timeout_s: float = pydantic.Field(default=20.0, ge=0)

@@ -135,12 +135,19 @@ class RecommendResponse(pydantic.BaseModel):
 
     In an A/B test ``model_version`` and ``policy`` list the distinct values of the request's
     users (comma-separated, arm-prefixed policies); each user's own are in its recommendation.
+
+    Attributes:
+        feedback_logged: Whether the served slates were handed to the feedback sink, so that
+            ``/feedback`` on ``request_id`` can log them; ``False`` without a sink, for users
+            given by features, or when the sink could not take them in time (restarting, or
+            the server shutting down): the slates are served all the same.
     """
 
     request_id: str
     model_version: str
     policy: str
     recommendations: list[UserRecommendation]
+    feedback_logged: bool = False
 
 
 class LogRow(pydantic.BaseModel):

@@ -71,7 +71,7 @@ def test_deterministic_top_k_with_propensity_one(served):
         np.testing.assert_allclose(
             row["scores"], served.model.score(np.array([row["user_id"]]))[0, items]
         )
-    assert answer["request_id"] and answer["model_version"]
+    assert answer["request_id"] and answer["model_version"] and answer["feedback_logged"] is True
 
 
 def test_epsilon_greedy_propensities_are_exact(served):

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -122,10 +123,17 @@ def _stop(process):
 
 
 @pytest.mark.slow
-def test_causalrec_serve_listens_on_loopback_only(saved_model):
+def test_causalrec_serve_listens_on_loopback_only_and_drains_on_ctrl_c(saved_model):
+    """The listeners, then Ctrl-C (SIGINT to the process group, as a terminal sends it).
+
+    A slow request (softmax slates of 20 items for 24 users: seconds of work) is in flight when
+    Ctrl-C arrives: it is answered 200, and the server exits 0.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = _start_serve(saved_model, port)
+    config = saved_model / "serve.yaml"  # a deadline long enough for a loaded machine
+    config.write_text(f"model_dir: {saved_model / 'model'}\nrequest_timeout_s: 120\n")
+    process = _start_serve(saved_model, port, "--config", str(config))
     try:
         _wait_healthy(process, url)
         answer = httpx.post(f"{url}/recommend", json={"user_id": [1, 2], "k": 3}, timeout=30)
@@ -135,9 +143,26 @@ def test_causalrec_serve_listens_on_loopback_only(saved_model):
         # The check covers Ray's servers and every Serve replica, not a tree that is empty.
         assert {"gcs_server", "raylet"} <= names, found
         replicas = {name for name in names if name.startswith("ray::ServeReplica")}
-        assert len(replicas) >= 4, found  # ingress, recommender, evaluator, feedback sink
+        assert len(replicas) >= 3, found  # ingress (which scores), evaluator, feedback sink
         assert any(p == port for _, _, p in found), found
         assert exposed(found) == [], exposed(found)
+        outcome = {}
+
+        def slow():
+            body = {"user_id": list(range(24)), "k": 20, "exploration": "softmax"}
+            with httpx.Client(timeout=180) as client:
+                outcome["answer"] = client.post(f"{url}/recommend", json=body)
+
+        in_flight = threading.Thread(target=slow)
+        in_flight.start()
+        time.sleep(1.0)  # the request has reached the replica
+        assert in_flight.is_alive(), outcome
+        os.killpg(process.pid, signal.SIGINT)
+        in_flight.join(timeout=180)
+        assert outcome["answer"].status_code == 200, outcome["answer"].text
+        assert len(outcome["answer"].json()["recommendations"]) == 24
+        process.wait(timeout=180)  # the drain ends by itself: no second Ctrl-C
     finally:
         output = _stop(process)
     assert process.returncode == 0, output
+    assert "draining in-flight requests" in output
