@@ -1,6 +1,7 @@
 """The pipeline as a Ray job on a `ray start --head` cluster (token auth, loopback only).
 
-Exactly what the README documents: start a head on 127.0.0.1, `ray job submit --working-dir .
+Exactly what the README documents: start a head on 127.0.0.1 (with LOOPBACK_ENV exported, so
+every process of the cluster listens on loopback only), `ray job submit --working-dir .
 -- causalrec pipeline --config configs/pipeline/quick.yaml --out DIR` with RAY_AUTH_MODE=token,
 wait for SUCCEEDED and the report; then submit again and `ray job stop` it (STOPPED). The head
 runs with `--block` in its own process group, so stopping it never touches the test session's
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from causalrec.platform.runtime import free_port
+from causalrec.platform.runtime import LOOPBACK_ENV, free_port
+
+from ..listeners import exposed, listeners
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +60,14 @@ def cluster():
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"
     dashboard, gcs = free_port(), free_port()
+    head_env = {**env, **LOOPBACK_ENV}
     head = subprocess.Popen(
         ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
          "--port", str(gcs), "--dashboard-port", str(dashboard),
          "--ray-client-server-port", str(free_port()),
          "--dashboard-agent-listen-port", str(free_port()), "--num-cpus", "2", "--block"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=head_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )  # fmt: skip
     address = f"http://127.0.0.1:{dashboard}"
     try:
@@ -73,7 +78,7 @@ def cluster():
             assert head.poll() is None, "ray start --head exited"
             assert time.monotonic() < deadline, "the head's job server did not come up"
             time.sleep(2)
-        yield env, address
+        yield env, address, head
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -95,8 +100,12 @@ def _submit(env, address, job, out) -> None:
 
 
 def test_pipeline_job_succeeds_and_writes_the_report(cluster, tmp_path):
-    env, address = cluster
+    env, address, head = cluster
     _submit(env, address, "pipeline-e2e", tmp_path / "run")
+    _wait_for(env, address, "pipeline-e2e", {"RUNNING", "SUCCEEDED", "FAILED"}, 120)
+    found = listeners(head.pid)  # the head, its workers and the job's driver
+    assert {"gcs_server", "raylet"} <= {name for name, _, _ in found}, found
+    assert exposed(found) == [], exposed(found)
     status = _wait_for(env, address, "pipeline-e2e", {"SUCCEEDED", "FAILED", "STOPPED"}, 900)
     logs = _ray(env, "job", "logs", "--address", address, "pipeline-e2e")
     assert status == "SUCCEEDED", logs[-3000:]
@@ -108,7 +117,7 @@ def test_pipeline_job_succeeds_and_writes_the_report(cluster, tmp_path):
 
 
 def test_a_stopped_job_reaches_stopped(cluster, tmp_path):
-    env, address = cluster
+    env, address, _ = cluster
     _submit(env, address, "pipeline-stop", tmp_path / "run")
     _wait_for(env, address, "pipeline-stop", {"RUNNING"}, 120)
     _ray(env, "job", "stop", "--address", address, "pipeline-stop")
