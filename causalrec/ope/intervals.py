@@ -77,16 +77,27 @@ class EstimatorTerms:
         """The point estimate."""
         value = float(np.mean(self.correction))
         if self.normalizer is not None:
-            value /= float(np.mean(self.normalizer))
+            value /= self._mean_normalizer()
         if self.baseline is not None:
             value += float(np.mean(self.baseline))
         return value
+
+    def _mean_normalizer(self) -> float:
+        """mean(normalizer), refused when it is 0 (the ratio is then undefined)."""
+        mean = float(np.mean(self.normalizer))
+        if mean == 0:
+            raise DataError(
+                "the target policy gives no weight to any logged impression (every importance "
+                "weight is 0): a self-normalised estimate is undefined; leave this estimator out "
+                "or evaluate on logs that the target policy supports"
+            )
+        return mean
 
     def contributions(self) -> np.ndarray:
         """Per-unit contributions whose mean is the estimate, shape (n,)."""
         out = self.correction.astype(np.float64, copy=True)
         if self.normalizer is not None:
-            out /= float(np.mean(self.normalizer))
+            out /= self._mean_normalizer()
         if self.baseline is not None:
             out += self.baseline
         return out
@@ -125,7 +136,7 @@ class EstimatorTerms:
         """Influence-function values (delta method) whose variance / n is the estimate's."""
         if self.normalizer is None:
             return self.contributions()
-        mean_d = float(np.mean(self.normalizer))
+        mean_d = self._mean_normalizer()
         ratio = float(np.mean(self.correction)) / mean_d
         out = (self.correction - ratio * self.normalizer) / mean_d
         if self.baseline is not None:

@@ -290,9 +290,10 @@ class FeedbackSinkDeployment:
 class CausalRecIngress:
     """HTTP front: validates requests, serves slates and routes the rest to the deployments.
 
-    Without an experiment the ingress scores itself (:class:`Scorer`): the hot path has no hop
-    between deployments, and the ingress's replicas are the ones that scale. With one, each
-    user's slate comes from the recommender of its arm
+    Without an experiment the ingress scores itself (:class:`Scorer`): scoring needs no hop
+    between deployments, and the ingress's replicas are the ones that scale. With a feedback
+    sink, ``/recommend`` makes one bounded call to it (``feedback_record_timeout_s``). With an
+    experiment, each user's slate comes from the recommender of its arm
     (:class:`~causalrec.serve.routing.ExperimentSplit`).
     """
 
@@ -516,6 +517,16 @@ class CausalRecIngress:
             )
         except CausalRecError as exc:
             return _error(exc)
+        except (RayError, RayServeException):  # the sink died during the call
+            detail = (
+                "request_id: the feedback sink is restarting; the feedback may or may not have "
+                "been logged: retry (a 404 then means it was)"
+            )
+            return JSONResponse(
+                ErrorResponse(detail=detail).model_dump(),
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         return FeedbackResponse(request_id=body.request_id, **counts)
 
     @api.get("/model")

@@ -245,13 +245,25 @@ class RecommenderCore:
                     f"the request passed its deadline after {start} of {len(rows)} users"
                 )
             users = np.arange(start, min(start + DRAW_CHUNK_USERS, len(rows)))
-            samples.append(policy.sample(users, self.rng))
+            with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+                samples.append(policy.sample(users, self.rng))  # checked below
         actions = np.concatenate([sample.actions for sample in samples])
+        propensities = np.concatenate([sample.marginal_pscore for sample in samples])
+        prefix = np.concatenate([sample.pscore_prefix for sample in samples])
+        shown = np.concatenate([propensities, prefix], axis=1)
+        if not (np.isfinite(shown) & (shown > 0)).all():
+            # A softmax so peaked that float64 loses the mass of the items left after the first
+            # positions: Plackett-Luce marginals of later positions come out 0 or NaN.
+            raise DataError(
+                f"temperature: {request['temperature']} is too low for this model's scores "
+                f"(k = {request['k']}): {int((~(np.isfinite(shown) & (shown > 0))).sum())} "
+                "propensities underflow to 0 or NaN; raise it or use exploration 'none'"
+            )
         return {
             "items": actions,
             "scores": np.take_along_axis(rows, actions, axis=1),
-            "propensities": np.concatenate([sample.marginal_pscore for sample in samples]),
-            "prefix": np.concatenate([sample.pscore_prefix for sample in samples]),
+            "propensities": propensities,
+            "prefix": prefix,
             "policy": policy.name,
             "propensity_kind": propensity_kinds(policy),
         }

@@ -171,8 +171,19 @@ class LogRow(pydantic.BaseModel):
     item_id: int = pydantic.Field(ge=0, le=MAX_ID)
     position: int = pydantic.Field(default=0, ge=0, le=MAX_ID)
     click: int = pydantic.Field(ge=0, le=1)
-    pscore: float = pydantic.Field(ge=MIN_PSCORE, le=1)
+    # The floor is checked by the validator below (pydantic would print 1e-150 with 150 digits).
+    pscore: float = pydantic.Field(le=1, json_schema_extra={"minimum": MIN_PSCORE})
     user_features: list[float] = pydantic.Field(default_factory=list)
+
+    @pydantic.field_validator("pscore")
+    @classmethod
+    def _pscore_floor(cls, value: float) -> float:
+        if not value >= MIN_PSCORE:
+            raise ValueError(
+                f"pscore must be in [{MIN_PSCORE:g}, 1] (importance weights 1 / pscore and their "
+                f"squares must stay finite); got {value:g}"
+            )
+        return value
 
 
 class EvaluateRequest(pydantic.BaseModel):
@@ -283,7 +294,7 @@ class FieldError(pydantic.BaseModel):
 
 
 class ValidationErrorResponse(ErrorResponse):
-    """422 body: the request is well-formed JSON but a field is invalid.
+    """422 body: a field of the request is invalid (or the body is not JSON).
 
     Attributes:
         detail: Every offending field and its message, ``; ``-joined
@@ -301,16 +312,19 @@ _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 #: The error answers of every path, for ``FastAPI(responses=...)``. Ray Serve's proxy answers
 #: 503 itself, in plain text, when a deployment's queue is full or none of its replicas is up.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed request"},
+    400: {"model": ErrorResponse, "description": "A body that cannot be parsed"},
     403: {"model": ErrorResponse, "description": "Path outside the server's data root"},
     404: {"model": ErrorResponse, "description": "Unknown request id, or no experiment runs"},
     409: {"model": ErrorResponse, "description": "Not configured on this server"},
-    413: {"model": ErrorResponse, "description": "Body, users or rows over the server's limit"},
+    413: {"model": ErrorResponse, "description": "Body, users, slate or rows over a limit"},
     422: {"model": ValidationErrorResponse, "description": "Invalid field"},
     503: {
         "model": ErrorResponse,
-        "description": "Overloaded or no replica available (plain text from Ray Serve's proxy)",
+        "description": (
+            "The served model fails its canary; or, in plain text from Ray Serve's proxy, "
+            "a full queue or no replica up"
+        ),
         "content": _TEXT,
     },
-    504: {"model": ErrorResponse, "description": "A deployment did not answer in time"},
+    504: {"model": ErrorResponse, "description": "The request's work passed its deadline"},
 }

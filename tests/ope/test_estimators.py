@@ -285,3 +285,22 @@ def test_positions_checked_for_slates():
     bad[7] = 3
     with pytest.raises(DataError, match=r"position must be in \[0, len_list=3\); got 3 at row 7"):
         IPS().estimate(**{**arrays, "position": bad})
+
+
+def test_a_self_normalised_estimate_without_support_is_refused_not_divided_by_zero():
+    """Every importance weight 0 (the target never shows a logged item): SNIPS is undefined.
+
+    It raised ZeroDivisionError (a 500 through Serve's /evaluate); now a DataError saying why.
+    """
+    from causalrec.ope.intervals import EstimatorTerms
+    from causalrec.platform.errors import DataError
+
+    zeros = np.zeros(5)
+    terms = EstimatorTerms(baseline=None, correction=zeros, normalizer=zeros)
+    for method in (terms.value, terms.contributions, terms.influence):
+        with pytest.raises(DataError, match="no weight to any logged impression"):
+            method()
+    supported = EstimatorTerms(
+        baseline=None, correction=np.array([1.0, 0.0]), normalizer=np.ones(2)
+    )
+    assert supported.value() == 0.5

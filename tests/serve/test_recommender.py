@@ -112,3 +112,15 @@ def test_the_canary_fails_on_a_model_that_scores_nan(core):
     finally:
         core.model.network_.load_state_dict(saved)
     core.probe()
+
+
+def test_a_softmax_too_peaked_for_float64_is_refused_naming_temperature(core):
+    """Later positions' marginals underflowed to 0 or NaN and were served as propensities."""
+    from causalrec.platform.errors import DataError
+
+    rows = core.model.score(np.arange(4))
+    request = {"k": 5, "exploration": "softmax", "epsilon": 0.1, "temperature": 1e-6}
+    with pytest.raises(DataError, match="temperature: 1e-06 is too low"):
+        core.draw(rows, request)
+    served = core.draw(rows, {**request, "temperature": 1.0})
+    assert (served["propensities"] > 0).all() and np.isfinite(served["propensities"]).all()
