@@ -12,6 +12,7 @@ serve`` keeps while it runs (:func:`control_record_path`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -196,7 +197,7 @@ def run_update(args: argparse.Namespace) -> int:
     status = serve.status().applications.get(args.name)
     if status is None:
         raise ConfigError(f"--name: no Serve application {args.name!r} runs on that Ray")
-    current = serve.get_app_handle(args.name).app_args.remote().result()
+    current = asyncio.run(_app_args(args.name))
     values = _with_experiment({**current, "model_dir": args.model}, args)
     new_args = ServeAppArgs.from_dict(values, source="causalrec serve update options")
     _check_same_catalogue(current["model_dir"], new_args.model_dir)
@@ -204,6 +205,17 @@ def run_update(args: argparse.Namespace) -> int:
     serve.run(build_app(new_args), name=args.name, route_prefix="/")
     print(f"{args.name}: serving {new_args.model_dir} ({time.monotonic() - started:.1f} s)")
     return 0
+
+
+async def _app_args(name: str) -> dict[str, Any]:
+    """The running application's arguments, asked of its ingress.
+
+    Awaited inside an event loop: with Serve's latency settings
+    (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``) a handle cannot be used outside one.
+    """
+    from ray import serve
+
+    return await serve.get_app_handle(name).app_args.remote()
 
 
 def _check_same_catalogue(served_dir: str, new_dir: str) -> None:
