@@ -172,7 +172,6 @@ def _scorer(model_dir: str, seed: int, args: ServeAppArgs) -> Scorer:
     return Scorer(
         model_dir,
         seed,
-        limits=_limits(args),
         max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_timeout_s,
     )

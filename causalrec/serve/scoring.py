@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from ray import serve
 
-from causalrec.serve.recommender import RecommenderCore, RequestLimits, request_problem
+from causalrec.serve.recommender import RecommenderCore
 
 __all__ = ["Scorer"]
 
@@ -31,7 +31,6 @@ class Scorer:
     Args:
         model_dir: The saved model.
         seed: Seed of the replica's sampling stream.
-        limits: What one request may ask for.
         max_batch_size: Requests whose users are scored by one model call (``@serve.batch``).
         batch_wait_timeout_s: How long a batch waits to fill.
     """
@@ -41,12 +40,10 @@ class Scorer:
         model_dir: str,
         seed: int,
         *,
-        limits: RequestLimits,
         max_batch_size: int,
         batch_wait_timeout_s: float,
     ):
         self.core = RecommenderCore(model_dir, seed)
-        self.limits = limits
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="causalrec-scoring")
         self._score_ids.set_max_batch_size(max_batch_size)
         self._score_ids.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -58,19 +55,6 @@ class Scorer:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score_ids(self, user_lists: list[np.ndarray]) -> list[np.ndarray]:
         return await self._off_loop(self.core.score_batch, user_lists)
-
-    def problem(self, request: dict[str, Any]) -> tuple[int, str] | None:
-        """HTTP status and message (naming the field) for a request this model cannot serve."""
-        users = request["users"]
-        return request_problem(
-            users,
-            request["k"],
-            self.core.n_users,
-            self.core.n_items,
-            n_rows=len(users) if users is not None else len(request["user_features"]),
-            exploration=request["exploration"],
-            limits=self.limits,
-        )
 
     async def recommend(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Slates, scores and exact propensities for one request's users (ids or features).
