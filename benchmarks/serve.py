@@ -5,17 +5,21 @@ Usage::
     python benchmarks/serve.py
     python benchmarks/serve.py --requests 1000 --concurrency 32
 
-A local Ray with Serve on 127.0.0.1 runs three applications: a no-op deployment (returns a
-constant), and the causalrec application with ``@serve.batch`` on (``max_batch_size`` 32) and off
-(``max_batch_size`` 1), serving a naive MF trained on a 2,000-user x 300-item simulated log.
+A local Ray with Serve on 127.0.0.1 runs four applications: a no-op deployment (returns a
+constant; same ``max_ongoing_requests`` and ``max_queued_requests`` as the application), and the
+causalrec application with ``@serve.batch`` on (``max_batch_size`` 32) and off
+(``max_batch_size`` 1), and with ``scoring: replicas`` (a recommender deployment behind the
+ingress: one hop more), each serving a naive MF trained on a 2,000-user x 300-item simulated
+log.
 Reported: p50/p99 latency at concurrency 1 (no-op vs ``/recommend``, and their ratio; target <=
 1.2x), and throughput with p50/p99 at ``--concurrency`` for the no-op and for ``/recommend`` with
 batching on vs off (target: ``/recommend`` >= 70% of the no-op's requests/s).
 
-At concurrency 1 the three paths are called in turn, request by request (no-op, ``/healthz``,
-``/recommend``), so drift in the machine's background load hits all of them alike.
+At concurrency 1 the four paths are called in turn, request by request (no-op, ``/healthz``,
+``/recommend``, ``/recommend`` with scoring replicas), so drift in the machine's background
+load hits all of them alike.
 Without an experiment the ingress scores itself (no deployment hop): ``/healthz`` scores the
-canary user on the ingress, ``/recommend`` scores and draws the slates. A third application
+canary user on the ingress, ``/recommend`` scores and draws the slates. A last application
 serves a naive MF over 1,000 items, called with deterministic top-k and with softmax
 exploration at the same ``--k``: for k >= 3 the softmax propensities of positions 3..k are
 Rao–Blackwellised estimates of the shown items only (not 20,000 sampled slates x 1,000 items
@@ -125,27 +129,36 @@ def main() -> None:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         base = f"http://127.0.0.1:{port}"
-        serve.run(NoOp.bind(), name="noop", route_prefix="/noop")
-        for name, batch in (("batched", 32), ("unbatched", 1)):
+        # The no-op runs under the application's limits: Serve's default max_ongoing_requests
+        # (5) would cap its throughput at concurrency 32, and the ratio would mean nothing.
+        noop = NoOp.options(max_ongoing_requests=64, max_queued_requests=512)
+        serve.run(noop.bind(), name="noop", route_prefix="/noop")
+        for name, batch, scoring in (
+            ("batched", 32, "ingress"),
+            ("unbatched", 1, "ingress"),
+            ("replicas", 32, "replicas"),
+        ):
             app_args = ServeAppArgs(
                 model_dir=str(model_dir), max_batch_size=batch, max_ongoing_requests=64,
-                max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,
+                max_queued_requests=512, recommender_cpus=0.4, evaluator_cpus=0.1,
+                ingress_cpus=0.1, scoring=scoring,
             )  # fmt: skip
             serve.run(build_app(app_args), name=name, route_prefix=f"/{name}")
         warmup = bodies[:50]
-        for path in ("/noop", "/batched/recommend", "/unbatched/recommend"):
+        for path in ("/noop", "/batched/recommend", "/unbatched/recommend", "/replicas/recommend"):
             _latencies(base + path, warmup, 4)
         report = {}
         calls = {
             "noop": ("/noop", bodies[0]),
             "healthz": ("/batched/healthz", None),
             "recommend": ("/batched/recommend", bodies[0]),
+            "recommend_scoring_replicas": ("/replicas/recommend", bodies[0]),
         }
         single = _interleaved(base, calls, args.requests)
         single["p50_ratio"] = round(single["recommend"]["p50_ms"] / single["noop"]["p50_ms"], 2)
         report["concurrency_1"] = single
         loaded = {"noop": _summary(*_latencies(f"{base}/noop", bodies, args.concurrency))}
-        for name in ("batched", "unbatched"):
+        for name in ("batched", "unbatched", "replicas"):
             url = f"{base}/{name}/recommend"
             loaded[name] = _summary(*_latencies(url, bodies, args.concurrency))
         loaded["throughput_ratio"] = round(
@@ -153,8 +166,8 @@ def main() -> None:
         )
         report[f"concurrency_{args.concurrency}"] = loaded
         # Two CPUs hold two applications' replicas: swap the 300-item ones for the 1,000-item one.
-        serve.delete("batched")
-        serve.delete("unbatched")
+        for name in ("batched", "unbatched", "replicas"):
+            serve.delete(name)
         large_args = ServeAppArgs(
             model_dir=str(large_dir), max_batch_size=32, max_ongoing_requests=64,
             max_queued_requests=512, recommender_cpus=0.5, evaluator_cpus=0.1,

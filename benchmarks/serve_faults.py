@@ -6,13 +6,18 @@ Usage::
     python benchmarks/serve_faults.py --rate 40 --health-check-period-s 1
 
 A local Ray with Serve on 127.0.0.1 serves the causalrec application (a naive MF over a
-300-user x 40-item simulated log) and three scenarios run once each:
+300-user x 40-item simulated log) and five scenarios run once each:
 
-* ``2 replicas``: an open-loop client posts ``/recommend`` at ``--rate`` requests/s (each
-  request is sent on time, however long the earlier ones wait); ``--before-kill-s`` later one
-  of the two ``CausalRecIngress`` replica processes gets SIGKILL; the client stops
-  ``--after-restart-s`` after Serve runs two replicas again.
-* ``1 replica``: the same with the only ingress replica.
+* ``ingress scoring, 2 replicas``: an open-loop client posts ``/recommend`` at ``--rate``
+  requests/s (each request is sent on time, however long the earlier ones wait);
+  ``--before-kill-s`` later ``--slow`` slow requests (``--slow-users`` users each, softmax
+  exploration: about a second of scoring) are sent together, and half a second after them one
+  of the two ``CausalRecIngress`` replica processes gets SIGKILL, so requests are surely in
+  flight on it; the client stops ``--after-restart-s`` after Serve runs two replicas again.
+* ``ingress scoring, 1 replica``: the same with the only ingress replica.
+* ``replica scoring, 2 replicas`` and ``1 replica``: the same with ``scoring: replicas``; the
+  killed process is a ``RecommenderDeployment`` replica, and the ingress retries a request
+  whose replica died (``scoring_retries``).
 * ``feedback sink``: a client thread loops on ``/recommend`` (one user) then ``/feedback``;
   after ``--acked-before-kill`` acknowledged feedbacks, ``--held`` more requests are served
   without feedback and the ``FeedbackSinkDeployment`` process gets SIGKILL, the loop running.
@@ -140,29 +145,49 @@ def outage(calls: list[Call], killed: float, back: float | None) -> dict:
     }
 
 
-def replica_scenario(base: str, model_dir: Path, replicas: int, options) -> dict:
-    """SIGKILL of one ``CausalRecIngress`` replica under an open-loop ``/recommend`` client."""
+def slow_calls(base: str, options) -> list[Call]:
+    """``options.slow`` slow ``/recommend`` requests sent at once (softmax over many users)."""
+    body = {"user_id": list(range(options.slow_users)), "k": K, "exploration": "softmax"}
+
+    def call(_) -> Call:
+        sent = time.monotonic()
+        try:
+            answer = httpx.post(f"{base}/recommend", json=body, timeout=CLIENT_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return Call(sent, time.monotonic(), type(exc).__name__)
+        return Call(sent, time.monotonic(), answer.status_code)
+
+    with ThreadPoolExecutor(max_workers=options.slow) as pool:
+        return list(pool.map(call, range(options.slow)))
+
+
+def replica_scenario(base: str, model_dir: Path, scoring: str, replicas: int, options) -> dict:
+    """SIGKILL of one scoring replica under an open-loop ``/recommend`` client."""
     args = ServeAppArgs(
-        model_dir=str(model_dir), num_replicas=replicas, recommender_cpus=0.2,
+        model_dir=str(model_dir), scoring=scoring, num_replicas=replicas, recommender_cpus=0.2,
         evaluator_cpus=0.1, health_check_period_s=options.health_check_period_s,
+        request_timeout_s=60.0,
     )  # fmt: skip
+    deployment = "CausalRecIngress" if scoring == "ingress" else "RecommenderDeployment"
     serve.run(build_app(args), name=APP, route_prefix="/")
     try:
         with httpx.Client(base_url=base, timeout=CLIENT_TIMEOUT_S) as client:
             for user in range(20):  # every replica's model and batch path warm
                 client.post("/recommend", json={"user_id": user, "k": K}).raise_for_status()
-        pid, stop = replica_pids("CausalRecIngress")[0], threading.Event()
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        pid, stop = replica_pids(deployment)[0], threading.Event()
+        with ThreadPoolExecutor(max_workers=2) as pool:
             client = pool.submit(asyncio.run, open_loop(base, options.rate, stop))
             try:
                 time.sleep(options.before_kill_s)
+                slow = pool.submit(slow_calls, base, options)
+                time.sleep(0.5)  # the slow requests are being scored
                 os.kill(pid, signal.SIGKILL)
                 killed = time.monotonic()
-                back = replaced("CausalRecIngress", replicas, pid)
+                back = replaced(deployment, replicas, pid)
                 time.sleep(options.after_restart_s)
             finally:
                 stop.set()
-            calls = client.result()
+            calls = sorted(client.result() + slow.result(), key=lambda call: call.sent_s)
     finally:
         serve.delete(APP)
     return outage(calls, killed, back)
@@ -306,6 +331,8 @@ def main() -> None:
     parser.add_argument("--acked-before-kill", type=int, default=300)
     parser.add_argument("--sink-attempts", type=int, default=900)
     parser.add_argument("--held", type=int, default=20, help="served before the sink's kill")
+    parser.add_argument("--slow", type=int, default=4, help="slow requests in flight at a kill")
+    parser.add_argument("--slow-users", type=int, default=32, help="users per slow request")
     options = parser.parse_args()
 
     simulator = ConfoundedRecSimulator(
@@ -324,15 +351,19 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         load = os.getloadavg()[0]
         results = {
-            "2 replicas: /recommend": replica_scenario(base, model_dir, 2, options),
-            "1 replica: /recommend": replica_scenario(base, model_dir, 1, options),
+            f"{scoring} scoring, {n} replica{'s' * (n > 1)}: /recommend": replica_scenario(
+                base, model_dir, scoring, n, options
+            )
+            for scoring in ("ingress", "replicas")
+            for n in (2, 1)
         }
         sink = sink_scenario(base, model_dir, root, options)
         serve.shutdown()
     print(
         f"rate {options.rate:g} requests/s, health_check_period_s "
-        f"{options.health_check_period_s:g}, kill {options.before_kill_s:g} s after the client "
-        f"starts; 1-min load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+        f"{options.health_check_period_s:g}, kill {options.before_kill_s + 0.5:g} s after the "
+        f"client starts, {options.slow} requests of {options.slow_users} users (softmax) in "
+        f"flight; 1-min load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
         f"end ({os.cpu_count()} CPUs)\n"
     )
     print(

@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 from ray.serve import Application
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
@@ -44,10 +46,11 @@ from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.serve._loopback import bind_replica_grpc_to_loopback_node
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
-from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
+from causalrec.serve.feedback import FeedbackConflictError, FeedbackLog, UnknownRequestError
 from causalrec.serve.limits import BodySizeLimit
 from causalrec.serve.recommender import (
     DeadlineExceededError,
+    ReplicaLostError,
     RequestLimits,
     UnhealthyModelError,
     request_problem,
@@ -68,6 +71,10 @@ from causalrec.serve.schemas import (
 from causalrec.serve.scoring import Scorer
 
 __all__ = ["api", "build_app"]
+
+_logger = logging.getLogger(__name__)
+#: What a handle call raises when the replica running it died (a SIGKILL, a crash of the node).
+_REPLICA_GONE = (RayActorError, ActorUnavailableError)
 
 api = FastAPI(
     title="causalrec",
@@ -102,13 +109,17 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 def _error(exc: Exception) -> JSONResponse:
     """The HTTP answer to a causalrec error raised in a deployment (its cause, without trace)."""
     cause = getattr(exc, "cause", None) or exc
-    return JSONResponse(ErrorResponse(detail=str(cause)).model_dump(), status_code=_status(cause))
+    status = _status(cause)
+    headers = {"Retry-After": "1"} if isinstance(cause, ReplicaLostError) else None
+    return JSONResponse(
+        ErrorResponse(detail=str(cause)).model_dump(), status_code=status, headers=headers
+    )
 
 
 def _status(exc: Exception) -> int:
     if isinstance(exc, DeadlineExceededError):
         return 504
-    if isinstance(exc, UnhealthyModelError):
+    if isinstance(exc, (UnhealthyModelError, ReplicaLostError)):
         return 503
     if isinstance(exc, ForbiddenPathError):
         return 403
@@ -116,6 +127,8 @@ def _status(exc: Exception) -> int:
         return 413
     if isinstance(exc, UnknownRequestError):
         return 404
+    if isinstance(exc, FeedbackConflictError):
+        return 409
     return 422
 
 
@@ -265,11 +278,12 @@ class FeedbackSinkDeployment:
         """Remember a served request until its feedback arrives."""
         self.log.record(request_id, served)
 
-    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> dict[str, int]:
-        """Log a request's clicks; returns row and file counts."""
-        rows = self.log.add_feedback(request_id, clicks)
+    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> dict[str, Any]:
+        """Log a request's clicks (once: a retry is answered, not logged again)."""
+        receipt = self.log.add_feedback(request_id, clicks)
         return {
-            "rows": rows,
+            "rows": receipt.rows,
+            "repeated": receipt.repeated,
             "buffered_rows": self.log.buffered_rows,
             "written_files": self.log.written_files,
         }
@@ -361,16 +375,15 @@ class CausalRecIngress:
         if self.scorer is not None:
             served = await self.scorer.recommend(request, timeout_s)
             return served, [None] * len(served["items"])
+        deadline = time.monotonic() + timeout_s
         if self.split is None or users is None:
-            served = await self.recommenders["a"].recommend.remote(request, timeout_s)
+            served = await self._recommend_on("a", request, deadline)
             return served, [None] * len(served["items"])
         arms = self.split.arms(np.asarray(users))
         rows = {arm: np.flatnonzero(arms == arm) for arm in ARMS if (arms == arm).any()}
         parts = await asyncio.gather(
             *(
-                self.recommenders[arm].recommend.remote(
-                    {**request, "users": [users[i] for i in index]}, timeout_s
-                )
+                self._recommend_on(arm, {**request, "users": [users[i] for i in index]}, deadline)
                 for arm, index in rows.items()
             )
         )
@@ -385,6 +398,31 @@ class CausalRecIngress:
                 policy[i], version[i] = f"{arm}/{part['policy']}", part["version"]
         merged.update(policy=policy, version=version, propensity_kind=parts[0]["propensity_kind"])
         return merged, arms.tolist()
+
+    async def _recommend_on(
+        self, arm: str, request: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
+        """``arm``'s slates for ``request``, sent again when the replica running it dies.
+
+        At most ``scoring_retries`` times, to another replica (Serve routes around a dead one).
+        Safe to repeat: a recommender replica logs nothing (the ingress hands the answer to
+        the feedback sink). Raises :class:`ReplicaLostError` (503) when every try died.
+        """
+        handle = self.recommenders[arm]
+        for attempt in range(self.args.scoring_retries + 1):
+            try:
+                return await handle.recommend.remote(request, deadline - time.monotonic())
+            except _REPLICA_GONE as exc:
+                _logger.warning(
+                    "a %s replica died during a request (try %d): %s", arm, attempt + 1, exc
+                )
+                lost = exc
+            if time.monotonic() >= deadline:
+                break
+        raise ReplicaLostError(
+            f"recommend: the scoring replica died during the request "
+            f"({attempt + 1} tries; scoring_retries = {self.args.scoring_retries}): {lost}"
+        )
 
     def _problem(self, request: dict[str, Any], manifest: dict[str, Any]) -> JSONResponse | None:
         """The 413/422 answer to a request beyond the limits or the catalogue, if any."""
@@ -519,7 +557,7 @@ class CausalRecIngress:
         except (RayError, RayServeException):  # the sink died during the call
             detail = (
                 "request_id: the feedback sink is restarting; the feedback may or may not have "
-                "been logged: retry (a 404 then means it was)"
+                "been logged: retry it (it is logged once; repeated: true says it was already)"
             )
             return JSONResponse(
                 ErrorResponse(detail=detail).model_dump(),
@@ -609,14 +647,15 @@ def build_app(args: ServeAppArgs) -> Application:
     internal = {"logging_config": {"enable_access_log": args.internal_access_log}, **common}
 
     recommenders, split = None, None
-    if treatment_dir is not None:
+    if treatment_dir is not None or args.scoring == "replicas":
         arm = RecommenderDeployment.options(**scaling, **cpus(args.recommender_cpus), **internal)
         recommenders = {
-            "a": arm.options(**model(model_dir), _internal=True).bind(args.seed, bound_args),
-            "b": arm.options(
-                name="RecommenderDeploymentB", **model(treatment_dir), _internal=True
-            ).bind(args.seed + 1, bound_args),
+            "a": arm.options(**model(model_dir), _internal=True).bind(args.seed, bound_args)
         }
+    if treatment_dir is not None:
+        recommenders["b"] = arm.options(
+            name="RecommenderDeploymentB", **model(treatment_dir), _internal=True
+        ).bind(args.seed + 1, bound_args)
         split = ExperimentSplit(args.experiment.salt, args.experiment.share_b)
     evaluator = EvaluatorDeployment.options(
         **cpus(args.evaluator_cpus), **internal, **model(model_dir)

@@ -65,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="replicas that score (default: from --config, else 1)",
     )
+    parser.add_argument(
+        "--scoring",
+        choices=["ingress", "replicas"],
+        default=None,
+        help="score in the HTTP ingress (lowest latency) or in recommender replicas behind it "
+        "(a request whose replica dies is retried on another; default: from --config, else "
+        "ingress)",
+    )
     parser.add_argument("--data-root", default=None, help="directory /evaluate may read logs from")
     parser.add_argument("--feedback-dir", default=None, help="log directory /feedback writes to")
     parser.add_argument(
@@ -121,7 +129,11 @@ def app_args_from_options(args: argparse.Namespace):
     if args.config:
         values = load_yaml_config(args.config, ServeAppArgs).model_dump()
     values["model_dir"] = args.model
-    for key, option in (("num_replicas", "replicas"), ("data_root", "data_root")):
+    for key, option in (
+        ("num_replicas", "replicas"),
+        ("scoring", "scoring"),
+        ("data_root", "data_root"),
+    ):
         if getattr(args, option) is not None:
             values[key] = getattr(args, option)
     if args.feedback_dir is not None:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -43,9 +43,18 @@ class ServeAppArgs(StrictConfig):
         data_root: Directory under which ``/evaluate`` may read Parquet logs (``None``: inline
             rows only). Paths outside it are refused with 403.
         feedback_dir: Log directory that ``/feedback`` appends to (causalrec log format).
-        num_replicas: Replicas of the deployment that scores: the HTTP ingress itself when no
-            experiment runs, each arm's recommender in an A/B test (ignored with
-            ``autoscaling``).
+        scoring: Where slates are scored when no experiment runs. ``ingress``: in the HTTP
+            ingress's replicas (no hop between deployments: the lowest latency; a request in
+            flight on a replica that dies gets 500). ``replicas``: in ``RecommenderDeployment``
+            replicas behind a thin ingress, which retries a request whose replica died on
+            another one within its deadline (one hop more per request). An A/B test always
+            scores in its arms' replicas, with the same retry.
+        num_replicas: Replicas of the deployment that scores: the HTTP ingress itself with
+            ``scoring: ingress``, the recommender otherwise (each arm's, in an A/B test;
+            ignored with ``autoscaling``).
+        scoring_retries: With scoring replicas, how many times a request whose replica died
+            is sent again (to another replica; Serve routes around the dead one). Scoring has
+            no side effect: nothing is logged before the answer.
         autoscaling: Ray Serve ``autoscaling_config`` of the scoring deployment, e.g.
             ``{min_replicas: 1, max_replicas: 4, target_ongoing_requests: 8}``.
         max_ongoing_requests: Requests a replica works on at once.
@@ -84,7 +93,9 @@ class ServeAppArgs(StrictConfig):
     model_dir: str
     data_root: str | None = None
     feedback_dir: str | None = None
+    scoring: Literal["ingress", "replicas"] = "ingress"
     num_replicas: int = pydantic.Field(default=1, ge=1)
+    scoring_retries: int = pydantic.Field(default=2, ge=0)
     autoscaling: dict[str, Any] | None = None
     max_ongoing_requests: int = pydantic.Field(default=32, ge=1)
     max_queued_requests: int = pydantic.Field(default=64, ge=1)

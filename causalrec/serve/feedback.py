@@ -19,6 +19,12 @@ killed one stopped:
   kill of the process, not a crash of the machine, unless a later fsync covered it (every
   journal line written before an fsync is on disk). Feedback for a request lost that way gets
   ``UnknownRequestError`` (404), as for an expired one.
+* A retried feedback is logged once: the sink remembers the last ``capacity`` answered request
+  ids with a digest of their clicks (journaled with them, so a restarted sink knows the answers
+  its journal still holds). The same clicks again return the first answer's row count with
+  ``repeated=True`` and add nothing; other clicks raise ``FeedbackConflictError`` (409). A
+  client whose ``/feedback`` got no answer (a 503 or 504, a dropped connection) can therefore
+  always retry it.
 * No duplicates after a crash: a flush writes the rows of one journal segment as the part file
   named after it (``logs/part-seg-000000000042.parquet``) before the segment is retired, and the
   replay never writes a segment whose part exists again. A line torn by a kill in the middle of
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -52,7 +59,13 @@ from causalrec.platform import storage
 from causalrec.platform.errors import DataError, LogFormatError
 from causalrec.platform.feedback import LoggedFeedback
 
-__all__ = ["JOURNAL_SUBDIR", "FeedbackLog", "UnknownRequestError"]
+__all__ = [
+    "JOURNAL_SUBDIR",
+    "FeedbackConflictError",
+    "FeedbackLog",
+    "FeedbackReceipt",
+    "UnknownRequestError",
+]
 
 #: Folder of the journal segments, beside ``logs/``.
 JOURNAL_SUBDIR = "journal"
@@ -65,7 +78,31 @@ _logger = logging.getLogger(__name__)
 
 
 class UnknownRequestError(DataError):
-    """Feedback for a request id the sink does not hold (never served, expired or answered)."""
+    """Feedback for a request id the sink does not hold (never served, or expired)."""
+
+
+class FeedbackConflictError(DataError):
+    """Feedback for a request already answered with other clicks."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackReceipt:
+    """What an acknowledged feedback logged.
+
+    Attributes:
+        rows: Impressions the feedback logged (users x items of the request).
+        repeated: Whether the same clicks had been logged before (a retry): nothing was added.
+    """
+
+    rows: int
+    repeated: bool = False
+
+
+def _clicks_digest(clicks: np.ndarray) -> str:
+    """SHA-256 of a click matrix, shape (n, k), and its shape."""
+    digest = hashlib.sha256(repr(clicks.shape).encode())
+    digest.update(np.ascontiguousarray(clicks, dtype=np.int8).tobytes())
+    return digest.hexdigest()
 
 
 def _segment_name(number: int) -> str:
@@ -188,6 +225,8 @@ class FeedbackLog:
         self._estimated = False  # whether a buffered slate has estimated propensities
         self.user_features = user_features
         self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # The last ``capacity`` answered requests: their clicks' digest and row count.
+        self.answered: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.buffer: list[LoggedFeedback] = []
         self.buffered_rows = 0
         self.written_files = 0
@@ -228,22 +267,22 @@ class FeedbackLog:
             if self._served_lines >= self.capacity:  # rare feedback: retire the segment anyway
                 self._flush_after_ack(rotate=True)
 
-    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> int:
-        """Join clicks to a served request and buffer its impressions; returns the row count.
+    def add_feedback(self, request_id: str, clicks: list[list[int]]) -> FeedbackReceipt:
+        """Join clicks to a served request and buffer its impressions.
 
-        The clicks are journaled (and fsynced, with ``sync``) before the method returns.
+        The clicks are journaled (and fsynced, with ``sync``) before the method returns. The
+        same clicks for a request answered already (a retry) add nothing and return the first
+        answer's row count, with ``repeated=True``.
 
         Raises:
-            UnknownRequestError: If the request is not pending.
+            UnknownRequestError: If the request is neither pending nor recently answered.
+            FeedbackConflictError: If the request was answered with other clicks.
             DataError: If ``clicks`` does not match the request's slates (shape named).
         """
         with self._lock:
             served = self.pending.get(request_id)
             if served is None:
-                raise UnknownRequestError(
-                    f"request_id: {request_id!r} is not pending (never served, already answered, "
-                    f"or older than the last {self.capacity} requests)"
-                )
+                return self._repeat(request_id, clicks)
             items = served["items"]
             n, k = items.shape
             lengths = sorted({len(row) for row in clicks})
@@ -256,10 +295,30 @@ class FeedbackLog:
             chunk = self._chunk(served, clicks_array)
             entry = {"kind": "feedback", "request_id": request_id, "clicks": clicks_array.tolist()}
             self._append(_line(entry), sync=self.sync)
-            self._answer(request_id, chunk)
+            self._answer(request_id, chunk, clicks_array)
             if self.buffered_rows >= self.flush_rows:
                 self._flush_after_ack(rotate=False)
-            return chunk.n_rows
+            return FeedbackReceipt(rows=chunk.n_rows)
+
+    def _repeat(self, request_id: str, clicks: list[list[int]]) -> FeedbackReceipt:
+        """The answer to feedback for a request that is not pending (a retry, or an error)."""
+        answer = self.answered.get(request_id)
+        if answer is None:
+            raise UnknownRequestError(
+                f"request_id: {request_id!r} is not pending (never served, or older than the "
+                f"last {self.capacity} requests)"
+            )
+        digest, rows = answer
+        try:
+            same = _clicks_digest(np.asarray(clicks, dtype=np.int64)) == digest
+        except ValueError:  # ragged: not the clicks that were logged
+            same = False
+        if not same:
+            raise FeedbackConflictError(
+                f"request_id: {request_id!r} was answered already, with other clicks; "
+                "its first feedback stays logged"
+            )
+        return FeedbackReceipt(rows=rows, repeated=True)
 
     def flush(self) -> Path | None:
         """Write the buffered rows as one Parquet part file (atomically); returns its path.
@@ -315,14 +374,21 @@ class FeedbackLog:
             first_round=self.next_round,
         )
 
-    def _answer(self, request_id: str, chunk: LoggedFeedback) -> None:
+    def _answer(self, request_id: str, chunk: LoggedFeedback, clicks: np.ndarray) -> None:
         served = self.pending.pop(request_id)
+        self._remember_answer(request_id, clicks, rows=chunk.n_rows)
         # Its served line must stay in the journal until the rows are in a part file.
         self._answered.append(self._origin.pop(request_id))
         self.next_round = int(chunk.round_id[-1]) + 1
         self.buffer.append(chunk)
         self.buffered_rows += chunk.n_rows
         self._estimated |= "estimated" in served.get("propensity_kind", ())
+
+    def _remember_answer(self, request_id: str, clicks: np.ndarray, *, rows: int) -> None:
+        self.answered[request_id] = (_clicks_digest(clicks), rows)
+        self.answered.move_to_end(request_id)
+        while len(self.answered) > self.capacity:
+            self.answered.popitem(last=False)
 
     # Journal segments.
 
@@ -432,9 +498,11 @@ class FeedbackLog:
                     continue
                 elif written:  # its rows are in the segment's part file already
                     self._forget(request_id)
+                    clicks = np.asarray(entry["clicks"], dtype=np.int64)
+                    self._remember_answer(request_id, clicks, rows=clicks.size)
                 else:
                     clicks = np.asarray(entry["clicks"], dtype=np.int64)
-                    self._answer(request_id, self._chunk(self.pending[request_id], clicks))
+                    self._answer(request_id, self._chunk(self.pending[request_id], clicks), clicks)
             if self.buffer:
                 self._write_part(segment)
             self._retired.add(segment)

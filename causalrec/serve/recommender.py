@@ -28,6 +28,7 @@ __all__ = [
     "DRAW_CHUNK_USERS",
     "DeadlineExceededError",
     "RecommenderCore",
+    "ReplicaLostError",
     "RequestLimits",
     "RowScorer",
     "UnhealthyModelError",
@@ -48,6 +49,10 @@ class DeadlineExceededError(CausalRecError):
 
 class UnhealthyModelError(CausalRecError):
     """The loaded model fails its canary: scoring raises or gives non-finite scores."""
+
+
+class ReplicaLostError(CausalRecError):
+    """Every scoring replica tried for a request died under it (answered 503, Retry-After)."""
 
 
 @dataclass(frozen=True)

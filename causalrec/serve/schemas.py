@@ -260,10 +260,19 @@ class FeedbackRequest(pydantic.BaseModel):
 
 
 class FeedbackResponse(pydantic.BaseModel):
-    """``POST /feedback`` answer."""
+    """``POST /feedback`` answer.
+
+    Attributes:
+        request_id: The request the clicks were for.
+        rows: Impressions logged for it (users x items).
+        repeated: Whether these clicks had been logged already (a retry): nothing was added.
+        buffered_rows: Rows waiting for the sink's next Parquet part.
+        written_files: Parquet parts the sink has written.
+    """
 
     request_id: str
     rows: int
+    repeated: bool = False
     buffered_rows: int
     written_files: int
 
@@ -315,14 +324,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "A body that cannot be parsed"},
     403: {"model": ErrorResponse, "description": "Path outside the server's data root"},
     404: {"model": ErrorResponse, "description": "Unknown request id, or no experiment runs"},
-    409: {"model": ErrorResponse, "description": "Not configured on this server"},
+    409: {
+        "model": ErrorResponse,
+        "description": (
+            "Not configured on this server; or feedback for a request answered with other clicks"
+        ),
+    },
     413: {"model": ErrorResponse, "description": "Body, users, slate or rows over a limit"},
     422: {"model": ValidationErrorResponse, "description": "Invalid field"},
     503: {
         "model": ErrorResponse,
         "description": (
-            "The served model fails its canary; or, in plain text from Ray Serve's proxy, "
-            "a full queue or no replica up"
+            "The served model fails its canary, or every scoring replica tried died during "
+            "the request; or, in plain text from Ray Serve's proxy, a full queue or no replica "
+            "up"
         ),
         "content": _TEXT,
     },

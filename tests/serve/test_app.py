@@ -134,8 +134,15 @@ def test_feedback_is_logged_in_the_causalrec_format(served):
     np.testing.assert_allclose(mine.user_features, served.logs.user_table[np.repeat([2, 9], 3)])
     again = served.client.post(
         "/feedback", json={"request_id": answer["request_id"], "clicks": clicks}
+    )  # a retry: answered as the first time, logged once
+    assert again.status_code == 200, again.text
+    assert again.json()["repeated"] is True and again.json()["rows"] == 6
+    assert reply.json()["repeated"] is False
+    other = served.client.post(
+        "/feedback", json={"request_id": answer["request_id"], "clicks": [[1, 1, 1], [0, 0, 0]]}
     )
-    assert again.status_code == 404  # answered already
+    assert other.status_code == 409 and "with other clicks" in other.json()["detail"], other.text
+    assert read_logs(served.root / "feedback").n_rows == logged.n_rows  # flush_rows 1
 
 
 def test_evaluate_matches_the_library(served):

@@ -13,7 +13,7 @@ import pytest
 
 from causalrec.platform.errors import DataError, LogFormatError
 from causalrec.platform.storage import read_logs
-from causalrec.serve.feedback import FeedbackLog, UnknownRequestError
+from causalrec.serve.feedback import FeedbackConflictError, FeedbackLog, UnknownRequestError
 
 
 def served(users, k, n_items=10):
@@ -32,7 +32,7 @@ def test_feedback_is_buffered_then_written_and_round_ids_continue(tmp_path):
     features = np.arange(20, dtype=np.float32).reshape(10, 2)
     sink = FeedbackLog(tmp_path / "fb", n_items=10, flush_rows=5, user_features=features)
     sink.record("a", served([1, 2], 2))
-    assert sink.add_feedback("a", [[1, 0], [0, 0]]) == 4
+    assert sink.add_feedback("a", [[1, 0], [0, 0]]).rows == 4
     assert sink.written_files == 0 and sink.buffered_rows == 4  # below flush_rows
     sink.record("b", served([3], 3))
     sink.add_feedback("b", [[0, 0, 1]])
@@ -56,10 +56,48 @@ def test_feedback_errors_name_the_field_and_keep_the_request(tmp_path):
     sink.record("a", served([1], 2))
     with pytest.raises(DataError, match=r"clicks: expected 1 list\(s\) of 2 clicks"):
         sink.add_feedback("a", [[1]])
-    assert sink.add_feedback("a", [[1, 0]]) == 2  # still pending after the bad call
+    assert sink.add_feedback("a", [[1, 0]]).rows == 2  # still pending after the bad call
     for name in "bcd":
         sink.record(name, served([1], 1))
     assert list(sink.pending) == ["c", "d"]  # the oldest is dropped at capacity
+
+
+def test_a_retried_feedback_is_answered_again_and_logged_once(tmp_path):
+    sink = FeedbackLog(tmp_path / "fb", n_items=10, capacity=2, flush_rows=100)
+    sink.record("a", served([1, 2], 2))
+    first = sink.add_feedback("a", [[1, 0], [0, 1]])
+    assert (first.rows, first.repeated) == (4, False)
+    again = sink.add_feedback("a", [[1, 0], [0, 1]])
+    assert (again.rows, again.repeated) == (4, True)
+    assert sink.buffered_rows == 4  # nothing added
+    for other in ([[0, 0], [0, 1]], [[1, 0]], [[1, 0], [0]]):  # other clicks, shape, ragged
+        with pytest.raises(FeedbackConflictError, match="'a' was answered already, with other"):
+            sink.add_feedback("a", other)
+    sink.flush()
+    assert read_logs(tmp_path / "fb").click.tolist() == [1, 0, 0, 1]
+    for name in "bc":  # the answers remembered are bounded by capacity: "a" is forgotten
+        sink.record(name, served([3], 1))
+        sink.add_feedback(name, [[1]])
+    assert list(sink.answered) == ["b", "c"]
+    with pytest.raises(UnknownRequestError, match="'a' is not pending"):
+        sink.add_feedback("a", [[1, 0], [0, 1]])
+
+
+def test_a_restarted_sink_still_answers_retries_of_feedback_in_its_journal(tmp_path):
+    sink = FeedbackLog(tmp_path / "fb", n_items=10, flush_rows=2)
+    sink.record("a", served([1], 2))
+    sink.record("b", served([2], 1))
+    sink.add_feedback("a", [[0, 1]])  # flushed: part file 0 (its segment stays: "b" is pending)
+    sink.add_feedback("b", [[1]])  # journaled, buffered
+    del sink  # killed
+
+    again = FeedbackLog(tmp_path / "fb", n_items=10, flush_rows=2)
+    assert again.add_feedback("a", [[0, 1]]).repeated  # its rows were in a part file
+    assert again.add_feedback("b", [[1]]).repeated  # its rows were written by the replay
+    with pytest.raises(FeedbackConflictError):
+        again.add_feedback("b", [[0]])
+    again.flush()
+    assert read_logs(tmp_path / "fb").user_id.tolist() == [1, 1, 2]
 
 
 def test_serve_cli_refuses_a_missing_model_before_starting_ray(tmp_path):
@@ -238,7 +276,7 @@ def test_a_torn_last_journal_line_is_ignored_and_the_lines_before_it_kept(tmp_pa
     assert again.written_files == 1 and read_logs(tmp_path / "fb").click.tolist() == [0, 1]
     with pytest.raises(UnknownRequestError, match="request_id: 'd' is not pending"):
         again.add_feedback("d", [[0, 0]])
-    assert again.add_feedback("c", [[1, 1]]) == 2
+    assert again.add_feedback("c", [[1, 1]]).rows == 2
 
 
 def test_an_unreadable_journal_line_before_the_last_is_refused(tmp_path):

@@ -124,3 +124,47 @@ def test_a_softmax_too_peaked_for_float64_is_refused_naming_temperature(core):
         core.draw(rows, request)
     served = core.draw(rows, {**request, "temperature": 1.0})
     assert (served["propensities"] > 0).all() and np.isfinite(served["propensities"]).all()
+
+
+def test_a_cheap_request_is_served_on_the_event_loop_and_a_costly_one_on_the_scoring_thread(core):
+    """A request of at most INLINE_MAX_SCORES scores (and no softmax past position 1) does not
+    wait for the scoring thread; any other request does (its work stays off the event loop)."""
+    import asyncio
+    import threading
+
+    from causalrec.serve.scoring import INLINE_MAX_SCORES, Scorer
+
+    scorer = Scorer(core.model_dir, 0, max_batch_size=1, batch_wait_timeout_s=0.0)
+
+    async def unbatched(users):  # @serve.batch needs a replica; the thread hop is the same
+        (rows,) = await scorer._off_loop(scorer.core.score_batch, [users])
+        return rows
+
+    scorer._score_ids = unbatched
+    fits = INLINE_MAX_SCORES // scorer.core.n_items
+    base = {"k": 2, "epsilon": 0.1, "temperature": 1.0, "user_features": None}
+    cheap = [
+        {**base, "users": list(range(fits)), "exploration": "none"},
+        {**base, "users": [0], "exploration": "epsilon"},
+        {**base, "users": [0], "exploration": "softmax", "k": 1},
+    ]
+    costly = [
+        {**base, "users": [0], "exploration": "softmax"},  # k = 2: Plackett-Luce marginals
+        {**base, "users": list(range(fits + 1)), "exploration": "none"},
+    ]
+    release = threading.Event()
+
+    async def main():
+        blocker = scorer._worker.submit(release.wait, 30)  # the scoring thread is busy
+        try:
+            for request in cheap:
+                served = await asyncio.wait_for(scorer.recommend(request, 10), timeout=5)
+                assert served["items"].shape == (len(request["users"]), request["k"])
+            for request in costly:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(scorer.recommend(request, 10), timeout=0.5)
+        finally:
+            release.set()
+            blocker.result()
+
+    asyncio.run(main())

@@ -141,12 +141,13 @@ def test_errors_raised_in_deployments_answer_an_error_response_with_their_status
     from causalrec.platform.errors import DataError, ForbiddenPathError
     from causalrec.serve.app import _error
     from causalrec.serve.evaluator import TooLargeError
-    from causalrec.serve.feedback import UnknownRequestError
+    from causalrec.serve.feedback import FeedbackConflictError, UnknownRequestError
     from causalrec.serve.recommender import DeadlineExceededError, UnhealthyModelError
 
     table = [
         (ForbiddenPathError("path: '/etc' is outside the server's data root"), 403),
         (UnknownRequestError("request_id: 'r' is not pending"), 404),
+        (FeedbackConflictError("request_id: 'r' was answered already, with other clicks"), 409),
         (TooLargeError("rows: 5 rows; at most 4 per request"), 413),
         (DataError("rows.0.item_id: unknown item 999"), 422),
         (UnhealthyModelError("the canary user's scores are not finite"), 503),
