@@ -64,3 +64,18 @@ def test_serve_cli_options_make_an_experiment(tmp_path):
         0.2,
     )
     assert args.num_replicas == 3
+
+
+def test_serve_cli_scoring_option_overrides_the_config_and_is_checked(tmp_path, capsys):
+    from causalrec.platform.cli import build_parser
+    from causalrec.serve.cli import app_args_from_options
+
+    config = tmp_path / "app.yaml"
+    config.write_text("model_dir: ignored\nscoring: replicas\nnum_replicas: 2\n")
+    base = ["serve", "--model", "a", "--config", str(config)]
+    assert app_args_from_options(build_parser().parse_args(base)).scoring == "replicas"
+    args = app_args_from_options(build_parser().parse_args([*base, "--scoring", "ingress"]))
+    assert (args.scoring, args.num_replicas) == ("ingress", 2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--scoring", "gpu"])
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err
