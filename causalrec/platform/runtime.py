@@ -50,7 +50,8 @@ SERVE_LATENCY_ENV = {
 #: to the machine's address (``services.resolve_ip_for_localhost``) and becomes the node IP, and
 #: Ray's servers bind the node IP. Export it before ``ray start --head --node-ip-address
 #: 127.0.0.1`` for a single-node cluster on loopback; ``ray start --address`` (a second node)
-#: refuses to run with it, since a node on loopback cannot be reached from another machine.
+#: refuses to run with it, since a node on loopback cannot be reached from another machine:
+#: ``python -m causalrec.platform.loopback_node`` starts one on the same machine.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 _LOOPBACK_IP = "127.0.0.1"

@@ -1,0 +1,76 @@
+"""`ray start` clusters of the tests: loopback only, token auth, each node in its own group.
+
+Each node runs with ``--block`` in its own process group, so stopping it (SIGTERM to the group,
+SIGKILL after a minute) never touches the test session's own Ray, which ``ray stop`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from causalrec.platform.runtime import LOOPBACK_ENV, free_port
+
+
+def ray_cli(env: dict[str, str], *args: str, check: bool = True, timeout: float = 300) -> str:
+    """``ray ARGS``' output (stdout and stderr); raises on a failure when ``check``."""
+    done = subprocess.run(
+        ["ray", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"ray {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def client_env() -> dict[str, str]:
+    """This environment without ``RAY_ADDRESS``, with ``RAY_AUTH_MODE=token``."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
+def start_head(env: dict[str, str], num_cpus: int) -> tuple[subprocess.Popen, int, str]:
+    """A head on 127.0.0.1 with ``LOOPBACK_ENV``; (process, GCS port, job server address).
+
+    Returns once the job server answers (at most 120 s).
+    """
+    dashboard, gcs = free_port(), free_port()
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
+         "--port", str(gcs), "--dashboard-port", str(dashboard),
+         "--ray-client-server-port", str(free_port()),
+         "--dashboard-agent-listen-port", str(free_port()), "--num-cpus", str(num_cpus),
+         "--block"],
+        env={**env, **LOOPBACK_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while "Job submission server address" not in ray_cli(
+        env, "job", "list", "--address", address, check=False
+    ):
+        if head.poll() is not None or time.monotonic() > deadline:
+            stop_node(head)
+            raise AssertionError("the head's job server did not come up")
+        time.sleep(2)
+    return head, gcs, address
+
+
+def stop_node(node: subprocess.Popen, gcs: int | None = None) -> None:
+    """Stop a ``--block`` node by its process group; forget it as the current cluster."""
+    os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+    # `ray start` recorded the head as the machine's current cluster; `ray stop` would forget
+    # it, killing the process does not, and a later `ray.init()` or `serve run` without an
+    # address would try to join the dead head.
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if gcs is not None and current.is_file() and current.read_text().strip().endswith(f":{gcs}"):
+        current.unlink()
