@@ -60,14 +60,21 @@ def start_head(env: dict[str, str], num_cpus: int) -> tuple[subprocess.Popen, in
     return head, gcs, address
 
 
+def stop_process_group(process: subprocess.Popen, signal_number: int = signal.SIGTERM) -> None:
+    """Signal ``process``'s group; SIGKILL it if the process has not ended within 60 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal_number)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 def stop_node(node: subprocess.Popen, gcs: int | None = None) -> None:
     """Stop a ``--block`` node by its process group; forget it as the current cluster."""
-    os.killpg(node.pid, signal.SIGTERM)
-    try:
-        node.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait(timeout=30)
+    stop_process_group(node)
     # `ray start` recorded the head as the machine's current cluster; `ray stop` would forget
     # it, killing the process does not, and a later `ray.init()` or `serve run` without an
     # address would try to join the dead head.

@@ -22,6 +22,7 @@ from causalrec.serve import _loopback
 from causalrec.simulators import write_logs
 
 from ..listeners import exposed, listeners
+from ..ray_cluster import stop_process_group
 
 
 @pytest.mark.parametrize(
@@ -111,13 +112,7 @@ def _wait_healthy(process, url, timeout_s=180.0):
 
 def _stop(process):
     """SIGINT (Ctrl-C) the server's process group; SIGKILL it if it does not end in time."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+    stop_process_group(process, signal.SIGINT)
     with process.stdout:
         return process.stdout.read()
 
