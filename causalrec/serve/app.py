@@ -8,8 +8,10 @@ Deployments (sub-deployments reach the ingress as handles):
 
 * ``CausalRecIngress`` — FastAPI: ``POST /recommend``, ``POST /evaluate``, ``POST /feedback``,
   ``GET /model``, ``GET /healthz``; OpenAPI at ``/docs``. Bodies over ``max_body_bytes`` get 413.
-* ``RecommenderDeployment`` — loads the model once per replica; scores concurrent requests
-  together with ``@serve.batch``; ``check_health`` fails when no model is loaded.
+  With ``scoring: ingress`` (the default, no experiment) it scores requests itself.
+* ``RecommenderDeployment`` — with ``scoring: replicas``, and for each arm of an A/B test: loads
+  the model once per replica and scores (:class:`~causalrec.serve.scoring.Scorer`); the
+  ingress retries a request whose replica died on another; ``check_health`` scores a canary.
 * ``EvaluatorDeployment`` — off-policy evaluation of the served or a named policy.
 * ``FeedbackSinkDeployment`` — one replica joining served slates with their clicks into Parquet.
 
@@ -303,8 +305,10 @@ class FeedbackSinkDeployment:
 class CausalRecIngress:
     """HTTP front: validates requests, serves slates and routes the rest to the deployments.
 
-    Without an experiment the ingress scores itself (:class:`Scorer`): scoring needs no hop
-    between deployments, and the ingress's replicas are the ones that scale. With a feedback
+    With ``scoring: ingress`` and no experiment the ingress scores itself (:class:`Scorer`):
+    scoring needs no hop between deployments, and the ingress's replicas are the ones that
+    scale. With ``scoring: replicas``, recommender replicas score, and a request whose replica
+    died is sent to another (:meth:`_recommend_on`). With a feedback
     sink, ``/recommend`` makes one bounded call to it (``feedback_record_timeout_s``). With an
     experiment, each user's slate comes from the recommender of its arm
     (:class:`~causalrec.serve.routing.ExperimentSplit`).
