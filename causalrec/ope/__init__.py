@@ -4,10 +4,13 @@ Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions):
 :class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and
 for slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`,
 :class:`SlateRewardInteractionIPS`; every family implements one interface, :class:`Estimator`
-(its per-round terms from :class:`EvaluationInputs`). High level: :func:`evaluate` (a log and a
-policy in, one row per estimator with interval and diagnostics out), :class:`OfflineEvaluator`
-(many policies on one log, reward models fitted once), cross-fitted reward models
-(:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`). Policies to evaluate are named by
+(its per-round terms from :class:`EvaluationInputs`). For whole sessions (clicks per session):
+:class:`PDIS`, :class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on session arrays
+(:mod:`causalrec.ope.sequential`; not yet behind :func:`evaluate`). High level:
+:func:`evaluate` (a log and a policy in, one row per estimator with interval and diagnostics
+out), :class:`OfflineEvaluator` (many policies on one log, reward models fitted once),
+cross-fitted reward models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`).
+Policies to evaluate are named by
 :func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy specs).
 """
 
@@ -19,6 +22,14 @@ from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics
 from causalrec.ope.registry import ESTIMATORS, parse_estimator, parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.sequential import (
+    PDIS,
+    WDR,
+    WPDIS,
+    SequentialDR,
+    SequentialEstimator,
+    sequential_inputs,
+)
 from causalrec.ope.slate import (
     SlateEstimator,
     SlateIndependentIPS,
@@ -32,8 +43,11 @@ __all__ = [
     "DR",
     "ESTIMATORS",
     "IPS",
+    "PDIS",
     "SNDR",
     "SNIPS",
+    "WDR",
+    "WPDIS",
     "CrossFittedRewardModel",
     "DRos",
     "Estimator",
@@ -44,6 +58,8 @@ __all__ = [
     "RewardModelConfig",
     "RoundDiagnostics",
     "RoundInputs",
+    "SequentialDR",
+    "SequentialEstimator",
     "SlateEstimator",
     "SlateIndependentIPS",
     "SlateRewardInteractionIPS",
@@ -53,4 +69,5 @@ __all__ = [
     "parse_estimator",
     "parse_estimators",
     "round_inputs_from_arrays",
+    "sequential_inputs",
 ]
