@@ -262,6 +262,8 @@ class SoftmaxPolicy(Policy):
         cache_marginals: Keep each user's item–position marginals once computed (for logging
             policies that see a user many times). Without it, drawing a slate computes the
             marginals of the shown items only (what a server needs per request).
+        cache_table: Keep a table of every user's probabilities when it fits the budget; off
+            for a policy built for one batch (e.g. a logger whose scores change every step).
     """
 
     def __init__(
@@ -276,6 +278,7 @@ class SoftmaxPolicy(Policy):
         max_draws: int = pl_estimates.MAX_DRAWS,
         seed: int | None = 0,
         cache_marginals: bool = True,
+        cache_table: bool = True,
     ):
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0; got {temperature}")
@@ -294,7 +297,7 @@ class SoftmaxPolicy(Policy):
         self._exact = plackett_luce.exact_positions(self.n_items, slate_size)
         #: Largest relative standard error of any estimated marginal computed so far.
         self.max_relative_se = 0.0
-        self._use_table = scorer.n_users * scorer.n_items <= TABLE_BUDGET
+        self._use_table = cache_table and scorer.n_users * scorer.n_items <= TABLE_BUDGET
         self._cache_marginals = cache_marginals and self._use_table
 
     # -- probabilities ------------------------------------------------------------------------

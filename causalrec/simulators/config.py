@@ -6,7 +6,10 @@ from pydantic import Field, model_validator
 
 from causalrec.platform.config import StrictConfig, load_preset, load_yaml_config
 
-__all__ = ["SimulatorConfig", "load_simulator_config"]
+__all__ = ["DYNAMICS_FIELDS", "SimulatorConfig", "load_simulator_config"]
+
+#: The fields that switch dynamics on when positive (``satiation_recovery`` only shapes one).
+DYNAMICS_FIELDS = ("interest_drift", "satiation", "popularity_feedback", "leave_base")
 
 
 class SimulatorConfig(StrictConfig):
@@ -70,6 +73,32 @@ class SimulatorConfig(StrictConfig):
 
     # --- environment ------------------------------------------------------------------------
     session_length: int = Field(10, ge=1, description="Steps per Gymnasium episode (one user).")
+    history_window: int = Field(
+        10, ge=1, description="Last L steps (items, clicks) in a dynamic world's observation."
+    )
+
+    # --- dynamics (all off by default: the world is then a contextual bandit) ---------------
+    interest_drift: float = Field(
+        0.0, ge=0.0, le=1.0, description="Rate at which θ_u moves towards a clicked item's φ_i."
+    )
+    satiation: float = Field(
+        0.0, ge=0.0, description="Logit drop of a clicked item's latent cluster, per click."
+    )
+    satiation_recovery: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of the satiation that wears off per step."
+    )
+    popularity_feedback: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Rate at which popularity moves to a step's click share."
+    )
+    leave_base: float = Field(
+        0.0, ge=0.0, le=1.0, description="Chance of leaving after a step with no recent clicks."
+    )
+    leave_sensitivity: float = Field(
+        0.0, ge=0.0, description="How fast recent clicks per step lower the leaving probability."
+    )
+    concurrent_sessions: int = Field(
+        1_000, ge=1, description="Sessions sharing the world clock (pooled popularity feedback)."
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> SimulatorConfig:
@@ -79,6 +108,11 @@ class SimulatorConfig(StrictConfig):
                 f"n_items={self.n_items}"
             )
         return self
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether any user or world dynamics is on (else every step is a fresh request)."""
+        return any(getattr(self, name) > 0 for name in DYNAMICS_FIELDS)
 
     @property
     def n_visible_latent(self) -> int:

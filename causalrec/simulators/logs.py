@@ -27,11 +27,7 @@ CHUNK_ROUNDS = 262_144
 def _check_request(simulator: ConfoundedRecSimulator, policy: Policy, n_rounds: int) -> None:
     if n_rounds < 1:
         raise ConfigError(f"n_rounds must be >= 1; got {n_rounds}")
-    if policy.n_items != simulator.n_items or policy.slate_size != simulator.slate_size:
-        raise ConfigError(
-            f"policy {policy.name!r} has n_items={policy.n_items}, slate_size={policy.slate_size};"
-            f" the simulator has n_items={simulator.n_items}, slate_size={simulator.slate_size}"
-        )
+    simulator.check_policy(policy)
 
 
 def log_metadata(

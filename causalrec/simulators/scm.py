@@ -21,6 +21,11 @@ Structural equations (u a user, i an item, k a 1-based position; see :meth:`caus
 With ρ = 0 exposure is independent of relevance (unconfounded); with h = 0 the propensity is a
 function of observed features (ignorability holds); with h > 0 it is not.
 
+With the dynamics fields on (``interest_drift``, ``satiation``, ``popularity_feedback``,
+``leave_base``) the model gains time: θ_u drifts towards clicked items, clicked clusters tire,
+popularity follows clicks, and users leave; :mod:`causalrec.simulators.dynamics` has the
+transition and :meth:`ConfoundedRecSimulator.long_term_value` the truth over sessions.
+
 References:
     Craswell, Zoeter, Taylor, Ramsey, "An Experimental Comparison of Click Position-Bias
     Models", WSDM 2008 (the position-based model).
@@ -40,7 +45,8 @@ from scipy.special import expit
 
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.policy import Policy, SoftmaxPolicy, TopKPolicy, UniformPolicy
-from causalrec.platform.units import PolicyValue
+from causalrec.platform.session import PolicyOnSessions, SessionPolicy
+from causalrec.platform.units import LongTermValue, PairedLongTermValue, PolicyValue
 from causalrec.simulators.config import SimulatorConfig
 from causalrec.simulators.graph import CausalGraph, Edge, Node
 
@@ -299,6 +305,19 @@ class ConfoundedRecSimulator:
             seed=self.config.seed,
         )
 
+    def session_logging_policy(self) -> SessionPolicy:
+        """The logging policy acting on sessions.
+
+        With popularity feedback its popularity term follows the session's cohort
+        (:class:`~causalrec.simulators.dynamics.PopularityFeedbackLogger`); otherwise it is
+        :meth:`logging_policy`, which ignores histories.
+        """
+        if self.config.popularity_feedback > 0:
+            from causalrec.simulators.dynamics import PopularityFeedbackLogger
+
+            return PopularityFeedbackLogger(self)
+        return PolicyOnSessions(self.logging_policy())
+
     def uniform_policy(self) -> UniformPolicy:
         """Uniform random slates without replacement."""
         return UniformPolicy(self.n_items, self.slate_size)
@@ -306,6 +325,19 @@ class ConfoundedRecSimulator:
     def oracle_policy(self) -> TopKPolicy:
         """The best top-K policy: the K most relevant items, most relevant first."""
         return TopKPolicy(self.relevance_scorer, slate_size=self.slate_size, name="oracle")
+
+    def check_policy(self, policy: Policy | SessionPolicy) -> None:
+        """Refuse a policy of another catalogue or slate size (naming both).
+
+        Raises:
+            ConfigError: If ``policy.n_items`` or ``policy.slate_size`` differ from the world's.
+        """
+        if policy.n_items != self.n_items or policy.slate_size != self.slate_size:
+            raise ConfigError(
+                f"policy {policy.name!r} has n_items={policy.n_items}, slate_size="
+                f"{policy.slate_size}; the simulator has n_items={self.n_items}, slate_size="
+                f"{self.slate_size}"
+            )
 
     # -- ground truth -----------------------------------------------------------------------------
     def policy_value(self, policy: Policy) -> PolicyValue:
@@ -340,6 +372,67 @@ class ConfoundedRecSimulator:
             total / self.n_users,
             standard_error=float(np.sqrt(variance)) / self.n_users,
             exact=policy.exact_marginals,
+        )
+
+    def long_term_value(
+        self,
+        policy: Policy | SessionPolicy,
+        horizon: int | None = None,
+        n_sessions: int = 20_000,
+        seed: int | None = 0,
+    ) -> LongTermValue:
+        """Expected clicks per session of ``policy`` over ``horizon`` steps, by rollouts.
+
+        Sessions are rolled out in vectorised batches under the world's dynamics (see
+        :mod:`causalrec.simulators.rollout`); each session's return is the sum over the steps
+        the user stayed of the expected clicks of the shown slate given the state. With
+        dynamics off and ``horizon=1`` it estimates :meth:`policy_value`.
+
+        Args:
+            policy: Any policy: a plain :class:`Policy` (simulator policies, saved models) or a
+                :class:`SessionPolicy` that reads the session's history.
+            horizon: Steps per session; defaults to ``session_length``.
+            n_sessions: Sessions to roll out (rounded up to whole cohorts of
+                ``concurrent_sessions`` when popularity feeds back).
+            seed: Seed of the rollouts; the same seed gives common random numbers.
+
+        Returns:
+            A :class:`~causalrec.platform.units.LongTermValue` in clicks per session, with its
+            standard error (over sessions; over cohorts when popularity feeds back).
+
+        Raises:
+            ConfigError: For a horizon < 1, n_sessions < 1 or a policy that cannot act here.
+        """
+        from causalrec.simulators.rollout import long_term_value
+
+        horizon = self.config.session_length if horizon is None else horizon
+        return long_term_value(self, policy, horizon=horizon, n_sessions=n_sessions, seed=seed)
+
+    def paired_long_term_value(
+        self,
+        policy: Policy | SessionPolicy,
+        baseline: Policy | SessionPolicy,
+        horizon: int | None = None,
+        n_sessions: int = 20_000,
+        seed: int | None = 0,
+    ) -> PairedLongTermValue:
+        """Long-term values of two policies and their difference, on common random numbers.
+
+        Both are rolled out on the same users with the same click and leave draws, so the
+        difference's standard error is that of the paired per-session differences.
+
+        Args:
+            policy: The policy.
+            baseline: The policy it is compared with.
+            horizon: Steps per session; defaults to ``session_length``.
+            n_sessions: Sessions per policy.
+            seed: Seed shared by both rollouts.
+        """
+        from causalrec.simulators.rollout import paired_long_term_value
+
+        horizon = self.config.session_length if horizon is None else horizon
+        return paired_long_term_value(
+            self, policy, baseline, horizon=horizon, n_sessions=n_sessions, seed=seed
         )
 
     def oracle_value(self) -> float:
@@ -391,4 +484,51 @@ class ConfoundedRecSimulator:
             Edge("examination", "click"),
             Edge("relevance", "click"),
         ]
+        if c.dynamic:
+            self._add_next_step(nodes, edges)
         return CausalGraph(tuple(nodes), tuple(edges))
+
+    def _add_next_step(self, nodes: list[Node], edges: list[Edge]) -> None:
+        """Time-indexed nodes of step t+1: what this step's exposure and clicks change."""
+        c = self.config
+        nodes += [
+            Node("user_latent_next", "θ_u(t+1) preference", observed=False),
+            Node("relevance_next", "r_ui(t+1) relevance", observed=False),
+            Node("exposure_next", "exposure(t+1)", observed=True),
+            Node("click_next", "click(t+1)", observed=True),
+        ]
+        edges += [
+            Edge("user_latent", "user_latent_next"),
+            Edge("user_latent_next", "relevance_next"),
+            Edge("item_latent", "relevance_next"),
+            Edge("user_features", "exposure_next"),
+            Edge("item_features", "exposure_next"),
+            Edge("relevance_next", "click_next"),
+            Edge("exposure_next", "click_next"),
+            Edge("examination", "click_next"),
+        ]
+        if c.interest_drift > 0:
+            edges += [Edge("exposure", "user_latent_next"), Edge("click", "user_latent_next")]
+        if c.satiation > 0:
+            nodes.append(Node("satiation_next", "f(t+1) satiation", observed=False))
+            edges += [
+                Edge("exposure", "satiation_next"),
+                Edge("click", "satiation_next"),
+                Edge("satiation_next", "relevance_next"),
+            ]
+        popularity = "popularity"
+        if c.popularity_feedback > 0:
+            popularity = "popularity_next"
+            nodes.append(Node(popularity, "pop_i(t+1) popularity", observed=True))
+            edges += [
+                Edge("popularity", popularity),
+                Edge("exposure", popularity),
+                Edge("click", popularity),
+            ]
+        if c.logging_gamma > 0:
+            edges.append(Edge(popularity, "exposure_next"))
+        if c.conformity > 0:
+            edges.append(Edge(popularity, "relevance_next"))
+        if c.leave_base > 0:
+            nodes.append(Node("leave", "user leaves (session ends)", observed=True))
+            edges += [Edge("click", "leave"), Edge("leave", "exposure_next")]
