@@ -5,8 +5,9 @@ Usage::
     python benchmarks/simulate.py                # full run (10M-row peak-memory check included)
     python benchmarks/simulate.py --rounds 2000000 --memory-rounds 0   # quicker
 
-Setting: 10,000 users, 1,000 items, latent dim 16, K = 1 (the ``default`` preset). Prints a
-Markdown table (as in the README) and, with ``--json``, one JSON object.
+Setting: 10,000 users, 1,000 items, latent dim 16, K = 1 (the ``default`` preset). The batched
+environment is also measured with dynamics on: each dynamic preset, and every mechanism at once.
+Prints a Markdown table (as in the README) and, with ``--json``, one JSON object.
 """
 
 from __future__ import annotations
@@ -38,7 +39,23 @@ TARGETS = {
     "generate_rows_per_s": 2_000_000,
     "write_rows_per_s": 1_000_000,
     "env_user_steps_per_s": 5_000_000,
+    "dynamic_env_user_steps_per_s": 1_000_000,
     "peak_rss_gib_10m": 2.0,
+}
+#: Dynamic worlds whose batched environment is timed: the presets, and all mechanisms at once.
+DYNAMIC_WORLDS = {
+    "drift": {},
+    "satiation": {},
+    "feedback_loop": {},
+    "retention": {},
+    "all": {
+        "interest_drift": 0.1,
+        "satiation": 1.0,
+        "popularity_feedback": 0.05,
+        "leave_base": 0.3,
+        "leave_sensitivity": 10.0,
+        "conformity": 0.5,
+    },
 }
 
 
@@ -84,6 +101,20 @@ def measure_env(simulator: ConfoundedRecSimulator, num_envs: int, steps: int) ->
     return {"env_user_steps_per_s": num_envs * steps / best_of(3, run)}
 
 
+def measure_dynamic_envs(num_envs: int, steps: int) -> dict[str, float]:
+    """User-steps/s of the batched environment in each dynamic world (Dict observations)."""
+    results = {}
+    for name, fields in DYNAMIC_WORLDS.items():
+        preset = "default" if name == "all" else name
+        simulator = ConfoundedRecSimulator(load_simulator_config(preset=preset, **fields))
+        rate = measure_env(simulator, num_envs, steps)["env_user_steps_per_s"]
+        results[f"dynamic_env_user_steps_per_s[{name}]"] = rate
+    results["dynamic_env_user_steps_per_s"] = min(
+        value for key, value in results.items() if key.startswith("dynamic_env")
+    )
+    return results
+
+
 def measure_peak_memory(rounds: int) -> dict[str, float]:
     """Peak RSS of a fresh process that streams a ``rounds``-row log to disk."""
     directory = Path(tempfile.mkdtemp(prefix="causalrec-bench-mem-"))
@@ -127,6 +158,7 @@ def main() -> None:
     results.update(measure_generation(simulator, args.rounds))
     results.update(measure_write(simulator, args.rounds))
     results.update(measure_env(simulator, args.num_envs, args.env_steps))
+    results.update(measure_dynamic_envs(args.num_envs, args.env_steps))
     if args.memory_rounds:
         results.update(measure_peak_memory(args.memory_rounds))
     results["driver_peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -140,6 +172,11 @@ def main() -> None:
         ("log generation, in memory (rows/s)", "generate_rows_per_s", ">="),
         ("log generation + Parquet write (rows/s)", "write_rows_per_s", ">="),
         ("batched env (user-steps/s)", "env_user_steps_per_s", ">="),
+        (
+            "batched env, dynamics on, slowest world (user-steps/s)",
+            "dynamic_env_user_steps_per_s",
+            ">=",
+        ),
         ("peak memory, 10M-row log (GiB)", "peak_rss_gib_10m", "<="),
     ]
     for label, key, relation in rows:
@@ -149,7 +186,12 @@ def main() -> None:
             target = TARGETS[key]
             target_shown = f"{target:.0f}" if key.startswith("peak") else f"{target:,.0f}"
             print(f"| {label} | {shown} | {relation} {target_shown} |")
-    print(f"\nsetup (probability + alias tables, once per policy): {results['setup_s']:.2f} s")
+    dynamic = [(k.split("[")[1][:-1], v) for k, v in results.items() if "_per_s[" in k]
+    print(
+        "\nbatched env with dynamics (user-steps/s): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in dynamic)
+    )
+    print(f"setup (probability + alias tables, once per policy): {results['setup_s']:.2f} s")
     print(f"Parquet size: {results['bytes_per_row']:.1f} bytes/row")
     if "memory_run_s" in results:
         print(

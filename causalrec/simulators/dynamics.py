@@ -128,6 +128,18 @@ class UserDynamics:
             ),
         )
 
+    def restart(self, state: SessionState, rows: np.ndarray, users: np.ndarray) -> None:
+        """Start new sessions of ``users`` in ``rows`` of ``state`` (cohort popularity is kept)."""
+        state.users[rows] = users
+        state.step[rows] = 0
+        state.alive[rows] = True
+        if state.theta is not None:
+            state.theta[rows] = self._theta[users]
+        if state.satiation is not None:
+            state.satiation[rows] = 0.0
+        state.history_items[rows] = NO_ITEM
+        state.history_clicks[rows] = 0
+
     # -- outcome ------------------------------------------------------------------------------
     def relevance_logits(self, state: SessionState, slates: np.ndarray) -> np.ndarray:
         """True relevance logits of shown slates now, shape (B, K) as ``slates``."""

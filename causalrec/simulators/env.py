@@ -9,7 +9,9 @@ import numpy as np
 from gymnasium import spaces
 
 from causalrec.platform.errors import ConfigError, InvalidActionError
+from causalrec.platform.session import NO_ITEM
 from causalrec.simulators.config import SimulatorConfig
+from causalrec.simulators.dynamics import SessionState, UserDynamics
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
 __all__ = ["ConfoundedRecEnv"]
@@ -55,12 +57,44 @@ def _resolve_simulator(
 
 
 def _user_feature_space(simulator: ConfoundedRecSimulator) -> spaces.Box:
-    """The observation space: the bounding box of the population's user features (float32)."""
+    """The bounding box of the population's user features (float32)."""
     features = simulator.user_features_f32
     return spaces.Box(features.min(axis=0), features.max(axis=0), dtype=np.float32)
 
 
-class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
+def observation_space(simulator: ConfoundedRecSimulator, session_length: int) -> spaces.Space:
+    """The observation space: the user features, plus the session's recent history if dynamic.
+
+    A static world's observation is the ``Box`` of user features. A dynamic world's is a ``Dict``
+    with ``user_features`` (that box), ``history_items`` (shape (L, K), int64, item ids of the last
+    L slates oldest first, -1 where empty), ``history_clicks`` (``MultiBinary((L, K))``) and
+    ``step`` (``Discrete(session_length + 1)``, steps taken).
+    """
+    features = _user_feature_space(simulator)
+    if not simulator.config.dynamic:
+        return features
+    shape = (simulator.config.history_window, simulator.slate_size)
+    return spaces.Dict(
+        {
+            "user_features": features,
+            "history_items": spaces.Box(NO_ITEM, simulator.n_items - 1, shape, dtype=np.int64),
+            "history_clicks": spaces.MultiBinary(shape),
+            "step": spaces.Discrete(session_length + 1),
+        }
+    )
+
+
+def session_observation(simulator: ConfoundedRecSimulator, state: SessionState) -> dict:
+    """The ``Dict`` observations of a batch of sessions (arrays with a leading batch axis)."""
+    return {
+        "user_features": simulator.user_features_f32[state.users],
+        "history_items": state.history_items.copy(),
+        "history_clicks": state.history_clicks.copy(),
+        "step": state.step.copy(),
+    }
+
+
+class ConfoundedRecEnv(gym.Env[np.ndarray | dict[str, Any], np.ndarray | int]):
     """A user session with a recommender, on the confounded structural causal model.
 
     ## Description
@@ -69,8 +103,11 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
     ``session_length`` steps the user sends a request; the agent shows a slate of ``slate_size``
     distinct items and the user clicks each shown item independently with probability
     ``e_k · r_ui`` (position-based model: examination ``e_k = k^(-η)`` times relevance ``r_ui``).
-    Relevance is a fixed function of the user's and item's latent traits, so the user's state does
-    not change within a session: every step is a new request from the same user.
+    In a static world relevance is a fixed function of the user's and item's latent traits, so
+    every step is a new request from the same user. With the dynamics fields on
+    (``interest_drift``, ``satiation``, ``popularity_feedback``, ``leave_base``; see
+    :mod:`causalrec.simulators.dynamics`) the session is a real MDP: clicks move the user's
+    preference, tire the clicked cluster and feed the item's popularity, and the user may leave.
 
     ## Action Space
 
@@ -81,10 +118,16 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
 
     ## Observation Space
 
-    ``Box(low, high, (user_feature_dim + nuisance_feature_dim,), float32)``: the observed user
-    features x_u. They reveal only part of the latent preference θ_u and include nuisance features.
-    ``low`` and ``high`` are the per-feature minimum and maximum over the user population (the
-    features are Gaussian, so the bounds are finite only because the population is).
+    Static world: ``Box(low, high, (user_feature_dim + nuisance_feature_dim,), float32)``, the
+    observed user features x_u. They reveal only part of the latent preference θ_u and include
+    nuisance features. ``low`` and ``high`` are the per-feature minimum and maximum over the user
+    population (the features are Gaussian, so the bounds are finite only because the population
+    is).
+
+    Dynamic world: a ``Dict`` with ``user_features`` (that box), ``history_items`` (the last
+    L = ``history_window`` slates, shape (L, K), int64, oldest first, -1 where the session is
+    shorter), ``history_clicks`` (their clicks, ``MultiBinary((L, K))``) and ``step``
+    (``Discrete(session_length + 1)``). The latent state (θ_u(t), satiation) stays hidden.
 
     ## Rewards
 
@@ -94,10 +137,13 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
     * ``"clicks"``: the clicks per position, shape (K,), ``int8``.
     * ``"examination"``: e_k per position, shape (K,).
     * ``"user_id"``: the id of the session's user (also in ``reset``'s info).
+    * ``"leave_probability"``: the chance that the user left after this step (dynamic worlds).
 
     ## Starting State and Episode End
 
-    ``reset`` draws a user uniformly. Episodes never terminate; they are truncated after
+    ``reset`` draws a user uniformly (and, with popularity feedback, restores the initial
+    popularity: the session is its own cohort). A static world's episodes never terminate; a
+    dynamic one's terminate when the user leaves. Episodes are truncated after
     ``session_length`` steps (done in the environment itself, no ``TimeLimit`` needed).
 
     ## Causal Graph
@@ -153,13 +199,16 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
         self.render_mode = render_mode
         self.session_length = self.config.session_length
         n_items, K = self.simulator.n_items, self.simulator.slate_size
-        self.observation_space = _user_feature_space(self.simulator)
+        self.observation_space = observation_space(self.simulator, self.session_length)
+        self._dynamics = UserDynamics(self.simulator) if self.config.dynamic else None
+        self._state: SessionState | None = None
         self.action_space: spaces.Discrete | spaces.MultiDiscrete = (
             spaces.Discrete(n_items) if K == 1 else spaces.MultiDiscrete([n_items] * K)
         )
         self._user: int | None = None
         self._steps = 0
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (slate, clicks) of last step
+        self._ended = False  # the user left (dynamic worlds)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -177,6 +226,9 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
         self._user = int(self.simulator.sample_users(1, self.np_random)[0])
         self._steps = 0
         self._last = None
+        self._ended = False
+        if self._dynamics is not None:
+            self._state = self._dynamics.start(np.array([self._user]))
         return self._observation(), {"user_id": self._user}
 
     def step(
@@ -201,19 +253,33 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
                 f"the session ended after session_length={self.session_length} steps "
                 "(truncated=True): call reset() before step()"
             )
+        if self._ended:
+            raise InvalidActionError(
+                "the user left the session (terminated=True): call reset() before step()"
+            )
         slate = self._check_action(action)
         users = np.array([self._user], dtype=np.int64)
-        clicks, expected = self.simulator.sample_clicks(users, slate[None, :], self.np_random)
+        terminated, info = False, {}
+        if self._state is None:
+            clicks, expected = self.simulator.sample_clicks(users, slate[None, :], self.np_random)
+        else:
+            expected = self._dynamics.expected_reward(self._state, slate[None, :])
+            clicks = (self.np_random.random(expected.shape) < expected).astype(np.int8)
+            leave = float(self._dynamics.advance(self._state, slate[None, :], clicks)[0])
+            terminated = self._ended = bool(self.np_random.random() < leave)
+            info["leave_probability"] = leave
         self._steps += 1
         self._last = (slate, clicks[0])
-        info = {
-            "expected_reward": float(expected.sum()),
-            "examination": self.simulator.examination.copy(),
-            "user_id": self._user,
-            "clicks": clicks[0].copy(),
-        }
-        truncated = self._steps >= self.session_length
-        return self._observation(), float(clicks.sum()), False, truncated, info
+        info.update(
+            {
+                "expected_reward": float(expected.sum()),
+                "examination": self.simulator.examination.copy(),
+                "user_id": self._user,
+                "clicks": clicks[0].copy(),
+            }
+        )
+        truncated = not terminated and self._steps >= self.session_length
+        return self._observation(), float(clicks.sum()), terminated, truncated, info
 
     def render(self) -> str | None:
         """Describe the session as text (``render_mode="ansi"``); ``None`` for no render mode."""
@@ -227,8 +293,11 @@ class ConfoundedRecEnv(gym.Env[np.ndarray, np.ndarray | int]):
             text += f" | slate {slate.tolist()} | clicks {clicks.tolist()}"
         return text + "\n"
 
-    def _observation(self) -> np.ndarray:
-        return self.simulator.user_features_f32[self._user].copy()
+    def _observation(self) -> np.ndarray | dict[str, Any]:
+        if self._state is None:
+            return self.simulator.user_features_f32[self._user].copy()
+        batch = session_observation(self.simulator, self._state)
+        return {key: (int(value[0]) if key == "step" else value[0]) for key, value in batch.items()}
 
     def _check_action(self, action: np.ndarray | int) -> np.ndarray:
         """Return the action as a slate of shape (K,) ``int64``, or raise InvalidActionError."""

@@ -11,13 +11,14 @@ from gymnasium.vector.utils import batch_space
 
 from causalrec.platform.errors import ConfigError, InvalidActionError
 from causalrec.simulators.config import SimulatorConfig
-from causalrec.simulators.env import _resolve_simulator, _user_feature_space
+from causalrec.simulators.dynamics import SessionState, UserDynamics
+from causalrec.simulators.env import _resolve_simulator, observation_space, session_observation
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
 __all__ = ["ConfoundedRecVectorEnv"]
 
 
-class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
+class ConfoundedRecVectorEnv(VectorEnv[np.ndarray | dict, np.ndarray, np.ndarray]):
     """``num_envs`` copies of :class:`~causalrec.simulators.env.ConfoundedRecEnv` in one array.
 
     All sub-environments are stepped at once with array operations (no Python loop over them)
@@ -30,7 +31,13 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
 
     ``info`` holds arrays of shape (num_envs,): ``"expected_reward"`` (Σ_k e_k · r_{u, a_k} of
     the shown slate, 0 on autoreset steps) and ``"user_id"`` (the user after the step; ``reset``'s
-    info has it too).
+    info has it too); dynamic worlds add ``"leave_probability"``.
+
+    In a dynamic world the observations are the ``Dict`` of
+    :func:`~causalrec.simulators.env.observation_space` with a leading ``num_envs`` axis, a
+    sub-environment terminates when its user leaves, and the ``num_envs`` sessions are one cohort
+    of the world: their clicks move one shared popularity, which persists across autoresets and
+    returns to the initial popularity only on ``reset()``.
 
     Args:
         num_envs: Number of sub-environments.
@@ -72,7 +79,9 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.session_length = self.config.session_length
         self.n_items, self.slate_size = self.simulator.n_items, self.simulator.slate_size
         n_features = self.simulator.user_features_f32.shape[1]
-        self.single_observation_space = _user_feature_space(self.simulator)
+        self.single_observation_space = observation_space(self.simulator, self.session_length)
+        self._dynamics = UserDynamics(self.simulator) if self.config.dynamic else None
+        self._state: SessionState | None = None
         self.single_action_space: spaces.Discrete | spaces.MultiDiscrete = (
             spaces.Discrete(self.n_items)
             if self.slate_size == 1
@@ -100,9 +109,12 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """
         super().reset(seed=seed)
         self._users = self.simulator.sample_users(self.num_envs, self.np_random)
-        np.take(self.simulator.user_features_f32, self._users, axis=0, out=self._obs)
         self._steps[:] = 0
         self._needs_reset[:] = False
+        if self._dynamics is not None:
+            self._state = self._dynamics.start(self._users.copy())
+            return session_observation(self.simulator, self._state), {"user_id": self._users.copy()}
+        np.take(self.simulator.user_features_f32, self._users, axis=0, out=self._obs)
         return self._obs.copy(), {"user_id": self._users.copy()}
 
     def step(
@@ -125,6 +137,8 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         if self._users is None:
             raise InvalidActionError("no sessions are running: call reset() before step()")
         slates = self._check_actions(actions)
+        if self._state is not None:
+            return self._step_dynamic(slates)
         clicks, expected = self.simulator.sample_clicks(self._users, slates, self.np_random)
         if self.slate_size == 1:
             rewards = clicks[:, 0].astype(np.float64)
@@ -148,6 +162,36 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         info = {"expected_reward": expected_reward, "user_id": self._users.copy()}
         terminated = np.zeros(self.num_envs, dtype=bool)
         return self._obs.copy(), rewards, terminated, truncated, info
+
+    def _step_dynamic(
+        self, slates: np.ndarray
+    ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """One step of a dynamic world: outcome, transition, leaving, then autoreset."""
+        state, dynamics = self._state, self._dynamics
+        expected = dynamics.expected_reward(state, slates)
+        clicks = (self.np_random.random(expected.shape) < expected).astype(np.int8)
+        restart = np.flatnonzero(self._needs_reset)
+        clicks[restart] = 0  # the action of an autoreset step is ignored
+        leave = dynamics.advance(state, slates, clicks)
+        terminated = self.np_random.random(self.num_envs) < leave
+        rewards = clicks.sum(axis=1, dtype=np.float64)
+        expected_reward = expected.sum(axis=1)
+        self._steps += 1
+        if len(restart):
+            users = self.simulator.sample_users(len(restart), self.np_random)
+            self._users[restart] = users
+            dynamics.restart(state, restart, users)
+            self._steps[restart] = 0
+            expected_reward[restart] = leave[restart] = 0.0
+            terminated[restart] = False
+        truncated = ~terminated & (self._steps >= self.session_length)
+        self._needs_reset[:] = terminated | truncated
+        info = {
+            "expected_reward": expected_reward,
+            "user_id": self._users.copy(),
+            "leave_probability": leave,
+        }
+        return session_observation(self.simulator, state), rewards, terminated, truncated, info
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         """Return the actions as slates of shape (num_envs, K), or raise InvalidActionError."""
