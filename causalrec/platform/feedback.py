@@ -16,7 +16,7 @@ import pandas as pd
 
 from causalrec.platform.errors import DataError
 
-__all__ = ["LoggedFeedback"]
+__all__ = ["LoggedFeedback", "round_slate_probability"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +37,12 @@ class LoggedFeedback:
         expected_reward: Ground-truth click probability of the impression (simulated logs
             only; NaN otherwise), shape (n_rows,).
         policy: Name of the policy that chose the impression, shape (n_rows,).
+        session_id: Session of the round, shape (n_rows,), int64; defaults to ``round_id``
+            (every round its own one-step session).
+        step: 0-based step of the round within its session, shape (n_rows,), int64; default 0.
+        timestamp: World clock of the round, shape (n_rows,), int64; defaults to ``round_id``.
+        step_pscore: P(the whole slate of this step | state) under the logger, shape (n_rows,)
+            (the same on every row of a round); defaults to the round's last ``pscore_prefix``.
         n_items: Size of the catalogue.
         slate_size: Positions per round (K).
         user_table: Features of every user, shape (n_users, n_user_features), or ``None``.
@@ -59,6 +65,10 @@ class LoggedFeedback:
     user_table: np.ndarray | None = None
     item_table: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    session_id: np.ndarray | None = None
+    step: np.ndarray | None = None
+    timestamp: np.ndarray | None = None
+    step_pscore: np.ndarray | None = None
 
     #: The per-row array fields (one entry per impression), in schema order.
     ROW_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -71,18 +81,24 @@ class LoggedFeedback:
         "pscore_prefix",
         "expected_reward",
         "policy",
+        "session_id",
+        "step",
+        "timestamp",
+        "step_pscore",
         "user_features",
     )
 
     def __post_init__(self) -> None:
         n = len(self.round_id)
+        self._fill_session_fields()
         for name in self.ROW_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, np.ndarray):
                 raise DataError(f"{name} must be a numpy array; got {type(value).__name__}")
             if value.shape[:1] != (n,):
                 raise DataError(f"{name} must have {n} rows (as round_id); got shape {value.shape}")
-        for name in ("round_id", "user_id", "position", "item_id", "click"):
+        integers = ("round_id", "user_id", "position", "item_id", "click")
+        for name in (*integers, "session_id", "step", "timestamp"):
             if getattr(self, name).dtype.kind not in "iu":
                 raise DataError(f"{name} must be integer; got {getattr(self, name).dtype}")
         if self.user_features.ndim != 2:
@@ -101,12 +117,29 @@ class LoggedFeedback:
                 f"position must be in [0, slate_size={self.slate_size}); got "
                 f"{self.position[bad]} at row {bad}"
             )
-        for name in ("pscore", "pscore_prefix"):
+        if self.step.min() < 0:
+            bad = int(np.flatnonzero(self.step < 0)[0])
+            raise DataError(f"step must be >= 0; got {self.step[bad]} at row {bad}")
+        for name in ("pscore", "pscore_prefix", "step_pscore"):
             values = getattr(self, name)
             invalid = ~np.isnan(values) & ((values <= 0) | (values > 1 + 1e-9))
             if invalid.any():
                 bad = int(np.flatnonzero(invalid)[0])
                 raise DataError(f"{name} must be in (0, 1]; got {values[bad]} at row {bad}")
+
+    def _fill_session_fields(self) -> None:
+        """Give logs without sessions their defaults: every round a one-step session."""
+        defaults = {
+            "session_id": lambda: np.asarray(self.round_id),
+            "step": lambda: np.zeros(len(self.round_id), dtype=np.int64),
+            "timestamp": lambda: np.asarray(self.round_id),
+            "step_pscore": lambda: round_slate_probability(
+                np.asarray(self.round_id), np.asarray(self.position), self.pscore_prefix
+            ),
+        }
+        for name, default in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default())
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -170,6 +203,9 @@ class LoggedFeedback:
         first_round: int = 0,
         expected_reward: np.ndarray | None = None,
         metadata: dict[str, Any] | None = None,
+        session_id: np.ndarray | None = None,
+        step: np.ndarray | None = None,
+        timestamp: np.ndarray | None = None,
     ) -> LoggedFeedback:
         """One row per shown item from per-round slates (rounds numbered from ``first_round``).
 
@@ -186,6 +222,9 @@ class LoggedFeedback:
             expected_reward: True click probabilities, shape (n, K) (simulated rounds only;
                 default NaN).
             metadata: Self-description.
+            session_id: Session of each round, shape (n,) (default: the round id).
+            step: Step of each round within its session, shape (n,) (default 0).
+            timestamp: World clock of each round, shape (n,) (default: the round id).
 
         Raises:
             DataError: If the shapes disagree (naming the argument).
@@ -211,20 +250,34 @@ class LoggedFeedback:
             raise DataError(f"user_features must have shape ({n}, d); got {features.shape}")
         names = np.broadcast_to(np.asarray(policy), (n,))
         expected = np.full((n, k), np.nan) if expected_reward is None else expected_reward
+        rounds = np.arange(first_round, first_round + n, dtype=np.int64)
+        per_round = {}
+        for name, value, default in (
+            ("session_id", session_id, rounds),
+            ("step", step, np.zeros(n, dtype=np.int64)),
+            ("timestamp", timestamp, rounds),
+        ):
+            value = default if value is None else np.asarray(value, dtype=np.int64)
+            if value.shape != (n,):
+                raise DataError(f"{name} must have shape ({n},) as slates; got {value.shape}")
+            per_round[name] = np.repeat(value, k)
+        prefix = np.asarray(pscore_prefix, dtype=np.float64)
         return cls(
-            round_id=np.repeat(np.arange(first_round, first_round + n, dtype=np.int64), k),
+            round_id=np.repeat(rounds, k),
             user_id=np.repeat(users, k),
             position=np.tile(np.arange(k, dtype=np.int64), n),
             item_id=slates.reshape(-1).astype(np.int64, copy=False),
             click=np.asarray(clicks).reshape(-1).astype(np.int8, copy=False),
             pscore=np.asarray(pscore, dtype=np.float64).reshape(-1),
-            pscore_prefix=np.asarray(pscore_prefix, dtype=np.float64).reshape(-1),
+            pscore_prefix=prefix.reshape(-1),
             user_features=np.repeat(features, k, axis=0),
             expected_reward=np.asarray(expected, dtype=np.float64).reshape(-1),
             policy=np.repeat(names, k),
             n_items=n_items,
             slate_size=k,
             metadata=metadata or {},
+            step_pscore=np.repeat(prefix[:, -1], k),
+            **per_round,
         )
 
     def split_by_round(self, held_out_fraction: float) -> tuple[LoggedFeedback, LoggedFeedback]:
@@ -243,3 +296,29 @@ class LoggedFeedback:
             raise DataError(f"splitting by round needs >= 2 rounds; the log has {len(rounds)}")
         cut = rounds[max(1, min(len(rounds) - 1, int(len(rounds) * (1 - held_out_fraction))))]
         return self.select(self.round_id < cut), self.select(self.round_id >= cut)
+
+
+def round_slate_probability(
+    round_id: np.ndarray, position: np.ndarray, pscore_prefix: np.ndarray
+) -> np.ndarray:
+    """Each row's whole-slate probability: its round's ``pscore_prefix`` at the last position.
+
+    Args:
+        round_id: Shape (n_rows,).
+        position: Shape (n_rows,).
+        pscore_prefix: Shape (n_rows,).
+
+    Returns:
+        Shape (n_rows,), float64.
+    """
+    prefix = np.asarray(pscore_prefix, dtype=np.float64)
+    if len(prefix) == 0 or np.all(position == 0):
+        return prefix.copy()
+    order = np.lexsort((position, round_id))
+    sorted_rounds = round_id[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = sorted_rounds[1:] != sorted_rounds[:-1]
+    group = np.cumsum(np.r_[True, last[:-1]]) - 1  # round index of each sorted row
+    out = np.empty(len(order))
+    out[order] = prefix[order][last][group]
+    return out

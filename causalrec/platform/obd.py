@@ -194,7 +194,10 @@ def read_obd(data_dir: str | Path, *, policy: str, campaign: str = "all") -> Log
         timestamp = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601"))
     except (ValueError, TypeError) as exc:
         raise LogFormatError(f"OBD file {str(path)!r} has an unreadable timestamp: {exc}") from None
-    frame = frame.iloc[np.argsort(timestamp.asi8, kind="stable")]
+    order = np.argsort(timestamp.asi8, kind="stable")
+    frame = frame.iloc[order]
+    # The log's world clock: the real time of each impression, in microseconds since the epoch.
+    microseconds = timestamp.as_unit("us").asi8[order]
 
     position = frame["position"].to_numpy(np.int64)
     click = frame["click"].to_numpy(np.int64)
@@ -239,6 +242,7 @@ def read_obd(data_dir: str | Path, *, policy: str, campaign: str = "all") -> Log
         user_features=np.concatenate(blocks, axis=1),
         expected_reward=np.full(n_rows, np.nan),
         policy=np.full(n_rows, policy),
+        timestamp=microseconds.astype(np.int64),
         n_items=n_items,
         slate_size=SLATE_SIZE,
         user_table=None,

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from causalrec.platform import schema as log_schema_module
 from causalrec.platform.errors import LogFormatError, OutputExistsError
-from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.feedback import LoggedFeedback, round_slate_probability
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -313,6 +313,13 @@ def feedback_to_table(chunk: LoggedFeedback, schema: pa.Schema) -> pa.Table:
             pa.array(codes.astype(np.int8), pa.int8()), pa.array(names.astype(str), pa.string())
         ),
     ]
+    if schema.get_field_index("session_id") >= 0:
+        columns += [
+            pa.array(chunk.session_id, pa.int64()),
+            pa.array(chunk.step.astype(np.int32), pa.int32()),
+            pa.array(chunk.timestamp, pa.int64()),
+            pa.array(chunk.step_pscore, pa.float64(), from_pandas=True),
+        ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -363,17 +370,30 @@ def _read_parquet(path: Path) -> pa.Table:
         raise LogFormatError(f"cannot read Parquet file {str(path)!r}: {exc}") from None
 
 
-def _check_version(path: Path, schema: pa.Schema) -> dict[str, Any]:
+def _check_version(path: Path, schema: pa.Schema) -> tuple[dict[str, Any], int]:
+    """The file's self-description and schema version, after checking both."""
     metadata = schema.metadata or {}
     version = metadata.get(log_schema_module.SCHEMA_VERSION_KEY)
     if version is None:
         raise LogFormatError(f"{str(path)!r} is not a causalrec log (no schema version metadata)")
-    if int(version) != log_schema_module.LOG_SCHEMA_VERSION:
+    readable = log_schema_module.READABLE_SCHEMA_VERSIONS
+    if int(version) not in readable:
         raise LogFormatError(
-            f"{str(path)!r} has log schema version {int(version)}; this causalrec reads version "
-            f"{log_schema_module.LOG_SCHEMA_VERSION}"
+            f"{str(path)!r} has log schema version {int(version)}; this causalrec reads versions "
+            f"{', '.join(map(str, readable))}"
         )
-    return json.loads(metadata.get(log_schema_module.METADATA_KEY, b"{}"))
+    version = int(version)
+    width = schema.field("user_features").type.list_size if "user_features" in schema.names else 0
+    expected = log_schema_module.log_schema(width, version=version)
+    missing = [name for name in expected.names if name not in schema.names]
+    if missing:
+        raise LogFormatError(
+            f"{str(path)!r} claims log schema version {version} but has no column "
+            f"{', '.join(repr(name) for name in missing)}"
+        )
+    if not schema.remove_metadata().equals(expected.remove_metadata()):
+        raise LogFormatError(f"{str(path)!r} does not have the causalrec log schema")
+    return json.loads(metadata.get(log_schema_module.METADATA_KEY, b"{}")), version
 
 
 def _features(table: pa.Table, column: str) -> np.ndarray:
@@ -456,19 +476,18 @@ def read_logs(path: str | Path) -> LoggedFeedback:
     path = Path(path)
     if not path.exists():
         raise LogFormatError(f"log path {str(path)!r} does not exist")
-    tables, metadata, slate_size = [], {}, 1
+    tables, session_parts, metadata, slate_size = [], [], {}, 1
+    v1_names = log_schema_module.log_schema(1, version=1).names
     for file in log_files(path):
         table = _read_parquet(file)
-        metadata = _check_version(file, table.schema)
+        metadata, version = _check_version(file, table.schema)
         # Files appended over time (served traffic) may differ in slate size: take the largest.
         simulated = metadata.get("simulator", {})
         slate_size = max(
             slate_size, int(metadata.get("slate_size", simulated.get("slate_size", 1)))
         )
-        expected = log_schema_module.log_schema(table.schema.field("user_features").type.list_size)
-        if not table.schema.remove_metadata().equals(expected.remove_metadata()):
-            raise LogFormatError(f"{str(file)!r} does not have the causalrec log schema")
-        tables.append(table)
+        tables.append(table.select(v1_names).replace_schema_metadata(None))
+        session_parts.append(_session_columns(table) if version >= 2 else table.num_rows)
     table = pa.concat_tables(tables)
     root = path if path.is_dir() and (path / LOGS_SUBDIR).is_dir() else None
 
@@ -480,6 +499,10 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         [_decode_strings(chunk) for chunk in table.column("policy").chunks] or [np.array([], str)]
     )
     simulator = metadata.get("simulator", {})
+    pscore_prefix = column("pscore_prefix", np.float64)
+    sessions = _merge_session_columns(
+        session_parts, column("round_id"), column("position"), pscore_prefix
+    )
     return LoggedFeedback(
         round_id=column("round_id"),
         user_id=column("user_id"),
@@ -487,7 +510,7 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         item_id=column("item_id"),
         click=column("click"),
         pscore=column("pscore", np.float64),
-        pscore_prefix=column("pscore_prefix", np.float64),
+        pscore_prefix=pscore_prefix,
         user_features=_features(table, "user_features"),
         expected_reward=column("expected_reward", np.float64),
         policy=policy,
@@ -497,4 +520,50 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         user_table=read_user_features(root) if root else None,
         item_table=read_item_features(root) if root else None,
         metadata=metadata,
+        **sessions,
     )
+
+
+def _session_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """The version-2 session columns of one file as numpy arrays."""
+    return {
+        "session_id": table.column("session_id").to_numpy(),
+        "step": table.column("step").to_numpy().astype(np.int64),
+        "timestamp": table.column("timestamp").to_numpy(),
+        "step_pscore": table.column("step_pscore").to_numpy().astype(np.float64),
+    }
+
+
+def _merge_session_columns(
+    parts: list[dict[str, np.ndarray] | int],
+    round_id: np.ndarray,
+    position: np.ndarray,
+    pscore_prefix: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Session columns of a whole log; version-1 files (given by row count) get the defaults.
+
+    A version-1 round is a one-step session: ``session_id`` and ``timestamp`` are its round id,
+    ``step`` is 0 and ``step_pscore`` its last ``pscore_prefix`` (see :mod:`schema`).
+    """
+    if all(isinstance(part, dict) for part in parts):
+        return {
+            name: np.concatenate([part[name] for part in parts])
+            for name in log_schema_module.SESSION_COLUMNS
+        }
+    slate = round_slate_probability(round_id, position, pscore_prefix)
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in log_schema_module.SESSION_COLUMNS}
+    start = 0
+    for part in parts:
+        n = part if isinstance(part, int) else len(part["session_id"])
+        rows = slice(start, start + n)
+        if isinstance(part, int):
+            part = {
+                "session_id": round_id[rows],
+                "step": np.zeros(n, dtype=np.int64),
+                "timestamp": round_id[rows],
+                "step_pscore": slate[rows],
+            }
+        for name in pieces:
+            pieces[name].append(part[name])
+        start += n
+    return {name: np.concatenate(values) for name, values in pieces.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 
 from causalrec.platform.cli_config import add_config_overrides, collect_overrides
 from causalrec.platform.cli_help import DefaultsHelpFormatter
@@ -14,6 +15,7 @@ from causalrec.platform.storage import check_output_dir
 from causalrec.simulators.config import SimulatorConfig, load_simulator_config
 from causalrec.simulators.logs import LogSummary, write_logs
 from causalrec.simulators.scm import ConfoundedRecSimulator
+from causalrec.simulators.session_logs import SessionLogSummary, write_session_logs
 
 __all__ = ["register"]
 
@@ -33,7 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     _add_world_arguments(simulate)
-    simulate.add_argument("--rounds", type=int, required=True, help="number of rounds to simulate")
+    length = simulate.add_mutually_exclusive_group(required=True)
+    length.add_argument("--rounds", type=int, help="number of rounds (independent requests)")
+    length.add_argument(
+        "--sessions",
+        type=int,
+        help=(
+            "number of whole sessions of session_length steps (dynamic worlds: users drift, "
+            "tire and leave); the log has session_id, step and timestamp"
+        ),
+    )
     simulate.add_argument("--out", required=True, help="output directory (must be empty or new)")
     simulate.add_argument(
         "--seed", type=int, default=None, help="seed of the log draws (default: the world seed)"
@@ -84,8 +95,10 @@ def _load_config(args: argparse.Namespace) -> SimulatorConfig:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler of ``causalrec simulate``."""
-    if args.rounds < 1:
-        raise ConfigError(f"--rounds must be >= 1; got {args.rounds}")
+    for flag in ("rounds", "sessions"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} must be >= 1; got {value}")
     # The CLI is an entrypoint (platform.cli registers every command): it may resolve a saved
     # model directory, which the simulators library itself never imports.
     from causalrec.methods.policy_spec import resolve_policy
@@ -95,39 +108,87 @@ def run_simulate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     simulator = ConfoundedRecSimulator(config)
     policy = resolve_policy(args.policy, world=simulator).policy
+    seed = config.seed if args.seed is None else args.seed
+    if args.sessions is not None:
+        if args.policy == "logging":  # the world's logger acting on sessions (feedback-aware)
+            policy = simulator.session_logging_policy()
+        summary = write_session_logs(
+            simulator,
+            args.out,
+            args.sessions,
+            policy=policy,
+            seed=seed,
+            overwrite=args.overwrite,
+            progress=not args.json,
+        )
+        return _report(
+            args, summary, _format_session_summary(summary, args.out, policy.name), started
+        )
     summary = write_logs(
         simulator,
         args.out,
         args.rounds,
         policy=policy,
-        seed=config.seed if args.seed is None else args.seed,
+        seed=seed,
         overwrite=args.overwrite,
         progress=not args.json,
     )
+    return _report(args, summary, partial(_format_summary, summary, args.out, policy.name), started)
+
+
+def _report(args: argparse.Namespace, summary, text, started: float) -> int:
+    """Print the summary (a table, or one JSON object with ``--json``)."""
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({**summary.to_dict(), "out": str(args.out), "seconds": round(elapsed, 3)}))
     else:
-        print(_format_summary(summary, args.out, policy.name, elapsed))
+        print(text(elapsed))
     return 0
 
 
-def _format_summary(summary: LogSummary, out: str, policy: str, elapsed: float) -> str:
-    rows = [
-        ("rows (impressions)", f"{summary.rows:,}"),
-        ("rounds", f"{summary.rounds:,}"),
-        ("CTR (clicks / impression)", f"{summary.ctr:.4f}"),
-        (f"exact value of '{policy}' (clicks / round)", f"{summary.logging_policy_value:.4f}"),
-        ("exact oracle value (clicks / round)", f"{summary.oracle_value:.4f}"),
-        ("mean 1 / pscore", f"{summary.mean_inverse_pscore:,.1f}"),
-        ("max 1 / pscore", f"{summary.max_inverse_pscore:,.1f}"),
-        ("effective sample size", f"{summary.effective_sample_size:,.0f}"),
-        ("Parquet files", f"{summary.files}"),
-        ("seconds", f"{elapsed:.2f}"),
-    ]
+def _table(out: str, rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     lines = [f"wrote {out}"] + [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines)
+
+
+def _format_session_summary(summary: SessionLogSummary, out: str, policy: str):
+    def text(elapsed: float) -> str:
+        value = f"{summary.logger_long_term_value:.4f} ± {summary.logger_long_term_se:.4f}"
+        return _table(
+            out,
+            [
+                ("sessions", f"{summary.sessions:,}"),
+                ("rounds (steps)", f"{summary.rounds:,}"),
+                ("rows (impressions)", f"{summary.rows:,}"),
+                ("steps per session", f"{summary.mean_session_steps:.2f}"),
+                ("clicks per session (observed)", f"{summary.clicks_per_session:.4f}"),
+                ("CTR (clicks / impression)", f"{summary.ctr:.4f}"),
+                (f"long-term value of '{policy}' (clicks / session, rollouts ± SE)", value),
+                ("Parquet files", f"{summary.files}"),
+                ("seconds", f"{elapsed:.2f}"),
+            ],
+        )
+
+    return text
+
+
+def _format_summary(summary: LogSummary, out: str, policy: str, elapsed: float) -> str:
+    return _table(
+        out,
+        [
+            ("rows (impressions)", f"{summary.rows:,}"),
+            ("rounds", f"{summary.rounds:,}"),
+            ("CTR (clicks / impression)", f"{summary.ctr:.4f}"),
+            (f"exact value of '{policy}' (clicks / round)", f"{summary.logging_policy_value:.4f}"),
+            ("exact oracle value (clicks / round)", f"{summary.oracle_value:.4f}"),
+            ("mean 1 / pscore", f"{summary.mean_inverse_pscore:,.1f}"),
+            ("max 1 / pscore", f"{summary.max_inverse_pscore:,.1f}"),
+            ("effective sample size", f"{summary.effective_sample_size:,.0f}"),
+            ("Parquet files", f"{summary.files}"),
+            ("seconds", f"{elapsed:.2f}"),
+        ],
+    )
 
 
 def run_graph(args: argparse.Namespace) -> int:
