@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,28 +294,69 @@ def write_logs(
     fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
     metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
     stats = _RunningStats()
+    bar = tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True)
+
+    def written(chunk: LoggedFeedback) -> None:
+        stats.update(chunk)
+        bar.update(chunk.n_rows // chunk.slate_size)
+
+    def summarise(files: int) -> tuple[LogSummary, dict[str, Any]]:
+        summary = _finish(simulator, policy, stats, files=files)
+        return summary, {
+            "summary": summary.to_dict(),
+            "metadata": _achieved_error(policy, metadata),
+        }
+
+    chunks = iter_log_chunks(simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction)
+    with bar:
+        return stream_log_directory(
+            simulator, out, chunks, metadata, written=written, summarise=summarise,
+            overwrite=overwrite, rows_per_file=rows_per_file,
+        )  # fmt: skip
+
+
+def stream_log_directory(
+    simulator: ConfoundedRecSimulator,
+    out: str | Path,
+    chunks: Iterable[LoggedFeedback],
+    metadata: dict[str, Any],
+    *,
+    written: Callable[[LoggedFeedback], None],
+    summarise: Callable[[int], tuple[Any, dict[str, Any]]],
+    overwrite: bool,
+    rows_per_file: int,
+) -> Any:
+    """Write ``chunks`` as a log directory in a staging folder swapped into ``out`` when complete.
+
+    Writes the Parquet parts, the world's feature tables and ``summary.json``.
+
+    Args:
+        simulator: The world (its feature tables and popularity are written beside the log).
+        out: Output directory.
+        chunks: The log, chunk by chunk.
+        metadata: Stored in every part file.
+        written: Called with each chunk once it is written.
+        summarise: Given the number of part files, returns the summary and the JSON payload of
+            ``summary.json``.
+        overwrite: Replace a non-empty ``out``.
+        rows_per_file: Rows per Parquet part file.
+
+    Returns:
+        The summary ``summarise`` returned.
+    """
     with storage.atomic_output_dir(out, overwrite=overwrite) as staging:
-        with (
-            storage.LogWriter(
-                staging / storage.LOGS_SUBDIR,
-                n_user_features=simulator.user_features.shape[1],
-                metadata=metadata,
-                rows_per_file=rows_per_file,
-            ) as writer,
-            tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True) as bar,
-        ):
-            for chunk in iter_log_chunks(
-                simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction
-            ):
+        with storage.LogWriter(
+            staging / storage.LOGS_SUBDIR,
+            n_user_features=simulator.user_features.shape[1],
+            metadata=metadata,
+            rows_per_file=rows_per_file,
+        ) as writer:
+            for chunk in chunks:
                 writer.write(chunk)
-                stats.update(chunk)
-                bar.update(chunk.n_rows // chunk.slate_size)
+                written(chunk)
         storage.write_feature_tables(
             staging, simulator.user_features, simulator.item_features, simulator.popularity
         )
-        summary = _finish(simulator, policy, stats, files=writer.n_files)
-        storage.write_json_atomic(
-            staging / storage.SUMMARY_FILE,
-            {"summary": summary.to_dict(), "metadata": _achieved_error(policy, metadata)},
-        )
+        summary, payload = summarise(writer.n_files)
+        storage.write_json_atomic(staging / storage.SUMMARY_FILE, payload)
     return summary

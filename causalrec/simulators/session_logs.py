@@ -23,7 +23,7 @@ from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy
 from causalrec.platform.session import PolicyOnSessions, SessionPolicy, as_session_policy
 from causalrec.simulators.dynamics import PopularityFeedbackLogger
-from causalrec.simulators.logs import log_metadata
+from causalrec.simulators.logs import log_metadata, stream_log_directory
 from causalrec.simulators.rollout import SessionStep, iter_session_steps, session_count
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
@@ -228,44 +228,37 @@ def write_session_logs(
         raise ConfigError(f"n_sessions must be an integer >= 1; got {n_sessions!r}")
     storage.check_output_dir(out, overwrite=overwrite)
     metadata = session_log_metadata(simulator, resolved, n_sessions, seed)
-    rounds = rows = clicks = 0
-    with storage.atomic_output_dir(out, overwrite=overwrite) as staging:
-        with (
-            storage.LogWriter(
-                staging / storage.LOGS_SUBDIR,
-                n_user_features=simulator.user_features.shape[1],
-                metadata=metadata,
-                rows_per_file=rows_per_file,
-            ) as writer,
-            tqdm(total=metadata["sessions"], unit="session", disable=not progress) as bar,
-        ):
-            for chunk in iter_session_log_chunks(
-                simulator, resolved, n_sessions, seed=seed, metadata=metadata
-            ):
-                writer.write(chunk)
-                rows += chunk.n_rows
-                rounds += chunk.n_rows // chunk.slate_size
-                clicks += int(chunk.click.sum())
-                bar.update(len(np.unique(chunk.session_id)))
-        storage.write_feature_tables(
-            staging, simulator.user_features, simulator.item_features, simulator.popularity
-        )
+    counts = {"rounds": 0, "rows": 0, "clicks": 0}
+    bar = tqdm(total=metadata["sessions"], unit="session", disable=not progress)
+
+    def written(chunk: LoggedFeedback) -> None:
+        counts["rows"] += chunk.n_rows
+        counts["rounds"] += chunk.n_rows // chunk.slate_size
+        counts["clicks"] += int(chunk.click.sum())
+        bar.update(len(np.unique(chunk.session_id)))
+
+    def summarise(files: int) -> tuple[SessionLogSummary, dict[str, Any]]:
         truth = simulator.long_term_value(
             resolved, n_sessions=SUMMARY_TRUTH_SESSIONS, seed=None if seed is None else seed + 1
         )
         sessions = metadata["sessions"]
         summary = SessionLogSummary(
             sessions=sessions,
-            rounds=rounds,
-            rows=rows,
-            mean_session_steps=rounds / sessions,
-            clicks_per_session=clicks / sessions,
-            ctr=clicks / rows,
+            rounds=counts["rounds"],
+            rows=counts["rows"],
+            mean_session_steps=counts["rounds"] / sessions,
+            clicks_per_session=counts["clicks"] / sessions,
+            ctr=counts["clicks"] / counts["rows"],
             logger_long_term_value=float(truth),
             logger_long_term_se=truth.standard_error,
-            files=writer.n_files,
+            files=files,
         )
-        storage.write_json_atomic(
-            staging / storage.SUMMARY_FILE, {"summary": summary.to_dict(), "metadata": metadata}
-        )
+        return summary, {"summary": summary.to_dict(), "metadata": metadata}
+
+    chunks = iter_session_log_chunks(simulator, resolved, n_sessions, seed=seed, metadata=metadata)
+    with bar:
+        summary = stream_log_directory(
+            simulator, out, chunks, metadata, written=written, summarise=summarise,
+            overwrite=overwrite, rows_per_file=rows_per_file,
+        )  # fmt: skip
     return summary
