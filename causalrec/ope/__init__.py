@@ -6,7 +6,8 @@ for slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`,
 :class:`SlateRewardInteractionIPS`; every family implements one interface, :class:`Estimator`
 (its per-round terms from :class:`EvaluationInputs`). For whole sessions (clicks per session):
 :class:`PDIS`, :class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on session arrays
-(:mod:`causalrec.ope.sequential`; not yet behind :func:`evaluate`). High level:
+(:mod:`causalrec.ope.sequential`), behind :func:`evaluate_sessions` (a session log and a policy
+in; histories rebuilt per step, a Q model by :class:`FittedQEvaluation`). High level:
 :func:`evaluate` (a log and a policy in, one row per estimator with interval and diagnostics
 out), :class:`OfflineEvaluator` (many policies on one log, reward models fitted once),
 cross-fitted reward models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`).
@@ -18,6 +19,8 @@ from causalrec.ope.base import Estimator
 from causalrec.ope.cross_fit import CrossFittedRewardModel
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning, evaluate
+from causalrec.ope.evaluate_sessions import SEQUENTIAL_ESTIMATORS, evaluate_sessions
+from causalrec.ope.fqe import FittedQEvaluation
 from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics
 from causalrec.ope.registry import ESTIMATORS, parse_estimator, parse_estimators
@@ -30,6 +33,7 @@ from causalrec.ope.sequential import (
     SequentialEstimator,
     sequential_inputs,
 )
+from causalrec.ope.sessions import LoggedSessions
 from causalrec.ope.slate import (
     SlateEstimator,
     SlateIndependentIPS,
@@ -44,6 +48,7 @@ __all__ = [
     "ESTIMATORS",
     "IPS",
     "PDIS",
+    "SEQUENTIAL_ESTIMATORS",
     "SNDR",
     "SNIPS",
     "WDR",
@@ -52,6 +57,8 @@ __all__ = [
     "DRos",
     "Estimator",
     "EvaluationInputs",
+    "FittedQEvaluation",
+    "LoggedSessions",
     "OffPolicyEstimator",
     "OfflineEvaluator",
     "OverlapWarning",
@@ -66,6 +73,7 @@ __all__ = [
     "SlateStandardIPS",
     "SwitchDR",
     "evaluate",
+    "evaluate_sessions",
     "parse_estimator",
     "parse_estimators",
     "round_inputs_from_arrays",

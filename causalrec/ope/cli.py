@@ -10,6 +10,7 @@ import pandas as pd
 
 from causalrec.ope.bench import run_ope_bench, write_bench
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OverlapWarning, evaluate
+from causalrec.ope.evaluate_sessions import evaluate_sessions
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import list_presets
@@ -38,6 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate_parser.add_argument("--logs", required=True, help="log directory to evaluate on")
     evaluate_parser.add_argument("--policy", required=True, help="target policy spec")
+    evaluate_parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help=(
+            "evaluate whole sessions of a session log (causalrec simulate --sessions): "
+            "clicks per session by pdis, wpdis, dr and wdr; dr/wdr use fitted Q evaluation "
+            "('--reward-model none' skips them)"
+        ),
+    )
     _add_estimation_options(evaluate_parser)
     evaluate_parser.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate_parser.set_defaults(handler=run_evaluate)
@@ -101,6 +111,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     logs = read_logs(args.logs)
     policy = resolve_policy(args.policy, logs=logs).policy
+    if args.sessions:
+        return _run_evaluate_sessions(args, logs, policy)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OverlapWarning)
         table = evaluate(
@@ -130,6 +142,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"reward model: {first['reward_model']}")
     for warning in caught:
         print(f"warning: {warning.message}")
+    return 0
+
+
+def _run_evaluate_sessions(args: argparse.Namespace, logs, policy) -> int:
+    """``causalrec evaluate --sessions``: sequential estimators in clicks per session."""
+    if args.interval not in ("normal", "bootstrap"):
+        raise ConfigError(
+            f"--interval {args.interval} is not available with --sessions; use normal or bootstrap"
+        )
+    estimators = args.estimators
+    if estimators is None:
+        estimators = "pdis,wpdis" if args.reward_model == "none" else None
+    table = evaluate_sessions(logs, policy, estimators, alpha=args.alpha, interval=args.interval)
+    if args.json:
+        payload = {"logs": args.logs, "policy": args.policy, "n_rows": logs.n_rows}
+        print(json.dumps({**payload, "results": table.to_dict(orient="records")}))
+        return 0
+    columns = ["estimator", "estimate", "low", "high", "ess_share", "max_weight"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    first = table.iloc[0]
+    sessions, steps = int(first["n_sessions"]), int(first["horizon"])
+    print(f"\nunit: clicks per session   sessions: {sessions:,}   steps: {steps}")
+    print(f"Q model: {', '.join(sorted(set(table['q_model']) - {'none'})) or 'none'}")
     return 0
 
 
