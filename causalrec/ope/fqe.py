@@ -12,7 +12,9 @@ every item at once, so V needs no loop over the catalogue:
 * the bilinear block u_s ⊗ z̃_a, with u_s = [1, x_u, clicks in the window / L, mean features of
   the items clicked in the window] and z̃_a = [1, z_a] (item features, when the log has them);
 * whether a was shown, and whether it was clicked, in the window (repetition and satiation);
-* a per-item bias (ridge-shrunk towards 0), and an unpenalised intercept.
+* an unpenalised intercept; then a per-item bias: each item's mean residual shrunk towards 0
+  as a random effect (method-of-moments variance), which keeps the ridge at a few hundred
+  columns whatever the catalogue size.
 
 Q̂_t is clipped to [0, K·(T − t)], the clicks still possible. The sessions are cross-fitted
 (``folds``). Slates (K > 1) need a Q over slates; this model covers K = 1.
@@ -141,18 +143,36 @@ class FittedQEvaluation:
         index = np.arange(n)
         # The constant (1 ⊗ 1) is the model's unpenalised intercept, not a ridge coefficient.
         bilinear = (u[:, :, None] * z[actions][:, None, :]).reshape(n, -1)[:, 1:]
-        one_hot = np.zeros((n, n_items))
-        one_hot[index, actions] = 1.0
-        design = np.hstack(
-            [bilinear, shown[index, actions, None], clicked[index, actions, None], one_hot]
-        )
+        design = np.hstack([bilinear, shown[index, actions, None], clicked[index, actions, None]])
         model = RidgeCV(alphas=_ALPHAS) if self.alpha == "cv" else Ridge(alpha=self.alpha)
         model.fit(design[train], target[train])
+        item_bias = _shrunk_item_bias(
+            actions[train], target[train] - model.predict(design[train]), n_items
+        )
         width = u.shape[1] * z.shape[1] - 1
         W = np.r_[model.intercept_, model.coef_[:width]].reshape(u.shape[1], z.shape[1])
         beta_shown, beta_clicked = model.coef_[width : width + 2]
-        item_bias = model.coef_[width + 2 :]
         return (u @ W) @ z.T + beta_shown * shown + beta_clicked * clicked + item_bias
+
+
+def _shrunk_item_bias(items: np.ndarray, residual: np.ndarray, n_items: int) -> np.ndarray:
+    """Per-item mean residual shrunk towards 0 (a random-effects estimate), shape (n_items,).
+
+    b_i = Σ residuals of i / (n_i + k), k = σ² / τ² from the method of moments: σ² the
+    residual variance, τ² the variance of the items' true offsets (the spread of the per-item
+    means beyond what σ² / n_i explains). Items never shown get 0.
+    """
+    counts = np.bincount(items, minlength=n_items).astype(float)
+    sums = np.bincount(items, weights=residual, minlength=n_items)
+    shown = counts > 0
+    if shown.sum() < 2:
+        return np.zeros(n_items)
+    sigma2 = float(residual.var())
+    means = sums[shown] / counts[shown]
+    tau2 = float(means.var() - np.mean(sigma2 / counts[shown]))
+    if tau2 <= 0:
+        return np.zeros(n_items)
+    return sums / (counts + sigma2 / tau2)
 
 
 def _state_features(
