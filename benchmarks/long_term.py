@@ -151,12 +151,12 @@ def main() -> None:
         f"Goal: relative SE <= {TARGET_RELATIVE_SE:.1%} within {TARGET_SECONDS:.0f} s "
         f"({args.sessions:,} sessions, logger, one core)\n"
     )
-    print("| preset | value (clicks/session) | SE | relative SE | seconds | paired diff ± SE | "
-          "unpaired SE |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | sessions | value (clicks/session) | SE | relative SE | seconds | "
+          "paired diff ± SE | unpaired SE |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for g in goal:
         print(
-            f"| {g['preset']} | {g['value']:.4f} | {g['standard_error']:.4f} | "
+            f"| {g['preset']} | {g['sessions']:,} | {g['value']:.4f} | {g['standard_error']:.4f} | "
             f"{g['relative_se']:.2%} | {g['seconds']:.1f} | "
             f"{g['paired_difference']:.4f} ± {g['paired_difference_se']:.4f} | "
             f"{g['unpaired_difference_se']:.4f} |"

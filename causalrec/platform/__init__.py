@@ -22,7 +22,9 @@ from causalrec.platform.policy import (
     UniformPolicy,
     UserItemScorer,
 )
+from causalrec.platform.session import PolicyOnSessions, SessionContext, SessionPolicy
 from causalrec.platform.storage import read_logs
+from causalrec.platform.units import LongTermValue, PairedLongTermValue, PolicyValue
 
 __all__ = [
     "CausalRecError",
@@ -31,8 +33,14 @@ __all__ = [
     "InvalidActionError",
     "LogFormatError",
     "LoggedFeedback",
+    "LongTermValue",
     "OutputExistsError",
+    "PairedLongTermValue",
     "Policy",
+    "PolicyOnSessions",
+    "PolicyValue",
+    "SessionContext",
+    "SessionPolicy",
     "SlateSample",
     "SoftmaxPolicy",
     "StrictConfig",

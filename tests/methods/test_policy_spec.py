@@ -86,3 +86,16 @@ def test_evaluate_and_simulate_accept_a_model_directory(world, tmp_path, capsys)
     argv += ["--latent-dim", "4", "--rounds", "50", "--out", str(out), "--policy", model, "--json"]
     assert main(argv) == 0
     assert set(read_logs(out).policy) <= {"naive:none", "uniform"}
+
+
+def test_a_saved_model_rolls_out_in_a_dynamic_world(world):
+    # The model directory resolves to a plain policy, which a dynamic world rolls out (it sees
+    # the user, not the history): the same model earns less per session when users tire.
+    root, simulator, _, model = world
+    tiring = ConfoundedRecSimulator(simulator.config.replace(satiation=2.0))
+    policy = resolve_policy(str(root / "model"), world=tiring).policy
+    static = simulator.long_term_value(policy, horizon=5, n_sessions=20_000, seed=1)
+    tired = tiring.long_term_value(policy, horizon=5, n_sessions=20_000, seed=1)
+    assert 0 < tired < static - 4 * np.hypot(tired.standard_error, static.standard_error)
+    one_step = simulator.policy_value(model.policy(1))
+    assert abs(static - 5 * one_step) < 4 * static.standard_error
