@@ -297,3 +297,14 @@ def test_expit_of_the_state_logits_is_the_expected_reward():
         expit(dynamics.relevance_logits(state, slates)) * simulator.examination,
         rtol=1e-12,
     )
+
+
+def test_the_report_figure_draws_the_time_indexed_graph(tmp_path):
+    from causalrec.pipeline.figures import layered_layout, plot_causal_graph
+
+    world = _world(interest_drift=0.1, satiation=0.5, popularity_feedback=0.1, leave_base=0.2)
+    graph = world.causal_graph().to_dict()
+    layers = layered_layout(graph)
+    assert layers["click_next"][0] > layers["click"][0]  # step t+1 is drawn after step t
+    assert layers["popularity_next"][0] > layers["click"][0]
+    assert plot_causal_graph(graph, tmp_path / "graph.png").stat().st_size > 0

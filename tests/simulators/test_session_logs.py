@@ -107,9 +107,13 @@ def test_cli_simulates_the_feedback_loop_preset_as_sessions(tmp_path):
     assert log.session_id.max() == 199 and log.step.max() == 9
 
 
-def test_cli_refuses_bad_session_counts(tmp_path):
-    result = run_cli("simulate", "--sessions", "0", "--out", str(tmp_path / "x"))
-    assert result.returncode != 0 and "--sessions must be >= 1; got 0" in result.stderr
-    both = run_cli("simulate", "--sessions", "5", "--rounds", "5", "--out", str(tmp_path / "y"))
-    assert both.returncode != 0 and "not allowed with argument" in both.stderr
+def test_cli_refuses_bad_session_counts(tmp_path, capsys):
+    # In-process: argument errors need no interpreter start-up.
+    from causalrec.platform.cli import main
+
+    assert main(["simulate", "--sessions", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--sessions must be >= 1; got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--sessions", "5", "--rounds", "5", "--out", str(tmp_path / "y")])
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
