@@ -249,6 +249,11 @@ class LoggedFeedback:
         if features.ndim != 2 or len(features) != n:
             raise DataError(f"user_features must have shape ({n}, d); got {features.shape}")
         names = np.broadcast_to(np.asarray(policy), (n,))
+
+        def each_row(per_round: np.ndarray) -> np.ndarray:
+            """A per-round array on the K rows of its round (no copy for K = 1)."""
+            return per_round if k == 1 else np.repeat(per_round, k, axis=0)
+
         expected = np.full((n, k), np.nan) if expected_reward is None else expected_reward
         rounds = np.arange(first_round, first_round + n, dtype=np.int64)
         per_round = {}
@@ -260,23 +265,23 @@ class LoggedFeedback:
             value = default if value is None else np.asarray(value, dtype=np.int64)
             if value.shape != (n,):
                 raise DataError(f"{name} must have shape ({n},) as slates; got {value.shape}")
-            per_round[name] = np.repeat(value, k)
+            per_round[name] = each_row(value)
         prefix = np.asarray(pscore_prefix, dtype=np.float64)
         return cls(
-            round_id=np.repeat(rounds, k),
-            user_id=np.repeat(users, k),
+            round_id=each_row(rounds),
+            user_id=each_row(users),
             position=np.tile(np.arange(k, dtype=np.int64), n),
             item_id=slates.reshape(-1).astype(np.int64, copy=False),
             click=np.asarray(clicks).reshape(-1).astype(np.int8, copy=False),
             pscore=np.asarray(pscore, dtype=np.float64).reshape(-1),
             pscore_prefix=prefix.reshape(-1),
-            user_features=np.repeat(features, k, axis=0),
+            user_features=each_row(features),
             expected_reward=np.asarray(expected, dtype=np.float64).reshape(-1),
-            policy=np.repeat(names, k),
+            policy=each_row(names) if k > 1 or names.base is None else names.copy(),
             n_items=n_items,
             slate_size=k,
             metadata=metadata or {},
-            step_pscore=np.repeat(prefix[:, -1], k),
+            step_pscore=each_row(prefix[:, -1]),
             **per_round,
         )
 
