@@ -66,7 +66,7 @@ def run_preset(preset: str, seeds: int, sessions: int) -> list[dict]:
         logs = generate_session_logs(simulator, n_sessions=sessions, seed=seed)
         for name, policy in policies.items():
             start = time.perf_counter()
-            table = evaluate_sessions(logs, policy)
+            table = evaluate_sessions(logs, policy, warn=False)
             seconds = time.perf_counter() - start
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OverlapWarning)

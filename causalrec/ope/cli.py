@@ -154,7 +154,9 @@ def _run_evaluate_sessions(args: argparse.Namespace, logs, policy) -> int:
     estimators = args.estimators
     if estimators is None:
         estimators = "pdis,wpdis" if args.reward_model == "none" else None
-    table = evaluate_sessions(logs, policy, estimators, alpha=args.alpha, interval=args.interval)
+    table = evaluate_sessions(
+        logs, policy, estimators, alpha=args.alpha, interval=args.interval, warn=False
+    )
     if args.json:
         payload = {"logs": args.logs, "policy": args.policy, "n_rows": logs.n_rows}
         print(json.dumps({**payload, "results": table.to_dict(orient="records")}))
@@ -166,6 +168,8 @@ def _run_evaluate_sessions(args: argparse.Namespace, logs, policy) -> int:
     sessions, steps = int(first["n_sessions"]), int(first["horizon"])
     print(f"\nunit: clicks per session   sessions: {sessions:,}   steps: {steps}")
     print(f"Q model: {', '.join(sorted(set(table['q_model']) - {'none'})) or 'none'}")
+    if first["warning"]:
+        print(f"warning: {first['warning']}")
     return 0
 
 

@@ -9,11 +9,14 @@ in clicks per session with an interval over sessions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pandas as pd
 
+from causalrec.ope.evaluate import OverlapWarning
 from causalrec.ope.fqe import FittedQEvaluation
+from causalrec.ope.policy_inputs import POOR_ESS_SHARE
 from causalrec.ope.sequential import (
     PDIS,
     WDR,
@@ -82,6 +85,7 @@ def evaluate_sessions(
     interval: str = "normal",
     n_bootstrap: int = 1000,
     seed: int | None = 0,
+    warn: bool = True,
 ) -> pd.DataFrame:
     """Estimate the clicks per session of ``policy`` from a session log.
 
@@ -98,12 +102,15 @@ def evaluate_sessions(
         interval: ``normal`` (delta method over sessions) or ``bootstrap`` (sessions resampled).
         n_bootstrap: Bootstrap replicates.
         seed: Seed of the bootstrap.
+        warn: Emit an :class:`~causalrec.ope.evaluate.OverlapWarning` when the sessions' final
+            cumulative weights keep an effective sample of under 1% of the sessions (the
+            ``warning`` column says it either way).
 
     Returns:
         One row per estimator: ``estimator``, ``estimate``, ``low``, ``high``, ``unit``
         (``clicks_per_session``), ``n_sessions``, ``horizon``, ``ess`` and ``ess_share`` (Kish
         effective sample size of the sessions' final cumulative weights), ``max_weight``,
-        ``q_model``.
+        ``q_model``, ``warning``.
 
     Raises:
         ConfigError: For an unknown estimator or a policy that cannot act on sessions.
@@ -135,6 +142,16 @@ def evaluate_sessions(
     )
     final = inputs.cumulative_weight()[:, -1]
     ess = float(final.sum() ** 2 / (final @ final)) if final.any() else 0.0
+    warning = ""
+    if ess < POOR_ESS_SHARE * sessions.n_sessions:
+        warning = (
+            f"poor overlap: the sessions' cumulative weights keep an effective {ess:,.1f} of "
+            f"{sessions.n_sessions:,} sessions ({ess / sessions.n_sessions:.2%}); over "
+            f"{sessions.horizon} steps the estimates of a policy this far from the logger are "
+            "unreliable"
+        )
+        if warn:
+            warnings.warn(f"{target.name}: {warning}", OverlapWarning, stacklevel=2)
     rows = []
     for estimator in chosen:
         try:
@@ -155,6 +172,7 @@ def evaluate_sessions(
                 "ess_share": ess / sessions.n_sessions,
                 "max_weight": float(final.max()),
                 "q_model": q_name if estimator.needs_q_model else "none",
+                "warning": warning,
             }
         )
     return pd.DataFrame(rows)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
 
+from causalrec.ope.evaluate import OverlapWarning
 from causalrec.ope.evaluate_sessions import evaluate_sessions
 from causalrec.ope.fqe import FittedQEvaluation
 from causalrec.ope.sessions import LoggedSessions
@@ -156,8 +158,22 @@ def test_cli_evaluates_a_session_log(tmp_path, capsys):
     assert {row["unit"] for row in rows} == {CLICKS_PER_SESSION}
     assert all(row["low"] <= row["estimate"] <= row["high"] for row in rows)
     assert main(["evaluate", "--logs", logs, "--policy", "oracle", "--sessions"]) == 0
-    assert "unit: clicks per session   sessions: 500   steps: 3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "unit: clicks per session   sessions: 500   steps: 3" in printed
+    assert "warning: poor overlap: the sessions' cumulative weights keep an effective" in printed
     bad = ["evaluate", "--logs", logs, "--policy", "oracle", "--sessions", "--estimators", "pdsi"]
     assert main(bad) == 2
     error = capsys.readouterr().err
     assert "pdsi" in error and "pdis" in error
+
+
+def test_poor_overlap_over_the_session_is_flagged():
+    simulator = _world(logging_epsilon=0.05, logging_beta=4.0)
+    logs = generate_session_logs(simulator, n_sessions=2_000, seed=0)
+    with pytest.warns(OverlapWarning, match="poor overlap"):
+        far = evaluate_sessions(logs, simulator.oracle_policy(), "pdis")
+    assert far["ess_share"].iloc[0] < 0.01 and far["warning"].iloc[0].startswith("poor overlap")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OverlapWarning)
+        near = evaluate_sessions(logs, simulator.logging_policy(), "pdis")
+    assert near["ess_share"].iloc[0] == pytest.approx(1.0) and near["warning"].iloc[0] == ""
