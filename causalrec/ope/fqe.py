@@ -104,55 +104,78 @@ class FittedQEvaluation:
         q_factual, v_policy = np.zeros((n, T)), np.zeros((n, T))
         # V̂_{t+1}(s_{t+1}) of each fold's model, 0 after the session ends.
         next_value = np.zeros((self.folds, n))
-        reward = sessions.reward
         for step in range(T - 1, -1, -1):
             rows = np.flatnonzero(sessions.mask[:, step])
             current = np.zeros((self.folds, n))
             if len(rows):
                 context = sessions.context(step, rows)
-                actions = sessions.slates[rows, step, 0]
+                features = _StepFeatures.build(sessions, context, rows, z)
                 dist = action_distribution(context)
-                index = np.arange(len(rows))
+                target = sessions.reward[rows, step] + self.gamma * next_value[:, rows]
                 for k in range(self.folds):
                     train = fold[rows] != k if self.folds > 1 else np.ones(len(rows), bool)
-                    target = reward[rows, step] + self.gamma * next_value[k, rows]
-                    q_all = self._fit_step(sessions, context, rows, actions, target, z, train)
-                    q_all = np.clip(q_all, 0.0, float(T - step))
-                    value = (dist * q_all).sum(axis=1)
-                    current[k, rows] = value
                     held_out = ~train if self.folds > 1 else train
-                    q_factual[rows[held_out], step] = q_all[index[held_out], actions[held_out]]
-                    v_policy[rows[held_out], step] = value[held_out]
+                    q_all = np.clip(self._fit(features, target[k], train), 0.0, float(T - step))
+                    current[k, rows] = (dist * q_all).sum(axis=1)
+                    q_factual[rows[held_out], step] = features.at_logged(q_all)[held_out]
+                    v_policy[rows[held_out], step] = current[k, rows[held_out]]
             next_value = current
         return q_factual, v_policy
 
-    def _fit_step(
-        self,
-        sessions: LoggedSessions,
-        context: SessionContext,
-        rows: np.ndarray,
-        actions: np.ndarray,
-        target: np.ndarray,
-        z: np.ndarray,
-        train: np.ndarray,
-    ) -> np.ndarray:
+    def _fit(self, features: _StepFeatures, target: np.ndarray, train: np.ndarray) -> np.ndarray:
         """Fit Q̂_t on the ``train`` rows' logged actions; predict every item, shape (n, n_items)."""
-        n, n_items = len(rows), sessions.n_items
-        u = _state_features(sessions, context, rows, z)
-        shown, clicked = _history_indicators(context, n_items)
-        index = np.arange(n)
-        # The constant (1 ⊗ 1) is the model's unpenalised intercept, not a ridge coefficient.
-        bilinear = (u[:, :, None] * z[actions][:, None, :]).reshape(n, -1)[:, 1:]
-        design = np.hstack([bilinear, shown[index, actions, None], clicked[index, actions, None]])
         model = RidgeCV(alphas=_ALPHAS) if self.alpha == "cv" else Ridge(alpha=self.alpha)
-        model.fit(design[train], target[train])
-        item_bias = _shrunk_item_bias(
-            actions[train], target[train] - model.predict(design[train]), n_items
-        )
+        model.fit(features.design[train], target[train])
+        residual = target[train] - model.predict(features.design[train])
+        item_bias = _shrunk_item_bias(features.actions[train], residual, features.z.shape[0])
+        u, z = features.u, features.z
         width = u.shape[1] * z.shape[1] - 1
         W = np.r_[model.intercept_, model.coef_[:width]].reshape(u.shape[1], z.shape[1])
         beta_shown, beta_clicked = model.coef_[width : width + 2]
-        return (u @ W) @ z.T + beta_shown * shown + beta_clicked * clicked + item_bias
+        return (
+            (u @ W) @ z.T
+            + beta_shown * features.shown
+            + beta_clicked * features.clicked
+            + item_bias
+        )
+
+
+@dataclass(frozen=True)
+class _StepFeatures:
+    """The regression features of one step's logged sessions (shared by every fold).
+
+    Attributes:
+        u: State features u_s, shape (n, d_s).
+        z: Item features z̃_a with the constant first, shape (n_items, d_z).
+        shown: Whether each item was shown in the window, shape (n, n_items).
+        clicked: Whether each item was clicked in the window, shape (n, n_items).
+        actions: Logged items, shape (n,).
+        design: The logged (s, a)'s regressors: u ⊗ z̃ without the constant, shown, clicked.
+    """
+
+    u: np.ndarray
+    z: np.ndarray
+    shown: np.ndarray
+    clicked: np.ndarray
+    actions: np.ndarray
+    design: np.ndarray
+
+    @classmethod
+    def build(
+        cls, sessions: LoggedSessions, context: SessionContext, rows: np.ndarray, z: np.ndarray
+    ) -> _StepFeatures:
+        u = _state_features(sessions, context, rows, z)
+        shown, clicked = _history_indicators(context, sessions.n_items)
+        actions = sessions.slates[rows, context.step[0], 0]
+        index = np.arange(len(rows))
+        # The constant (1 ⊗ 1) is the model's unpenalised intercept, not a ridge coefficient.
+        bilinear = (u[:, :, None] * z[actions][:, None, :]).reshape(len(rows), -1)[:, 1:]
+        design = np.hstack([bilinear, shown[index, actions, None], clicked[index, actions, None]])
+        return cls(u, z, shown, clicked, actions, design)
+
+    def at_logged(self, q_all: np.ndarray) -> np.ndarray:
+        """The logged action's entry of a (n, n_items) prediction, shape (n,)."""
+        return q_all[np.arange(len(self.actions)), self.actions]
 
 
 def _shrunk_item_bias(items: np.ndarray, residual: np.ndarray, n_items: int) -> np.ndarray:

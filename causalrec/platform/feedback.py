@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from causalrec.platform.errors import DataError
+from causalrec.platform.schema import SESSION_COLUMNS
 
-__all__ = ["LoggedFeedback", "round_slate_probability"]
+__all__ = ["LoggedFeedback", "one_step_sessions", "round_slate_probability"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,17 +130,13 @@ class LoggedFeedback:
 
     def _fill_session_fields(self) -> None:
         """Give logs without sessions their defaults: every round a one-step session."""
-        defaults = {
-            "session_id": lambda: np.asarray(self.round_id),
-            "step": lambda: np.zeros(len(self.round_id), dtype=np.int64),
-            "timestamp": lambda: np.asarray(self.round_id),
-            "step_pscore": lambda: round_slate_probability(
+        missing = [name for name in SESSION_COLUMNS if getattr(self, name) is None]
+        if missing:
+            defaults = one_step_sessions(
                 np.asarray(self.round_id), np.asarray(self.position), self.pscore_prefix
-            ),
-        }
-        for name, default in defaults.items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, default())
+            )
+            for name in missing:
+                object.__setattr__(self, name, defaults[name])
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -327,3 +324,22 @@ def round_slate_probability(
     out = np.empty(len(order))
     out[order] = prefix[order][last][group]
     return out
+
+
+def one_step_sessions(
+    round_id: np.ndarray, position: np.ndarray, pscore_prefix: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The session fields of a log without sessions: every round a one-step session.
+
+    ``session_id`` and ``timestamp`` are the round id (the same array, not a copy), ``step`` is 0
+    and ``step_pscore`` the round's whole-slate probability (:func:`round_slate_probability`).
+
+    Returns:
+        The arrays of :data:`SESSION_COLUMNS`, each of shape (n_rows,).
+    """
+    return {
+        "session_id": round_id,
+        "step": np.zeros(len(round_id), dtype=np.int64),
+        "timestamp": round_id,
+        "step_pscore": round_slate_probability(round_id, position, pscore_prefix),
+    }

@@ -71,29 +71,6 @@ class SessionContext:
         """Number of sessions in the batch."""
         return len(self.users)
 
-    def rows(self, index: np.ndarray | slice) -> SessionContext:
-        """The context of a subset of the sessions (popularity rows are shared)."""
-        return SessionContext(
-            users=self.users[index],
-            step=self.step[index],
-            history_items=self.history_items[index],
-            history_clicks=self.history_clicks[index],
-            log_popularity=self.log_popularity,
-            cohort=None if self.cohort is None else self.cohort[index],
-        )
-
-    @classmethod
-    def fresh(cls, users: np.ndarray, window: int, slate_size: int) -> SessionContext:
-        """The context of sessions at their first step (empty histories)."""
-        users = np.asarray(users, dtype=np.int64)
-        n = len(users)
-        return cls(
-            users=users,
-            step=np.zeros(n, dtype=np.int64),
-            history_items=np.full((n, window, slate_size), NO_ITEM, dtype=np.int64),
-            history_clicks=np.zeros((n, window, slate_size), dtype=np.int8),
-        )
-
 
 class SessionPolicy(abc.ABC):
     """A distribution over slates given a session's context.

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from causalrec.platform import schema as log_schema_module
 from causalrec.platform.errors import LogFormatError, OutputExistsError
-from causalrec.platform.feedback import LoggedFeedback, round_slate_probability
+from causalrec.platform.feedback import LoggedFeedback, one_step_sessions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -542,28 +542,26 @@ def _merge_session_columns(
 ) -> dict[str, np.ndarray]:
     """Session columns of a whole log; version-1 files (given by row count) get the defaults.
 
-    A version-1 round is a one-step session: ``session_id`` and ``timestamp`` are its round id,
-    ``step`` is 0 and ``step_pscore`` its last ``pscore_prefix`` (see :mod:`schema`).
+    A version-1 round is a one-step session (:func:`~causalrec.platform.feedback.one_step_sessions`,
+    computed over the whole log so that a round split between files gets its whole slate's
+    probability). With no version-2 file the defaults are left to :class:`LoggedFeedback`.
     """
+    if all(isinstance(part, int) for part in parts):
+        return {}
     if all(isinstance(part, dict) for part in parts):
         return {
             name: np.concatenate([part[name] for part in parts])
             for name in log_schema_module.SESSION_COLUMNS
         }
-    slate = round_slate_probability(round_id, position, pscore_prefix)
-    pieces: dict[str, list[np.ndarray]] = {name: [] for name in log_schema_module.SESSION_COLUMNS}
+    merged = {
+        name: values.copy()  # the defaults share round_id's buffer: copy before writing
+        for name, values in one_step_sessions(round_id, position, pscore_prefix).items()
+    }
     start = 0
     for part in parts:
         n = part if isinstance(part, int) else len(part["session_id"])
-        rows = slice(start, start + n)
-        if isinstance(part, int):
-            part = {
-                "session_id": round_id[rows],
-                "step": np.zeros(n, dtype=np.int64),
-                "timestamp": round_id[rows],
-                "step_pscore": slate[rows],
-            }
-        for name in pieces:
-            pieces[name].append(part[name])
+        if isinstance(part, dict):
+            for name, values in merged.items():
+                values[start : start + n] = part[name]
         start += n
-    return {name: np.concatenate(values) for name, values in pieces.items()}
+    return merged

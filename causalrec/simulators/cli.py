@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from functools import partial
 
 from causalrec.platform.cli_config import add_config_overrides, collect_overrides
 from causalrec.platform.cli_help import DefaultsHelpFormatter
@@ -107,42 +106,25 @@ def run_simulate(args: argparse.Namespace) -> int:
     check_output_dir(args.out, overwrite=args.overwrite)  # refuse before any work
     started = time.perf_counter()
     simulator = ConfoundedRecSimulator(config)
-    policy = resolve_policy(args.policy, world=simulator).policy
     seed = config.seed if args.seed is None else args.seed
+    common = {"seed": seed, "overwrite": args.overwrite, "progress": not args.json}
     if args.sessions is not None:
-        if args.policy == "logging":  # the world's logger acting on sessions (feedback-aware)
+        # The world's logger acts on sessions (it follows the cohort's popularity).
+        if args.policy == "logging":
             policy = simulator.session_logging_policy()
-        summary = write_session_logs(
-            simulator,
-            args.out,
-            args.sessions,
-            policy=policy,
-            seed=seed,
-            overwrite=args.overwrite,
-            progress=not args.json,
-        )
-        return _report(
-            args, summary, _format_session_summary(summary, args.out, policy.name), started
-        )
-    summary = write_logs(
-        simulator,
-        args.out,
-        args.rounds,
-        policy=policy,
-        seed=seed,
-        overwrite=args.overwrite,
-        progress=not args.json,
-    )
-    return _report(args, summary, partial(_format_summary, summary, args.out, policy.name), started)
-
-
-def _report(args: argparse.Namespace, summary, text, started: float) -> int:
-    """Print the summary (a table, or one JSON object with ``--json``)."""
+        else:
+            policy = resolve_policy(args.policy, world=simulator).policy
+        summary = write_session_logs(simulator, args.out, args.sessions, policy=policy, **common)
+        formatter = _format_session_summary
+    else:
+        policy = resolve_policy(args.policy, world=simulator).policy
+        summary = write_logs(simulator, args.out, args.rounds, policy=policy, **common)
+        formatter = _format_summary
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({**summary.to_dict(), "out": str(args.out), "seconds": round(elapsed, 3)}))
     else:
-        print(text(elapsed))
+        print(formatter(summary, args.out, policy.name, elapsed))
     return 0
 
 
@@ -152,25 +134,24 @@ def _table(out: str, rows: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _format_session_summary(summary: SessionLogSummary, out: str, policy: str):
-    def text(elapsed: float) -> str:
-        value = f"{summary.logger_long_term_value:.4f} ± {summary.logger_long_term_se:.4f}"
-        return _table(
-            out,
-            [
-                ("sessions", f"{summary.sessions:,}"),
-                ("rounds (steps)", f"{summary.rounds:,}"),
-                ("rows (impressions)", f"{summary.rows:,}"),
-                ("steps per session", f"{summary.mean_session_steps:.2f}"),
-                ("clicks per session (observed)", f"{summary.clicks_per_session:.4f}"),
-                ("CTR (clicks / impression)", f"{summary.ctr:.4f}"),
-                (f"long-term value of '{policy}' (clicks / session, rollouts ± SE)", value),
-                ("Parquet files", f"{summary.files}"),
-                ("seconds", f"{elapsed:.2f}"),
-            ],
-        )
-
-    return text
+def _format_session_summary(
+    summary: SessionLogSummary, out: str, policy: str, elapsed: float
+) -> str:
+    value = f"{summary.logger_long_term_value:.4f} ± {summary.logger_long_term_se:.4f}"
+    return _table(
+        out,
+        [
+            ("sessions", f"{summary.sessions:,}"),
+            ("rounds (steps)", f"{summary.rounds:,}"),
+            ("rows (impressions)", f"{summary.rows:,}"),
+            ("steps per session", f"{summary.mean_session_steps:.2f}"),
+            ("clicks per session (observed)", f"{summary.clicks_per_session:.4f}"),
+            ("CTR (clicks / impression)", f"{summary.ctr:.4f}"),
+            (f"long-term value of '{policy}' (clicks / session, rollouts ± SE)", value),
+            ("Parquet files", f"{summary.files}"),
+            ("seconds", f"{elapsed:.2f}"),
+        ],
+    )
 
 
 def _format_summary(summary: LogSummary, out: str, policy: str, elapsed: float) -> str:

@@ -146,7 +146,7 @@ class UserDynamics:
         theta = state.theta if state.theta is not None else self._theta[state.users]
         logits = np.einsum("bd,bkd->bk", theta, self._phi[slates]) + self._offset[slates]
         if state.popularity is not None and self.config.conformity > 0:
-            log_pop = np.log(state.popularity)
+            log_pop = state.log_popularity()
             centred = log_pop - log_pop.mean(axis=1, keepdims=True)
             shift = centred[state.cohort[:, None], slates] - self._centred_log_pop0[slates]
             logits += self.config.conformity * shift
@@ -183,16 +183,15 @@ class UserDynamics:
         c = self.config
         clicked = clicks > 0
         rows = np.arange(len(slates))
-        if state.theta is not None:
-            for k in range(slates.shape[1]):
-                hit = rows[clicked[:, k]]
-                target = self._drift_target[slates[hit, k]]
-                state.theta[hit] += c.interest_drift * (target - state.theta[hit])
         if state.satiation is not None:
             state.satiation *= 1.0 - c.satiation_recovery
-            for k in range(slates.shape[1]):
-                hit = rows[clicked[:, k]]
-                state.satiation[hit, self.item_cluster[slates[hit, k]]] += c.satiation
+        for k in range(slates.shape[1]):
+            hit, items = rows[clicked[:, k]], slates[clicked[:, k], k]
+            if state.theta is not None:
+                target = self._drift_target[items]
+                state.theta[hit] += c.interest_drift * (target - state.theta[hit])
+            if state.satiation is not None:
+                state.satiation[hit, self.item_cluster[items]] += c.satiation
         if state.popularity is not None:
             self._feed_popularity(state, slates, clicks)
         state.history_items[:, :-1] = state.history_items[:, 1:]

@@ -59,18 +59,18 @@ class SessionStep:
     leave_probability: np.ndarray
 
 
-def _check_rollout(simulator, policy: SessionPolicy, horizon: int, n_sessions: int) -> None:
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ConfigError(f"horizon must be an integer >= 1; got {horizon!r}")
-    if isinstance(n_sessions, bool) or not isinstance(n_sessions, int | np.integer):
-        raise ConfigError(f"n_sessions must be an integer >= 1; got {n_sessions!r}")
-    if n_sessions < 1:
-        raise ConfigError(f"n_sessions must be an integer >= 1; got {n_sessions!r}")
-    simulator.check_policy(policy)
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
 
 
 def session_count(simulator, n_sessions: int) -> int:
-    """Sessions actually run: ``n_sessions`` rounded up to whole cohorts under feedback."""
+    """Sessions actually run: ``n_sessions`` rounded up to whole cohorts under feedback.
+
+    Raises:
+        ConfigError: If ``n_sessions`` is not an integer >= 1.
+    """
+    _check_count("n_sessions", n_sessions)
     cohort = simulator.config.concurrent_sessions
     if simulator.config.popularity_feedback > 0:
         return -(-n_sessions // cohort) * cohort
@@ -97,8 +97,9 @@ def iter_session_steps(
             or one of another catalogue or slate size.
     """
     policy = as_session_policy(policy)
-    _check_rollout(simulator, policy, horizon, n_sessions)
+    _check_count("horizon", horizon)
     n_sessions = session_count(simulator, n_sessions)
+    simulator.check_policy(policy)
     dynamics = UserDynamics(simulator)
     cohort_size = simulator.config.concurrent_sessions
     per_batch = max(1, BATCH_SESSIONS // cohort_size) * cohort_size
@@ -194,6 +195,16 @@ def _mean_and_error(values: np.ndarray, cohorts: np.ndarray, pooled: bool) -> tu
     return float(values.mean()), float(units.std(ddof=1) / np.sqrt(len(units)))
 
 
+def _value(
+    simulator, returns: np.ndarray, cohorts: np.ndarray, horizon: int, seed: int | None
+) -> LongTermValue:
+    pooled = simulator.config.popularity_feedback > 0
+    value, error = _mean_and_error(returns, cohorts, pooled)
+    return LongTermValue(
+        value, standard_error=error, horizon=horizon, n_sessions=len(returns), seed=seed
+    )
+
+
 def long_term_value(
     simulator, policy: object, *, horizon: int, n_sessions: int, seed: int | None = 0
 ) -> LongTermValue:
@@ -204,11 +215,7 @@ def long_term_value(
     returns, cohorts = session_returns(
         simulator, policy, horizon=horizon, n_sessions=n_sessions, seed=seed
     )
-    pooled = simulator.config.popularity_feedback > 0
-    value, error = _mean_and_error(returns, cohorts, pooled)
-    return LongTermValue(
-        value, standard_error=error, horizon=horizon, n_sessions=len(returns), seed=seed
-    )
+    return _value(simulator, returns, cohorts, horizon, seed)
 
 
 def paired_long_term_value(
@@ -224,22 +231,14 @@ def paired_long_term_value(
 
     See :meth:`ConfoundedRecSimulator.paired_long_term_value`.
     """
+    run = dict(horizon=horizon, n_sessions=n_sessions, seed=seed)
+    returns, cohorts = session_returns(simulator, policy, **run)
+    baseline_returns, _ = session_returns(simulator, baseline, **run)  # the same cohorts (CRN)
     pooled = simulator.config.popularity_feedback > 0
-    results = []
-    for each in (policy, baseline):
-        returns, cohorts = session_returns(
-            simulator, each, horizon=horizon, n_sessions=n_sessions, seed=seed
-        )
-        results.append(returns)
-    values = []
-    for returns in results:
-        mean, error = _mean_and_error(returns, cohorts, pooled)
-        values.append(
-            LongTermValue(
-                mean, standard_error=error, horizon=horizon, n_sessions=len(returns), seed=seed
-            )
-        )
-    difference, error = _mean_and_error(results[0] - results[1], cohorts, pooled)
+    difference, error = _mean_and_error(returns - baseline_returns, cohorts, pooled)
     return PairedLongTermValue(
-        policy=values[0], baseline=values[1], difference=difference, difference_se=error
+        policy=_value(simulator, returns, cohorts, horizon, seed),
+        baseline=_value(simulator, baseline_returns, cohorts, horizon, seed),
+        difference=difference,
+        difference_se=error,
     )

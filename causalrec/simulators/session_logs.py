@@ -50,7 +50,12 @@ def _resolve(simulator: ConfoundedRecSimulator, policy: Policy | SessionPolicy |
 def session_log_metadata(
     simulator: ConfoundedRecSimulator, policy: SessionPolicy, n_sessions: int, seed: int | None
 ) -> dict[str, Any]:
-    """The self-description of a session log (enough to regenerate it)."""
+    """The self-description of a session log (enough to regenerate it).
+
+    Raises:
+        ConfigError: If ``n_sessions`` is not an integer >= 1.
+    """
+    sessions = session_count(simulator, n_sessions)
     horizon = simulator.config.session_length
     # Whether the pscores are exact is a property of the policy family (see pscore_metadata).
     family = policy.policy if isinstance(policy, PolicyOnSessions) else policy
@@ -60,7 +65,7 @@ def session_log_metadata(
     metadata["policy"] = policy.name
     metadata.update(
         {
-            "sessions": session_count(simulator, n_sessions),
+            "sessions": sessions,
             "session_length": horizon,
             "concurrent_sessions": simulator.config.concurrent_sessions,
             "dynamic": simulator.config.dynamic,
@@ -224,10 +229,7 @@ def write_session_logs(
     from tqdm.auto import tqdm
 
     resolved = _resolve(simulator, policy)
-    if isinstance(n_sessions, bool) or not isinstance(n_sessions, int) or n_sessions < 1:
-        raise ConfigError(f"n_sessions must be an integer >= 1; got {n_sessions!r}")
-    storage.check_output_dir(out, overwrite=overwrite)
-    metadata = session_log_metadata(simulator, resolved, n_sessions, seed)
+    metadata = session_log_metadata(simulator, resolved, n_sessions, seed)  # checks n_sessions
     counts = {"rounds": 0, "rows": 0, "clicks": 0}
     bar = tqdm(total=metadata["sessions"], unit="session", disable=not progress)
 
@@ -235,7 +237,8 @@ def write_session_logs(
         counts["rows"] += chunk.n_rows
         counts["rounds"] += chunk.n_rows // chunk.slate_size
         counts["clicks"] += int(chunk.click.sum())
-        bar.update(len(np.unique(chunk.session_id)))
+        # A chunk is one batch of consecutive sessions, each with its step 0 logged.
+        bar.update(int(chunk.session_id.max() - chunk.session_id.min()) + 1)
 
     def summarise(files: int) -> tuple[SessionLogSummary, dict[str, Any]]:
         truth = simulator.long_term_value(
