@@ -1,8 +1,8 @@
 """The report's sections: validated run-directory inputs in, document blocks and figures out.
 
 Each section reads the inputs it needs from :class:`Context`; when one is missing it emits a
-:class:`~causalrec.pipeline._document.Notice` naming the stage that should have written it (with
-that stage's status and error from ``pipeline.json``) instead of failing.
+:class:`~causalrec.platform.document.Notice` naming the stage that should have written it
+(with that stage's status and error from ``pipeline.json``) instead of failing.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from causalrec.pipeline import _document as doc
 from causalrec.pipeline import figures as fig
-from causalrec.pipeline._document import format_interval, format_number, format_p_value
 from causalrec.pipeline._inputs import PRODUCER, number
+from causalrec.platform import document as doc
+from causalrec.platform.document import format_interval, format_number, format_p_value
 from causalrec.platform.errors import DataError
 
 __all__ = ["FIGURES", "Context", "build", "title"]

@@ -18,18 +18,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from causalrec.pipeline._document import format_number
+from causalrec.platform.document import format_number
 from causalrec.platform.errors import DataError
 from causalrec.platform.storage import write_atomic
 
 __all__ = [
     "draw_causal_graph",
     "layered_layout",
+    "new_figure",
     "plot_ab_lift",
     "plot_causal_graph",
     "plot_ope_error",
     "plot_regret",
     "plot_value_vs_ope",
+    "save_figure",
 ]
 
 DPI = 110
@@ -37,11 +39,13 @@ _SIZE = (6.0, 4.0)
 _HIGHLIGHT, _BASE, _REFERENCE = "#d9822b", "#4c72b0", "#555555"
 
 
-def _new_figure(size: tuple[float, float] = _SIZE) -> Figure:
+def new_figure(size: tuple[float, float] = _SIZE) -> Figure:
+    """A figure of the reports' size and resolution (Agg canvas, constrained layout)."""
     return Figure(figsize=size, dpi=DPI, layout="constrained")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path``, atomically (parents created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
@@ -70,7 +74,7 @@ def plot_value_vs_ope(
     Returns:
         ``path``.
     """
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     shown = points[np.isfinite(points["estimate"].to_numpy(dtype=float))]
     x = shown["true_value"].to_numpy(dtype=float)
@@ -101,7 +105,7 @@ def plot_value_vs_ope(
     ax.set_ylabel(f"{estimator} estimate (clicks per round)")
     ax.set_title("Exact value vs. off-policy estimate")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_regret(candidates: pd.DataFrame, path: str | Path) -> Path:
@@ -115,7 +119,7 @@ def plot_regret(candidates: pd.DataFrame, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     names = [str(name) for name in candidates["candidate"]]
     selected = candidates["selected"].to_numpy(dtype=bool)
@@ -129,7 +133,7 @@ def plot_regret(candidates: pd.DataFrame, path: str | Path) -> Path:
     ax.set_ylabel("regret to oracle (clicks per round)")
     ax.set_title("Regret of each candidate to the oracle")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ope_error(ope: pd.DataFrame, path: str | Path) -> Path:
@@ -143,7 +147,7 @@ def plot_ope_error(ope: pd.DataFrame, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     estimators = list(dict.fromkeys(ope["estimator"]))
     labels = []
@@ -164,7 +168,7 @@ def plot_ope_error(ope: pd.DataFrame, path: str | Path) -> Path:
     ax.set_ylabel("estimate - exact value (clicks per round)")
     ax.set_title("Off-policy estimation error by estimator")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ab_lift(estimates: pd.DataFrame, path: str | Path, *, exact_lift: float) -> Path:
@@ -179,7 +183,7 @@ def plot_ab_lift(estimates: pd.DataFrame, path: str | Path, *, exact_lift: float
     Returns:
         ``path``.
     """
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     lift = estimates["lift"].to_numpy(dtype=float)
     below = np.nan_to_num(lift - estimates["low"].to_numpy(dtype=float), nan=0.0).clip(min=0)
@@ -205,7 +209,7 @@ def plot_ab_lift(estimates: pd.DataFrame, path: str | Path, *, exact_lift: float
     ax.set_ylabel("lift, B - A (clicks per visit)")
     ax.set_title("A/B lift: online vs. offline vs. exact")
     ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def layered_layout(graph: dict) -> dict[str, tuple[int, float]]:
@@ -302,11 +306,11 @@ def plot_causal_graph(graph: dict, path: str | Path) -> Path:
     """
     layers = Counter(layer for layer, _ in layered_layout(graph).values())
     size = (max(_SIZE[0], 2.0 * len(layers)), max(_SIZE[1], 0.9 * max(layers.values(), default=1)))
-    fig = _new_figure(size)
+    fig = new_figure(size)
     ax = fig.add_subplot()
     draw_causal_graph(ax, graph)
     ax.plot([], [], color="black", label="observed (solid box)")
     ax.plot([], [], color=_REFERENCE, ls="--", label="latent (dashed box)")
     ax.legend(fontsize=7, loc="lower center", ncols=2, frameon=False, bbox_to_anchor=(0.5, -0.08))
     ax.set_title("Causal graph of the simulator (arrows: direct causal effects)")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -32,8 +32,8 @@ with 4 significant digits below 1e-3 or from 1e5), p-values 4 decimals or ``<1e-
 A missing file is attributed to the stage that writes it: ``summary.json`` and
 ``causal_graph.json`` to simulate, ``candidates.csv`` to tune, ``ope.csv`` to ope,
 ``abtest/result.json`` to abtest. Inputs are read and validated in ``_inputs``, turned into
-sections in ``_sections``, rendered to Markdown and HTML in ``_document`` and drawn in
-:mod:`causalrec.pipeline.figures`.
+sections in ``_sections``, rendered to Markdown and HTML in :mod:`causalrec.platform.document`
+(shared with the loop's report) and drawn in :mod:`causalrec.pipeline.figures`.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from causalrec.pipeline import _document as doc
 from causalrec.pipeline import _sections
-from causalrec.pipeline._document import format_number, format_p_value
 from causalrec.pipeline._inputs import load_inputs
+from causalrec.platform import document as doc
+from causalrec.platform.document import format_number, format_p_value
 from causalrec.platform.errors import DataError
 from causalrec.platform.storage import write_atomic
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "causalrec.serve.cli",
     "causalrec.abtest.cli",
     "causalrec.pipeline.cli",
+    "causalrec.loop.cli",
 )
 
 

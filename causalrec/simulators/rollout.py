@@ -26,7 +26,13 @@ from causalrec.platform.session import SessionContext, SessionPolicy, as_session
 from causalrec.platform.units import LongTermValue, PairedLongTermValue
 from causalrec.simulators.dynamics import SessionState, UserDynamics
 
-__all__ = ["SessionStep", "iter_session_steps", "long_term_value", "paired_long_term_value"]
+__all__ = [
+    "SessionStep",
+    "iter_session_steps",
+    "long_term_value",
+    "paired_long_term_value",
+    "run_sessions",
+]
 
 #: Sessions stepped at once (rounded to whole cohorts); part of the seeding scheme.
 BATCH_SESSIONS = 8_192
@@ -104,7 +110,6 @@ def iter_session_steps(
     cohort_size = simulator.config.concurrent_sessions
     per_batch = max(1, BATCH_SESSIONS // cohort_size) * cohort_size
     starts = range(0, n_sessions, per_batch)
-    K = simulator.slate_size
     for start, child in zip(starts, np.random.SeedSequence(seed).spawn(len(starts)), strict=True):
         users_rng, policy_rng, click_rng, leave_rng = (
             np.random.default_rng(s) for s in child.spawn(4)
@@ -113,17 +118,48 @@ def iter_session_steps(
         session_id = np.arange(start, start + n, dtype=np.int64)
         cohort = session_id // cohort_size
         state = dynamics.start(simulator.sample_users(n, users_rng), cohort - cohort[0])
-        for step in range(horizon):
-            yield _advance(
-                dynamics,
-                state,
-                policy,
-                step,
-                session_id,
-                cohort,
-                (policy_rng, click_rng, leave_rng),
-                K,
-            )
+        yield from run_sessions(
+            dynamics,
+            state,
+            policy,
+            horizon=horizon,
+            session_id=session_id,
+            cohort=cohort,
+            rngs=(policy_rng, click_rng, leave_rng),
+        )
+
+
+def run_sessions(
+    dynamics: UserDynamics,
+    state: SessionState,
+    policy: SessionPolicy,
+    *,
+    horizon: int,
+    session_id: np.ndarray,
+    cohort: np.ndarray,
+    rngs: tuple[np.random.Generator, np.random.Generator, np.random.Generator],
+) -> Iterator[SessionStep]:
+    """Step the sessions of ``state`` (in place) ``horizon`` times under ``policy``.
+
+    The one stepping loop of every rollout: :func:`iter_session_steps` starts fresh sessions
+    for it, the closed loop (:mod:`causalrec.loop.world`) starts them from a world state that
+    persists across generations.
+
+    Args:
+        dynamics: The world's transition.
+        state: The sessions' state (B sessions), advanced in place.
+        policy: A session policy (see :func:`~causalrec.platform.session.as_session_policy`).
+        horizon: Steps.
+        session_id: Global session index of each row, shape (B,).
+        cohort: Global cohort index of each row, shape (B,).
+        rngs: The policy's draws, the click uniforms and the leave uniforms, in that order.
+
+    Yields:
+        One :class:`SessionStep` per step.
+    """
+    K = dynamics.simulator.slate_size
+    for step in range(horizon):
+        yield _advance(dynamics, state, policy, step, session_id, cohort, rngs, K)
 
 
 def _advance(

@@ -31,6 +31,7 @@ __all__ = [
     "SessionLogSummary",
     "generate_session_logs",
     "iter_session_log_chunks",
+    "session_steps_to_log",
     "write_session_logs",
 ]
 
@@ -75,14 +76,26 @@ def session_log_metadata(
     return metadata
 
 
-def _batch_chunk(
+def session_steps_to_log(
     simulator: ConfoundedRecSimulator,
     steps: list[SessionStep],
     name: str,
     first_round: int,
     metadata: dict[str, Any],
 ) -> LoggedFeedback:
-    """The rounds of one batch of sessions (alive users only), ordered by timestamp."""
+    """The rounds of one batch of sessions (alive users only), ordered by timestamp.
+
+    Args:
+        simulator: The world.
+        steps: The batch's steps, in order (from
+            :func:`~causalrec.simulators.rollout.run_sessions`).
+        name: The logging policy's name.
+        first_round: Round id of the first round.
+        metadata: Metadata attached to the log.
+
+    Returns:
+        K rows per round; ``timestamp`` = cohort × session_length + step.
+    """
     horizon = simulator.config.session_length
     alive = np.concatenate([s.alive for s in steps])
     session_id = np.concatenate([s.session_id for s in steps])[alive]
@@ -146,7 +159,7 @@ def iter_session_log_chunks(
     ):
         batch.append(record)
         if record.step == horizon - 1:
-            chunk = _batch_chunk(simulator, batch, policy.name, first_round, metadata or {})
+            chunk = session_steps_to_log(simulator, batch, policy.name, first_round, metadata or {})
             first_round += chunk.n_rows // chunk.slate_size
             batch = []
             yield chunk

@@ -1,0 +1,155 @@
+"""The closed loop's configuration (``configs/loop/*.yaml``): one typed object for the whole run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from causalrec.platform.config import StrictConfig, load_yaml_config
+from causalrec.platform.policy import Exploration
+
+__all__ = ["ArmConfig", "LoopConfig", "LoopOPEConfig", "WorldConfig", "load_loop_config"]
+
+#: Named fixed policies an arm can deploy in every generation.
+FIXED_POLICIES = ("logging", "uniform", "oracle")
+
+
+class ArmConfig(StrictConfig):
+    """One arm: a retraining strategy, or a fixed policy.
+
+    Attributes:
+        name: The arm's name in results and figures (letters, digits, ``_`` and ``-``).
+        method: Retrain this method (``naive``, ``ips``, ``dr_jl``, ``gboost``, ...) on all the
+            arm's logs after every generation; give exactly one of ``method`` and ``policy``.
+        params: The method's parameters (``epochs``, ``propensity``, ...); ``seed`` defaults to
+            the loop's seed.
+        exploration: How the retrained model serves: ``none`` (top-k), ``epsilon`` or
+            ``softmax`` (exact propensities either way).
+        epsilon: ε of ``epsilon`` exploration.
+        temperature: Temperature of ``softmax`` exploration.
+        policy: A fixed policy deployed in every generation: ``logging`` (the world's logger,
+            which follows the world's popularity), ``uniform`` or ``oracle``.
+    """
+
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    method: str | None = None
+    params: dict[str, Any] = pydantic.Field(default_factory=dict)
+    exploration: Literal["none", "epsilon", "softmax"] = "none"
+    epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
+    temperature: float = pydantic.Field(default=1.0, gt=0)
+    policy: Literal["logging", "uniform", "oracle"] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_strategy(self):
+        if (self.method is None) == (self.policy is None):
+            raise ValueError(
+                f"arm {self.name!r}: give exactly one of 'method' (retrain) and 'policy' (fixed)"
+            )
+        if self.policy is not None and (self.params or self.exploration != "none"):
+            raise ValueError(
+                f"arm {self.name!r}: a fixed policy takes no 'params' or 'exploration'"
+            )
+        return self
+
+    @property
+    def retrains(self) -> bool:
+        """Whether the arm retrains a model after every generation."""
+        return self.method is not None
+
+    def exploration_spec(self) -> Exploration:
+        """The retrained model's exploration."""
+        return Exploration(self.exploration, epsilon=self.epsilon, temperature=self.temperature)
+
+
+class WorldConfig(StrictConfig):
+    """The world every arm's twin is a copy of.
+
+    Attributes:
+        preset: Simulator preset (``configs/simulators/``), e.g. ``feedback_loop``.
+        overrides: Simulator config fields that replace the preset's (``n_users``, ...). The
+            world's ``seed`` is the loop's seed.
+    """
+
+    preset: str = "feedback_loop"
+    overrides: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("overrides")
+    @classmethod
+    def _no_seed(cls, value):
+        if "seed" in value:
+            raise ValueError("world.overrides.seed: the world's seed is the loop's (seeds: [...])")
+        return value
+
+
+class LoopOPEConfig(StrictConfig):
+    """The off-policy estimate of each next model, made before it is deployed.
+
+    Attributes:
+        estimator: Sequential estimator on the generation's session log (``pdis``, ``wpdis``,
+            ``dr``, ``wdr``; see :func:`~causalrec.ope.evaluate_sessions.evaluate_sessions`).
+            ``dr`` is defined even where the next model shows items the log never shows (its
+            Q model carries it there); the weighted ones are then undefined and recorded so.
+        alpha: 1 − the coverage of its interval.
+    """
+
+    estimator: Literal["pdis", "wpdis", "dr", "wdr"] = "dr"
+    alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
+
+
+class LoopConfig(StrictConfig):
+    """The closed loop (see :mod:`causalrec.loop.runner`).
+
+    Attributes:
+        seeds: One run of every arm per seed (the world's seed and the draws'), >= 1 of them.
+        generations: Generations served by the arms' own models, after generation 0 in which
+            every arm serves the world's logger (so all arms start from the same logs).
+        world: The world.
+        arms: The arms (unique names).
+        truth_replicas: Copies of each generation whose mean is the rollout truth of the
+            deployed policy (>= 2).
+        head_share: Share of the catalogue, by base popularity, that is the head; the rest is
+            the long tail.
+        ope: The estimate of each next model before it is deployed.
+        alpha: 1 − the coverage of the intervals across seeds.
+    """
+
+    seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    generations: int = pydantic.Field(default=5, ge=1, le=1000)
+    world: WorldConfig = WorldConfig()
+    arms: list[ArmConfig] = pydantic.Field(min_length=1)
+    truth_replicas: int = pydantic.Field(default=4, ge=2)
+    head_share: float = pydantic.Field(default=0.2, gt=0, lt=1)
+    ope: LoopOPEConfig = LoopOPEConfig()
+    alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
+
+    @pydantic.field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value):
+        if len(set(value)) != len(value) or any(seed < 0 for seed in value):
+            raise ValueError(f"seeds must be distinct integers >= 0; got {value}")
+        return value
+
+    @pydantic.field_validator("arms")
+    @classmethod
+    def _distinct_arms(cls, value):
+        names = [arm.name for arm in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"arm names must be distinct; repeated: {repeated}")
+        return value
+
+    def arm(self, name: str) -> ArmConfig:
+        """The arm called ``name``."""
+        return next(arm for arm in self.arms if arm.name == name)
+
+
+def load_loop_config(path: str | Path) -> LoopConfig:
+    """The loop config at ``path`` (YAML).
+
+    Raises:
+        ConfigError: For a missing file or a value that does not validate (naming the field).
+        UnknownNameError: For an unknown key.
+    """
+    return load_yaml_config(path, LoopConfig)
