@@ -10,7 +10,14 @@ import pydantic
 from causalrec.platform.config import StrictConfig, load_yaml_config
 from causalrec.platform.policy import Exploration
 
-__all__ = ["ArmConfig", "LoopConfig", "LoopOPEConfig", "WorldConfig", "load_loop_config"]
+__all__ = [
+    "ArmConfig",
+    "InterventionConfig",
+    "LoopConfig",
+    "LoopOPEConfig",
+    "WorldConfig",
+    "load_loop_config",
+]
 
 #: Named fixed policies an arm can deploy in every generation.
 FIXED_POLICIES = ("logging", "uniform", "oracle")
@@ -98,6 +105,62 @@ class LoopOPEConfig(StrictConfig):
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
 
 
+class InterventionConfig(StrictConfig):
+    """An intervention on one arm's deployed policy from a generation on (configured as data).
+
+    The intervened arm is a twin of arm ``arm`` (same world, same random numbers, the same
+    retraining) that serves its policy changed by the intervention from ``from_generation`` on;
+    before that it is bit-identical to ``arm``. Kinds:
+
+    * ``boost``: multiply the odds of ``items`` by ``factor`` in the arm's ranking (a logit
+      offset of log ``factor`` on the scores its policy ranks or samples by);
+    * ``cap_popularity``: cap the weight of log popularity in the world's logger at ``weight``
+      (arms that serve ``policy: logging`` only: models have no explicit popularity weight);
+    * ``explore``: serve a uniform slate with probability ``epsilon``;
+    * ``remove``: never show ``items`` (slates of one item: the policy conditioned on not
+      showing them, propensities exact).
+
+    Attributes:
+        name: The intervened arm's name (distinct from every arm's).
+        arm: The arm it changes.
+        from_generation: The first generation it applies to (>= 1).
+        kind: ``boost``, ``cap_popularity``, ``explore`` or ``remove``.
+        items: ``tail`` (the long tail by base popularity) or a list of item ids (``boost``,
+            ``remove``).
+        factor: Odds multiplier of ``boost`` (> 0).
+        weight: The cap of ``cap_popularity`` (>= 0).
+        epsilon: Share of uniform slates of ``explore``, in (0, 1].
+        ab_share: Share of users treated in the A/B test of the intervention, in (0, 1).
+    """
+
+    name: str = pydantic.Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    arm: str
+    from_generation: int = pydantic.Field(ge=1)
+    kind: Literal["boost", "cap_popularity", "explore", "remove"]
+    items: Literal["tail"] | list[pydantic.NonNegativeInt] | None = None
+    factor: float | None = pydantic.Field(default=None, gt=0)
+    weight: float | None = pydantic.Field(default=None, ge=0)
+    epsilon: float | None = pydantic.Field(default=None, gt=0, le=1)
+    ab_share: float = pydantic.Field(default=0.5, gt=0, lt=1)
+
+    @pydantic.model_validator(mode="after")
+    def _fields_of_the_kind(self):
+        needed = {
+            "boost": ("items", "factor"),
+            "cap_popularity": ("weight",),
+            "explore": ("epsilon",),
+            "remove": ("items",),
+        }[self.kind]
+        for name in ("items", "factor", "weight", "epsilon"):
+            given = getattr(self, name) is not None
+            if given != (name in needed):
+                verb = "needs" if not given else "takes no"
+                raise ValueError(f"intervention {self.name!r}: {self.kind} {verb} {name!r}")
+        if isinstance(self.items, list) and not self.items:
+            raise ValueError(f"intervention {self.name!r}: items must not be empty")
+        return self
+
+
 class LoopConfig(StrictConfig):
     """The closed loop (see :mod:`causalrec.loop.runner`).
 
@@ -113,6 +176,9 @@ class LoopConfig(StrictConfig):
             the long tail.
         ope: The estimate of each next model before it is deployed.
         alpha: 1 − the coverage of the intervals across seeds.
+        interventions: Interventions, each run as an arm of its own (see
+            :class:`InterventionConfig`); their effects are reported exactly, by A/B test and
+            off-policy.
     """
 
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -123,6 +189,7 @@ class LoopConfig(StrictConfig):
     head_share: float = pydantic.Field(default=0.2, gt=0, lt=1)
     ope: LoopOPEConfig = LoopOPEConfig()
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
+    interventions: list[InterventionConfig] = pydantic.Field(default_factory=list)
 
     @pydantic.field_validator("seeds")
     @classmethod
@@ -139,6 +206,29 @@ class LoopConfig(StrictConfig):
         if repeated:
             raise ValueError(f"arm names must be distinct; repeated: {repeated}")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _interventions_name_their_arms(self):
+        arms = {arm.name: arm for arm in self.arms}
+        taken = set(arms)
+        for intervention in self.interventions:
+            where = f"interventions.{intervention.name}"
+            if intervention.name in taken:
+                raise ValueError(f"{where}: the name is already an arm's or an intervention's")
+            taken.add(intervention.name)
+            if intervention.arm not in arms:
+                raise ValueError(f"{where}.arm: no arm {intervention.arm!r} (arms: {list(arms)})")
+            if intervention.from_generation > self.generations:
+                raise ValueError(
+                    f"{where}.from_generation: {intervention.from_generation} is after the last "
+                    f"generation ({self.generations})"
+                )
+            if intervention.kind == "cap_popularity" and arms[intervention.arm].policy != "logging":
+                raise ValueError(
+                    f"{where}: cap_popularity caps the world's logger's popularity weight; arm "
+                    f"{intervention.arm!r} does not serve policy: logging"
+                )
+        return self
 
     def arm(self, name: str) -> ArmConfig:
         """The arm called ``name``."""

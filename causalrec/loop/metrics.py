@@ -14,13 +14,18 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from causalrec.platform.errors import DataError
 
 __all__ = [
+    "METRICS",
+    "Metric",
     "catalogue_coverage",
     "exposure_gini",
+    "exposure_measures",
     "interest_homogenisation",
     "long_tail_items",
     "long_tail_share",
@@ -124,3 +129,49 @@ def interest_homogenisation(preferences: np.ndarray) -> float:
     n = len(unit)
     total = unit.sum(axis=0)
     return float((total @ total - n) / (n * (n - 1)))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-generation measure: its results column, label and unit."""
+
+    column: str
+    label: str
+    unit: str
+
+
+#: The metrics plotted against generation, in report order.
+METRICS = (
+    Metric("truth", "True long-term value of the deployed policy", "clicks per session"),
+    Metric("ctr", "Observed CTR", "clicks per impression"),
+    Metric("tail_exposure", "Long-tail share of impressions", "share"),
+    Metric("tail_clicks", "Long-tail share of clicks", "share"),
+    Metric("coverage", "Catalogue coverage", "share of items shown"),
+    Metric("gini", "Gini coefficient of exposure", "0 = even"),
+    Metric("homogenisation", "User-interest homogenisation", "mean pairwise cosine"),
+)
+
+
+def exposure_measures(
+    items: np.ndarray, clicks: np.ndarray, tail: np.ndarray, preferences: np.ndarray
+) -> dict[str, float]:
+    """Every measure of :data:`METRICS` but the value, for one set of impressions and users.
+
+    Args:
+        items: Shown item per impression, shape (n,).
+        clicks: Click per impression, shape (n,).
+        tail: Tail mask of :func:`long_tail_items`, shape (n_items,).
+        preferences: The users' θ_u, shape (n_users, d).
+
+    Returns:
+        ``ctr``, ``tail_exposure``, ``tail_clicks``, ``coverage``, ``gini``, ``homogenisation``.
+    """
+    n_items = len(tail)
+    return {
+        "ctr": float(np.mean(clicks)) if len(clicks) else float("nan"),
+        "tail_exposure": long_tail_share(items, tail),
+        "tail_clicks": long_tail_share(items, tail, clicks),
+        "coverage": catalogue_coverage(items, n_items),
+        "gini": exposure_gini(items, n_items),
+        "homogenisation": interest_homogenisation(preferences),
+    }

@@ -10,7 +10,6 @@ session; shares, coverage, Gini and homogenisation have no unit.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,34 +17,14 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from causalrec.loop.metrics import METRICS, Metric
 from causalrec.pipeline.figures import new_figure, save_figure
 from causalrec.platform import document as doc
 from causalrec.platform.document import format_interval, format_number
 from causalrec.platform.errors import DataError
 from causalrec.platform.storage import write_atomic
 
-__all__ = ["METRICS", "summarise", "write_loop_report"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-generation measure: its results column, label and unit."""
-
-    column: str
-    label: str
-    unit: str
-
-
-#: The metrics plotted against generation, in report order.
-METRICS = (
-    Metric("truth", "True long-term value of the deployed policy", "clicks per session"),
-    Metric("ctr", "Observed CTR", "clicks per impression"),
-    Metric("tail_exposure", "Long-tail share of impressions", "share"),
-    Metric("tail_clicks", "Long-tail share of clicks", "share"),
-    Metric("coverage", "Catalogue coverage", "share of items shown"),
-    Metric("gini", "Gini coefficient of exposure", "0 = even"),
-    Metric("homogenisation", "User-interest homogenisation (mean pairwise cosine)", "cosine"),
-)
+__all__ = ["summarise", "write_loop_report"]
 
 
 def summarise(results: pd.DataFrame, column: str, alpha: float = 0.05) -> pd.DataFrame:
@@ -88,14 +67,14 @@ def _plot(summary: pd.DataFrame, metric: Metric, path: Path) -> Path:
 
 def _final_table(results: pd.DataFrame, alpha: float) -> doc.Table:
     last = results.generation.max()
-    columns = ["arm", *(m.column for m in METRICS)]
+    columns = ["arm", *(f"{m.column} ({m.unit})" for m in METRICS)]
     cells = {}
     for metric in METRICS:
         summary = summarise(results[results.generation == last], metric.column, alpha)
         for row in summary.itertuples():
             cells[(row.arm, metric.column)] = format_interval(row.mean, row.low, row.high)
     arms = list(dict.fromkeys(results.arm))
-    rows = tuple((arm, *(cells.get((arm, m.column), "n/a") for m in METRICS[:])) for arm in arms)
+    rows = tuple((arm, *(cells.get((arm, m.column), "n/a") for m in METRICS)) for arm in arms)
     return doc.Table(tuple(columns), rows)
 
 
@@ -123,6 +102,38 @@ def _ope_table(results: pd.DataFrame) -> doc.Table | None:
     columns = ("arm", "estimator", "models", "mean error", "mean |relative error|",
                "interval coverage", "median ESS share")  # fmt: skip
     return doc.Table(columns, tuple(rows))
+
+
+def _effects_tables(effects: pd.DataFrame, alpha: float) -> list[doc.Block]:
+    """One table per intervention: metrics down, the three ways of measuring across."""
+    from causalrec.loop.effects import METHODS
+
+    blocks: list[doc.Block] = []
+    for name, group in effects.groupby("intervention", sort=False):
+        first = group.iloc[0]
+        blocks.append(
+            doc.Paragraph(
+                f"{name}: on arm {first['arm']} from generation {first['from_generation']}. "
+                "Effects are intervened minus not intervened, means over seeds with "
+                f"{100 * (1 - alpha):.0f}% intervals."
+            )
+        )
+        cells = {}
+        for (method, metric), values in group.groupby(["method", "metric"], sort=False):
+            summary = summarise(
+                values.assign(arm="-", generation=0, value=values.effect), "value", alpha
+            ).iloc[0]
+            cells[(method, metric)] = (
+                "n/a"
+                if summary.n == 0
+                else format_interval(summary["mean"], summary.low, summary.high)
+            )
+        rows = tuple(
+            (f"{m.label} ({m.unit})", *(cells.get((method, m.column), "n/a") for method in METHODS))
+            for m in METRICS
+        )
+        blocks.append(doc.Table(("metric", *METHODS), rows))
+    return blocks
 
 
 def write_loop_report(out: str | Path) -> dict[str, Path]:
@@ -178,6 +189,19 @@ def write_loop_report(out: str | Path) -> dict[str, Path]:
                 )
             )
             blocks.append(ope)
+        effects_path = out / "effects.csv"
+        if effects_path.is_file():
+            blocks.append(doc.Heading("Interventions: exact, A/B test and off-policy effects"))
+            blocks.append(
+                doc.Paragraph(
+                    "Exact: the intervened twin world minus the arm's own twin (same random "
+                    "numbers), at the first generation served with the intervention and at the "
+                    "last. A/B test: one generation of the arm's world with a random share of "
+                    "users treated (value: realised clicks per session). Off-policy: both "
+                    "policies estimated on the arm's log of the generation before (value only)."
+                )
+            )
+            blocks.extend(_effects_tables(pd.read_csv(effects_path), alpha))
         blocks.append(doc.Heading("Metrics by generation"))
         for metric in METRICS:
             summary = summarise(results, metric.column, alpha)

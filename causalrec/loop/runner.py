@@ -21,6 +21,7 @@ Run directory::
       config.yaml                 the loop's config
       loop.json                   seeds, arms, generations done per arm, failures, timing
       results.parquet, results.csv one row per seed, arm and generation
+      effects.csv                 each intervention's effect per seed, method and metric
       runs/seed=S/ARM/gen-GGG/    logs/ (Parquet, schema v2), world.safetensors (the world after
                                   the generation), model/ (the model retrained after it),
                                   record.json (the row)
@@ -50,14 +51,10 @@ import pandas as pd
 import yaml
 
 from causalrec.loop.arms import Deployment, check_arm, fixed_deployment, model_deployment, retrain
-from causalrec.loop.config import ArmConfig, LoopConfig
-from causalrec.loop.metrics import (
-    catalogue_coverage,
-    exposure_gini,
-    interest_homogenisation,
-    long_tail_items,
-    long_tail_share,
-)
+from causalrec.loop.config import ArmConfig, InterventionConfig, LoopConfig
+from causalrec.loop.effects import intervention_effects
+from causalrec.loop.interventions import apply_intervention, check_intervention
+from causalrec.loop.metrics import exposure_measures, long_tail_items
 from causalrec.loop.world import GenerationRun, LoopWorld, WorldState
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, OutputExistsError
@@ -70,6 +67,7 @@ __all__ = ["LoopResult", "read_results", "run_loop"]
 
 CONFIG_FILE, STATE_FILE, RESULTS_FILE = "config.yaml", "loop.json", "results.parquet"
 WORLD_FILE, RECORD_FILE, MODEL_DIR = "world.safetensors", "record.json", "model"
+EFFECTS_FILE = "effects.csv"
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,14 @@ class _ArmRun:
     simulator: ConfoundedRecSimulator
     world: LoopWorld
     directory: Path
+    intervention: InterventionConfig | None = None
     logs: list[LoggedFeedback] = dataclasses.field(default_factory=list)
     failed: bool = False
+
+    @property
+    def name(self) -> str:
+        """The arm's name in results: the intervention's for an intervened twin."""
+        return self.arm.name if self.intervention is None else self.intervention.name
 
     def generation_dir(self, generation: int) -> Path:
         return self.directory / f"gen-{generation:03d}"
@@ -136,31 +140,53 @@ def _restore(run: _ArmRun) -> int:
     return done[-1] + 1
 
 
-def _deployment(run: _ArmRun, generation: int) -> Deployment:
+def arm_deployment(
+    arm: ArmConfig, simulator: ConfoundedRecSimulator, directory: Path, generation: int
+) -> Deployment:
+    """What ``arm`` serves in ``generation`` without interventions.
+
+    Args:
+        arm: The arm.
+        simulator: Its world.
+        directory: The arm's run directory (``OUT/runs/seed=S/NAME``), which holds the model
+            it retrained after the previous generation.
+        generation: The generation.
+    """
     if generation == 0:
-        return fixed_deployment("logging", run.simulator)
-    if not run.arm.retrains:
-        return fixed_deployment(run.arm.policy, run.simulator)
-    return model_deployment(
-        run.arm, run.generation_dir(generation - 1) / MODEL_DIR, run.simulator.slate_size
+        return fixed_deployment("logging", simulator)
+    if not arm.retrains:
+        return fixed_deployment(arm.policy, simulator)
+    model_dir = directory / f"gen-{generation - 1:03d}" / MODEL_DIR
+    return model_deployment(arm, model_dir, simulator.slate_size)
+
+
+def _intervened(
+    run: _ArmRun, deployment: Deployment, generation: int, config: LoopConfig
+) -> Deployment:
+    if run.intervention is None or generation < run.intervention.from_generation:
+        return deployment
+    return apply_intervention(
+        run.intervention,
+        deployment,
+        run.simulator,
+        exploration=run.arm.exploration_spec(),
+        head_share=config.head_share,
     )
 
 
+def _deployment(run: _ArmRun, generation: int, config: LoopConfig) -> Deployment:
+    deployment = arm_deployment(run.arm, run.simulator, run.directory, generation)
+    return _intervened(run, deployment, generation, config)
+
+
 def _world_metrics(run: GenerationRun, world: LoopWorld, tail: np.ndarray) -> dict[str, float]:
-    log, n_items = run.log, world.simulator.n_items
-    sessions = len(run.returns)
     return {
         "realised": float(run.returns.mean()),
         "clicks_per_session": float(run.clicks.mean()),
         "steps_per_session": float(run.steps.mean()),
-        "ctr": float(log.click.mean()),
-        "tail_exposure": long_tail_share(log.item_id, tail),
-        "tail_clicks": long_tail_share(log.item_id, tail, log.click),
-        "coverage": catalogue_coverage(log.item_id, n_items),
-        "gini": exposure_gini(log.item_id, n_items),
-        "homogenisation": interest_homogenisation(world.preferences()),
-        "sessions": sessions,
-        "impressions": int(log.n_rows),
+        **exposure_measures(run.log.item_id, run.log.click, tail, world.preferences()),
+        "sessions": len(run.returns),
+        "impressions": int(run.log.n_rows),
     }
 
 
@@ -177,7 +203,12 @@ def _next_model(
         staging / MODEL_DIR, run.simulator.user_features, run.simulator.item_features
     )
     trained = time.perf_counter() - started
-    following = model_deployment(run.arm, staging / MODEL_DIR, run.simulator.slate_size)
+    following = _intervened(
+        run,
+        model_deployment(run.arm, staging / MODEL_DIR, run.simulator.slate_size),
+        len(run.logs),
+        config,
+    )
     record = {
         "next_version": following.version,
         "train_seconds": trained,
@@ -212,15 +243,15 @@ def _run_generation(
 ) -> dict[str, Any]:
     """Serve, measure, retrain and save one generation of one arm; returns its record."""
     started = time.perf_counter()
-    deployment = _deployment(run, generation)
+    deployment = _deployment(run, generation, config)
     truth = run.world.long_term_value(
         deployment.policy, seed=run.seed, replicas=config.truth_replicas
     )
-    outcome = run.world.run_generation(deployment.policy, seed=run.seed, name=run.arm.name)
+    outcome = run.world.run_generation(deployment.policy, seed=run.seed, name=run.name)
     metadata = session_log_metadata(
         run.simulator, deployment.policy, run.simulator.n_users, run.seed
     )
-    metadata.update({"generation": generation, "arm": run.arm.name, "version": deployment.version})
+    metadata.update({"generation": generation, "arm": run.name, "version": deployment.version})
     log = dataclasses.replace(
         outcome.log,
         user_table=run.simulator.user_features_f32,
@@ -229,7 +260,7 @@ def _run_generation(
     )
     record: dict[str, Any] = {
         "seed": run.seed,
-        "arm": run.arm.name,
+        "arm": run.name,
         "generation": generation,
         "version": deployment.version,
         "truth": float(truth),
@@ -322,12 +353,18 @@ def run_loop(
     for arm in config.arms:
         check_arm(arm)
     worlds = {seed: _world(config, seed) for seed in config.seeds}
+    for intervention in config.interventions:
+        check_intervention(intervention, config.arm(intervention.arm), worlds[config.seeds[0]])
     state = _prepare(config, out, resume=resume, overwrite=overwrite)
     runs, next_generation = [], {}
     for seed, simulator in worlds.items():
-        for arm in config.arms:
-            directory = out / "runs" / f"seed={seed}" / arm.name
-            run = _ArmRun(seed, arm, simulator, LoopWorld(simulator), directory)
+        twins = [(arm, None) for arm in config.arms] + [
+            (config.arm(i.arm), i) for i in config.interventions
+        ]
+        for arm, intervention in twins:
+            name = arm.name if intervention is None else intervention.name
+            directory = out / "runs" / f"seed={seed}" / name
+            run = _ArmRun(seed, arm, simulator, LoopWorld(simulator), directory, intervention)
             next_generation[id(run)] = _restore(run)
             runs.append(run)
     tails = {
@@ -346,7 +383,7 @@ def run_loop(
                 state["failures"].append(
                     {
                         "seed": run.seed,
-                        "arm": run.arm.name,
+                        "arm": run.name,
                         "generation": generation,
                         "error": f"{type(exc).__name__}: {exc}",
                         "traceback": traceback.format_exc(limit=8),
@@ -359,6 +396,9 @@ def run_loop(
     results = collect_results(out)
     storage.write_table_atomic(out / RESULTS_FILE, _to_arrow(results))
     storage.write_csv_atomic(out / "results.csv", results)
+    if config.interventions and not results.empty:
+        effects = intervention_effects(config, out, results, worlds)
+        storage.write_csv_atomic(out / EFFECTS_FILE, effects)
     state["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     storage.write_json_atomic(out / STATE_FILE, state)
     from causalrec.loop.report import write_loop_report

@@ -24,7 +24,7 @@ from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Exploration, ExplorationKind, Policy, make_policy
 from causalrec.platform.validation import unknown_name_error
 
-__all__ = ["ModelState", "Recommender", "TrainingError"]
+__all__ = ["ModelScorer", "ModelState", "Recommender", "TrainingError"]
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,26 @@ class TrainingError(CausalRecError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Scorer:
-    """Adapter from a fitted recommender to the policy protocol's ``UserItemScorer``."""
+class ModelScorer:
+    """Adapter from a fitted recommender to the policy protocol's ``UserItemScorer``.
+
+    Its scores are the model's predicted click probabilities, shape (n, n_items).
+    """
 
     model: Recommender
 
     @property
     def n_users(self) -> int:
+        """Users the model was fitted on."""
         return self.model.n_users_
 
     @property
     def n_items(self) -> int:
+        """Items the model was fitted on."""
         return self.model.n_items_
 
     def scores(self, users: np.ndarray) -> np.ndarray:
+        """Predicted click probabilities, shape (len(users), n_items)."""
         return self.model.score(users)
 
 
@@ -207,7 +213,8 @@ class Recommender(abc.ABC):
         self._check_fitted()
         if not isinstance(exploration, Exploration):
             exploration = Exploration(exploration, epsilon=epsilon, temperature=temperature)
-        return make_policy(_Scorer(self), k, exploration, name=f"{self.name}:{exploration.kind}")
+        name = f"{self.name}:{exploration.kind}"
+        return make_policy(ModelScorer(self), k, exploration, name=name)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:

@@ -240,16 +240,37 @@ class PopularityFeedbackLogger(SessionPolicy):
     popularity term read from the session's cohort at the current step, so what the logger
     showed earlier shapes what it shows next. Probabilities are exact as the static logger's.
 
+    Interventions on the logger (:mod:`causalrec.loop.interventions`) change its popularity
+    weight γ to ``gamma`` and add ``item_offset`` to its logits: softmax(β·s_ui + γ'·log pop(t)
+    + offset_i), with pop(t) the base popularity when the context carries none.
+
     Args:
         simulator: The world.
+        gamma: The popularity weight γ' (default: the world's ``logging_gamma``).
+        item_offset: Added to every user's logits, shape (n_items,) (``-inf`` never shows an
+            item); default none.
+        name: Identifier written into logs.
     """
 
-    def __init__(self, simulator):
+    def __init__(
+        self,
+        simulator,
+        *,
+        gamma: float | None = None,
+        item_offset: np.ndarray | None = None,
+        name: str = "logging",
+    ):
         self.simulator = simulator
         c = simulator.config
-        self.name, self.n_items, self.slate_size = "logging", simulator.n_items, c.slate_size
+        self.name, self.n_items, self.slate_size = name, simulator.n_items, c.slate_size
         self._gamma, self._epsilon, self._seed = c.logging_gamma, c.logging_epsilon, c.seed
         self._log_pop0 = np.log(simulator.popularity)
+        # The static logits hold γ·log pop_0: a new weight γ' shifts them by (γ' − γ)·log pop_0.
+        static_shift = (0.0 if gamma is None else gamma - self._gamma) * self._log_pop0
+        if gamma is not None:
+            self._gamma = gamma
+        offset = static_shift + (0.0 if item_offset is None else np.asarray(item_offset, float))
+        self._item_offset = offset if np.any(offset != 0) else None
 
     def _batch_policy(self, context: SessionContext) -> SoftmaxPolicy:
         logits = self.simulator.logging_scorer.scores(context.users)
@@ -257,6 +278,8 @@ class PopularityFeedbackLogger(SessionPolicy):
             logits = logits + self._gamma * (
                 context.log_popularity[context.cohort] - self._log_pop0
             )
+        if self._item_offset is not None:
+            logits = logits + self._item_offset
         return SoftmaxPolicy(
             _RowScorer(context.users, logits, self.simulator.n_users),
             epsilon=self._epsilon,
