@@ -26,6 +26,7 @@ from causalrec.methods.base import ModelScorer
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.policy import (
     Exploration,
+    LogitScorer,
     SlateSample,
     UniformPolicy,
     UserItemScorer,
@@ -71,9 +72,7 @@ class ProbabilityOffsetScorer:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """The offset probabilities, shape (len(users), n_items)."""
-        p = np.clip(np.asarray(self.scorer.scores(users), dtype=np.float64), 1e-15, 1 - 1e-15)
-        with np.errstate(divide="ignore"):
-            return expit(np.log(p) - np.log1p(-p) + self.offset)
+        return expit(LogitScorer(self.scorer).scores(users) + self.offset)
 
 
 class UniformMixture(SessionPolicy):

@@ -3,7 +3,8 @@
 Exactly what the README documents: start a head on 127.0.0.1 (with LOOPBACK_ENV exported, so
 every process of the cluster listens on loopback only), `ray job submit --working-dir .
 -- causalrec pipeline --config configs/pipeline/quick.yaml --out DIR` with RAY_AUTH_MODE=token,
-wait for SUCCEEDED and the report; then submit again and `ray job stop` it (STOPPED). The head
+wait for SUCCEEDED and the report; then submit again and `ray job stop` it (STOPPED); and the
+closed loop (`causalrec loop`, a small config) as a job of the same cluster. The head
 runs with `--block` in its own process group, so stopping it never touches the test session's
 own Ray cluster (which `ray stop` would).
 """
@@ -12,7 +13,9 @@ import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from ..listeners import exposed, listeners
 from ..ray_cluster import client_env, ray_cli, start_head, stop_node
@@ -72,6 +75,34 @@ def test_pipeline_job_succeeds_and_writes_the_report(cluster, tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "A/B test: online vs. offline" in report and "http mode" in report
     assert "[6/6] report done" in logs
+
+
+def test_the_closed_loop_runs_as_a_job(cluster, tmp_path):
+    env, address, _ = cluster
+    config = tmp_path / "loop.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0],
+                "generations": 1,
+                "world": {"preset": "feedback_loop",
+                          "overrides": {"n_users": 150, "n_items": 40, "session_length": 3}},
+                "arms": [{"name": "naive", "method": "naive", "params": {"epochs": 1}},
+                         {"name": "logger", "policy": "logging"}],
+                "truth_replicas": 2,
+            }
+        )
+    )  # fmt: skip
+    ray_cli(env, "job", "submit", "--address", address, "--working-dir", str(REPO),
+            "--submission-id", "loop-e2e", "--no-wait", "--",
+            "causalrec", "loop", "--config", str(config), "--out", str(tmp_path / "run"))  # fmt: skip
+    status = _wait_for(env, address, "loop-e2e", {"SUCCEEDED", "FAILED", "STOPPED"}, 600)
+    logs = ray_cli(env, "job", "logs", "--address", address, "loop-e2e")
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "[loop] generation 1/1" in logs and "report:" in logs
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert sorted(results.arm.unique()) == ["logger", "naive"] and results.generation.max() == 1
+    assert (tmp_path / "run" / "report.html").is_file()
 
 
 def test_a_stopped_job_reaches_stopped(cluster, tmp_path):
