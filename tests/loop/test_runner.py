@@ -104,6 +104,34 @@ def test_an_interrupted_loop_resumes_without_redoing_finished_generations(tmp_pa
     pd.testing.assert_frame_equal(read_results(tmp_path / "part"), resumed)
 
 
+def test_an_interrupt_inside_a_generation_leaves_no_part_of_it(tmp_path, monkeypatch, capsys):
+    real_retrain, calls = loop_runner.retrain, []
+
+    def interrupted(arm, logs, seed):
+        calls.append(arm.name)
+        if len(calls) == 2:  # naive's retraining after generation 1
+            raise KeyboardInterrupt
+        return real_retrain(arm, logs, seed)
+
+    monkeypatch.setattr(loop_runner, "retrain", interrupted)
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(tiny().model_dump()))
+    out = tmp_path / "run"
+    assert main(["loop", "--config", str(path), "--out", str(out)]) == 130
+    assert f"--out {out} --resume" in capsys.readouterr().err
+    arm_dir = out / "runs" / "seed=0" / "naive"
+    assert sorted(p.name for p in arm_dir.iterdir()) == ["gen-000"]  # no gen-001, no staging
+    monkeypatch.setattr(loop_runner, "retrain", real_retrain)
+    assert main(["loop", "--config", str(path), "--out", str(out), "--resume"]) == 0
+    resumed = read_results(out)
+    whole = run_loop(tiny(), tmp_path / "whole").results
+    pd.testing.assert_frame_equal(
+        _arm(whole, "naive", [*MEASURED, "ope_next"]),
+        _arm(resumed, "naive", [*MEASURED, "ope_next"]),
+        check_exact=True,
+    )
+
+
 def test_a_failed_generation_is_recorded_and_the_rest_of_the_loop_goes_on(tmp_path, monkeypatch):
     real_retrain, calls = loop_runner.retrain, []
 
