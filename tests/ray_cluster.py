@@ -36,8 +36,11 @@ def client_env() -> dict[str, str]:
 def start_head(env: dict[str, str], num_cpus: int) -> tuple[subprocess.Popen, int, str]:
     """A head on 127.0.0.1 with ``LOOPBACK_ENV``; (process, GCS port, job server address).
 
-    Returns once the job server answers (at most 120 s).
+    Returns once the job server answers (at most 120 s). Generates ``~/.ray/auth_token`` when it
+    is missing: on a fresh machine ``ray start --head`` in token mode refuses to start without it
+    (and without token mode it starts with authentication off).
     """
+    ray_cli(env, "get-auth-token", "--generate")
     dashboard, gcs = free_port(), free_port()
     head = subprocess.Popen(
         ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
