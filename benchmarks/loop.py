@@ -2,13 +2,16 @@
 
 Usage::
 
-    python benchmarks/loop.py                       # the quick loop, then every preset (~12 min)
-    python benchmarks/loop.py --presets quick --markdown /tmp/loop.md
+    python benchmarks/loop.py                       # the quick loop, then every preset (~17 min)
+    python benchmarks/loop.py --presets quick quick_http --markdown /tmp/loop.md
 
 ``quick`` is ``configs/loop/quick.yaml`` as the README runs it (the ``feedback_loop`` world with
 drifting interests, 2,000 users x 300 items, 5 steps per session). Every other preset runs the
 same arms and interventions in that preset's world at the same size (2,000 users, 300 items,
 5 steps per session); ``cap_popularity`` applies wherever the logger weighs popularity.
+``quick_http`` is the quick loop with every retrained model served on Ray Serve over HTTP
+(``serving.mode: http``); after ``quick`` in the same run it reports its wall time against the
+in-process loop's and whether the deterministic arms' results are identical to it.
 
 Runs on all the machine's cores (the goal: the quick loop within 10 minutes on 2 CPUs), so it
 does not import the one-core harness. Prints, per preset: the wall time; per arm, the true
@@ -27,11 +30,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from causalrec.loop import load_loop_config, run_loop
+from causalrec.loop import LoopResult, load_loop_config, run_loop
 from causalrec.loop.report import summarise
 from causalrec.platform.config import config_dir
 
-PRESETS = ("quick", "feedback_loop", "drift", "satiation", "retention")
+PRESETS = ("quick", "quick_http", "feedback_loop", "drift", "satiation", "retention")
+#: Columns of the results that are measurements of the world (compared across serving modes).
+MEASURED = ["generation", "truth", "realised", "clicks_per_session", "ctr", "tail_exposure",
+            "coverage", "gini", "homogenisation", "impressions", "ope_next"]  # fmt: skip
 SIZE = {"n_users": 2000, "n_items": 300, "session_length": 5}
 LAST_COLUMNS = ("tail_exposure", "coverage", "gini", "homogenisation")
 
@@ -40,6 +46,8 @@ def _config(preset: str, path: Path):
     config = load_loop_config(path)
     if preset == "quick":
         return config
+    if preset == "quick_http":
+        return config.replace(serving={"mode": "http"})
     return config.replace(world={"preset": preset, "overrides": SIZE})
 
 
@@ -92,6 +100,24 @@ def _effects_table(effects: pd.DataFrame, alpha: float) -> list[str]:
     return lines
 
 
+def _against_in_process(http: LoopResult, in_process: LoopResult) -> list[str]:
+    """Wall time over HTTP against in process, and which arms gave identical results."""
+    same, differ = [], []
+    for arm, rows in http.results.groupby("arm", sort=False):
+        theirs = in_process.results[in_process.results.arm == arm]
+        ours, theirs = (frame[MEASURED].reset_index(drop=True) for frame in (rows, theirs))
+        (same if ours.equals(theirs) else differ).append(arm)
+    served = http.results[http.results.served_via == "http"]
+    return [
+        f"Over HTTP: {len(served)} generations served by Ray Serve ({int(served.requests.sum())} "
+        f"/recommend requests, {int(served.served_rows.sum())} impressions logged by /feedback); "
+        f"wall time {http.seconds:.0f} s against {in_process.seconds:.0f} s in process "
+        f"(ratio {http.seconds / in_process.seconds:.2f}). Identical to the in-process loop: "
+        f"{', '.join(same) or 'none'}; different: {', '.join(differ) or 'none'}.",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(config_dir() / "loop" / "quick.yaml"))
@@ -100,7 +126,7 @@ def main() -> None:
     parser.add_argument("--markdown", default=None, help="also write the tables here")
     parser.add_argument("--figures", default=None, help="copy the quick loop's figures here")
     args = parser.parse_args()
-    lines = []
+    lines, finished = [], {}
     for preset in args.presets:
         config = _config(preset, Path(args.config))
         out = Path(args.out) / preset
@@ -121,6 +147,9 @@ def main() -> None:
         ]
         if (out / "effects.csv").is_file():
             block += [*_effects_table(pd.read_csv(out / "effects.csv"), config.alpha), ""]
+        finished[preset] = result
+        if preset == "quick_http" and "quick" in finished:
+            block += _against_in_process(result, finished["quick"])
         print("\n".join(block), flush=True)
         lines += block
         if preset == "quick" and args.figures:

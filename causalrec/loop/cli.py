@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="loop config YAML (configs/loop/*.yaml)",
     )
     parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument(
+        "--serving",
+        choices=["in_process", "http"],
+        default=None,
+        help="serve the retrained models in process or on Ray Serve through HTTP (default: "
+        "the config's serving.mode)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     group.add_argument(
@@ -51,6 +58,8 @@ def run_loop_command(args: argparse.Namespace) -> int:
     from causalrec.loop.runner import run_loop
 
     config = load_loop_config(args.config)
+    if args.serving is not None:
+        config = config.replace(serving={**config.serving.model_dump(), "mode": args.serving})
     started = time.monotonic()
     try:
         result = run_loop(

@@ -15,6 +15,7 @@ __all__ = [
     "InterventionConfig",
     "LoopConfig",
     "LoopOPEConfig",
+    "LoopServingConfig",
     "WorldConfig",
     "load_loop_config",
 ]
@@ -105,6 +106,33 @@ class LoopOPEConfig(StrictConfig):
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
 
 
+class LoopServingConfig(StrictConfig):
+    """How the arms' retrained models reach the simulated users.
+
+    ``in_process`` draws each generation's slates from the deployed policy in this process.
+    ``http`` deploys each model on Ray Serve (:mod:`causalrec.serve.app`, one application that
+    every new model updates in place, without downtime); the users' requests go to
+    ``/recommend`` and their clicks to ``/feedback``, whose log is checked row by row against the
+    generation's own. The two give identical results for deterministic arms (``exploration:
+    none``); exploring arms draw their exploration from the server's random stream instead of
+    the loop's, so they agree in distribution only. Fixed policies, generation 0 (the world's
+    logger) and intervened twins after their intervention are served in process in both modes:
+    Serve serves saved models, and an intervention changes a policy outside its model.
+
+    Attributes:
+        mode: ``in_process`` or ``http``.
+        host: Interface of Serve's HTTP proxy (loopback by default).
+        port: Its port (``None``: a free one); must be given when Serve already runs on the Ray
+            the loop joins (the loop then uses that proxy).
+        users_per_request: Users per ``/recommend`` request (and the deployed server's limit).
+    """
+
+    mode: Literal["in_process", "http"] = "in_process"
+    host: str = "127.0.0.1"
+    port: int | None = pydantic.Field(default=None, ge=1, le=65535)
+    users_per_request: int = pydantic.Field(default=256, ge=1, le=4096)
+
+
 class InterventionConfig(StrictConfig):
     """An intervention on one arm's deployed policy from a generation on (configured as data).
 
@@ -179,6 +207,7 @@ class LoopConfig(StrictConfig):
         interventions: Interventions, each run as an arm of its own (see
             :class:`InterventionConfig`); their effects are reported exactly, by A/B test and
             off-policy.
+        serving: In process or through Ray Serve over HTTP (:class:`LoopServingConfig`).
     """
 
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -190,6 +219,7 @@ class LoopConfig(StrictConfig):
     ope: LoopOPEConfig = LoopOPEConfig()
     alpha: float = pydantic.Field(default=0.05, gt=0, lt=1)
     interventions: list[InterventionConfig] = pydantic.Field(default_factory=list)
+    serving: LoopServingConfig = LoopServingConfig()
 
     @pydantic.field_validator("seeds")
     @classmethod

@@ -10,7 +10,9 @@ and each seed:
 * **A/B test**: B's world as it stood before generation g, one generation in which a random
   ``ab_share`` of its users are served the intervened policy and the rest B's own policy (one
   world: the groups share the item popularity, as real A/B tests share a marketplace). Treated
-  minus control on each metric; the value is the realised clicks per session.
+  minus control on each metric; the value is the realised clicks per session, with its
+  within-seed standard error (Welch: users as independent units, as an A/B test's analysis
+  takes them, although under popularity feedback they share the world).
 * **off-policy**: both policies estimated on B's log of generation g − 1 (the logs a team had
   before deciding), with the loop's sequential estimator: the value only (the log's clicks are
   the reward; exposure shares are not estimated).
@@ -70,7 +72,7 @@ def ab_effect(
 
     Returns:
         One effect per metric of :data:`~causalrec.loop.metrics.METRICS` (``truth``: realised
-        clicks per session).
+        clicks per session), and ``truth_se``: the value's standard error over users (Welch).
     """
     treated = ab_assignment(simulator.n_users, share, seed, state.generation)
     world = LoopWorld(simulator, state.copy())
@@ -86,6 +88,9 @@ def ab_effect(
         groups.append({"truth": float(run.returns[group].mean()), **measures})
     for column in _METRIC_COLUMNS:
         effect[column] = groups[0][column] - groups[1][column]
+    effect["truth_se"] = float(
+        np.sqrt(sum(run.returns[g].var(ddof=1) / g.sum() for g in (treated, ~treated)))
+    )
     return effect
 
 
@@ -156,7 +161,8 @@ def intervention_effects(
 
     Returns:
         Columns ``intervention``, ``arm``, ``from_generation``, ``method``, ``generation``,
-        ``seed``, ``metric``, ``effect`` (in the metric's unit).
+        ``seed``, ``metric``, ``effect`` (in the metric's unit) and ``standard_error`` (the A/B
+        test's value within its seed; NaN elsewhere).
     """
     from pathlib import Path
 
@@ -179,8 +185,9 @@ def intervention_effects(
                 for metric in _METRIC_COLUMNS:
                     rows.append(
                         (intervention.name, intervention.arm, g, method, generation, seed,
-                         metric, float(values[metric]))
+                         metric, float(values[metric]),
+                         float(values.get(f"{metric}_se", np.nan)))
                     )  # fmt: skip
     columns = ["intervention", "arm", "from_generation", "method", "generation", "seed",
-               "metric", "effect"]  # fmt: skip
+               "metric", "effect", "standard_error"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)

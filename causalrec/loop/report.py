@@ -133,7 +133,33 @@ def _effects_tables(effects: pd.DataFrame, alpha: float) -> list[doc.Block]:
             for m in METRICS
         )
         blocks.append(doc.Table(("metric", *METHODS), rows))
+        blocks.append(_ab_within_seed(group, alpha))
     return blocks
+
+
+def _ab_within_seed(effects: pd.DataFrame, alpha: float) -> doc.Table:
+    """Per seed: the A/B test's value effect with its within-seed interval, and the exact one."""
+    from causalrec.loop.effects import METHODS
+
+    value = effects[effects.metric == "truth"]
+    ab = value[value.method == "A/B test"].set_index("seed")
+    exact = value[value.method == METHODS[0]].set_index("seed").effect
+    z = stats.norm.ppf(1 - alpha / 2)
+    rows = []
+    for seed, row in ab.iterrows():
+        low, high = row.effect - z * row.standard_error, row.effect + z * row.standard_error
+        truth = exact.get(seed, np.nan)
+        covered = "n/a" if np.isnan(truth) else ("yes" if low <= truth <= high else "no")
+        rows.append(
+            (str(seed), format_interval(row.effect, low, high), format_number(truth), covered)
+        )
+    columns = (
+        "seed",
+        f"A/B test, value ({100 * (1 - alpha):.0f}% interval within the seed)",
+        "exact, first generation",
+        "exact inside",
+    )
+    return doc.Table(columns, tuple(rows))
 
 
 def write_loop_report(out: str | Path) -> dict[str, Path]:

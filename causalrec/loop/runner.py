@@ -22,6 +22,8 @@ Run directory::
       loop.json                   seeds, arms, generations done per arm, failures, timing
       results.parquet, results.csv one row per seed, arm and generation
       effects.csv                 each intervention's effect per seed, method and metric
+      serve-feedback/             with serving.mode http: the server's own log of the traffic
+                                  it served (/feedback), checked against each generation's
       runs/seed=S/ARM/gen-GGG/    logs/ (Parquet, schema v2), world.safetensors (the world after
                                   the generation), model/ (the model retrained after it),
                                   record.json (the row)
@@ -37,6 +39,7 @@ report is still written (a resumed loop retries the failed generation).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import traceback
@@ -55,6 +58,7 @@ from causalrec.loop.config import ArmConfig, InterventionConfig, LoopConfig
 from causalrec.loop.effects import intervention_effects
 from causalrec.loop.interventions import apply_intervention, check_intervention
 from causalrec.loop.metrics import exposure_measures, long_tail_items
+from causalrec.loop.serving import LoopServer
 from causalrec.loop.world import GenerationRun, LoopWorld, WorldState
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, OutputExistsError
@@ -67,7 +71,7 @@ __all__ = ["LoopResult", "read_results", "run_loop"]
 
 CONFIG_FILE, STATE_FILE, RESULTS_FILE = "config.yaml", "loop.json", "results.parquet"
 WORLD_FILE, RECORD_FILE, MODEL_DIR = "world.safetensors", "record.json", "model"
-EFFECTS_FILE = "effects.csv"
+EFFECTS_FILE, SERVE_FEEDBACK_DIR = "effects.csv", "serve-feedback"
 
 
 @dataclass(frozen=True)
@@ -238,8 +242,39 @@ def _next_model(
     }
 
 
+def _served_model_dir(run: _ArmRun, generation: int) -> Path | None:
+    """The saved model an arm serves in ``generation``, if it serves its own model unchanged."""
+    if not run.arm.retrains or generation == 0:
+        return None
+    if run.intervention is not None and generation >= run.intervention.from_generation:
+        return None
+    return run.generation_dir(generation - 1) / MODEL_DIR
+
+
+def _serve(
+    run: _ArmRun, generation: int, deployment: Deployment, server: LoopServer | None
+) -> tuple[GenerationRun, dict[str, Any]]:
+    """Run the generation: through the server for a retrained model, else in process."""
+    model_dir = _served_model_dir(run, generation)
+    if server is None or model_dir is None:
+        outcome = run.world.run_generation(deployment.policy, seed=run.seed, name=run.name)
+        return outcome, {"served_via": "in_process"}
+    return server.serve_generation(
+        run.world,
+        deployment,
+        model_dir,
+        run.arm.exploration_spec(),
+        seed=run.seed,
+        name=run.name,
+    )
+
+
 def _run_generation(
-    run: _ArmRun, generation: int, config: LoopConfig, tail: np.ndarray
+    run: _ArmRun,
+    generation: int,
+    config: LoopConfig,
+    tail: np.ndarray,
+    server: LoopServer | None = None,
 ) -> dict[str, Any]:
     """Serve, measure, retrain and save one generation of one arm; returns its record."""
     started = time.perf_counter()
@@ -247,7 +282,7 @@ def _run_generation(
     truth = run.world.long_term_value(
         deployment.policy, seed=run.seed, replicas=config.truth_replicas
     )
-    outcome = run.world.run_generation(deployment.policy, seed=run.seed, name=run.name)
+    outcome, served = _serve(run, generation, deployment, server)
     metadata = session_log_metadata(
         run.simulator, deployment.policy, run.simulator.n_users, run.seed
     )
@@ -266,6 +301,7 @@ def _run_generation(
         "truth": float(truth),
         "truth_se": truth.standard_error,
         **_world_metrics(outcome, run.world, tail),
+        **served,
     }
     run.logs.append(log)
     target = run.generation_dir(generation)
@@ -371,28 +407,29 @@ def run_loop(
         seed: long_tail_items(simulator.popularity, config.head_share)
         for seed, simulator in worlds.items()
     }
-    for generation in range(config.generations + 1):
-        rows = []
-        for run in runs:
-            if run.failed or next_generation[id(run)] > generation:
-                continue
-            try:
-                rows.append(_run_generation(run, generation, config, tails[run.seed]))
-            except Exception as exc:  # recorded; the other arms go on (the module docstring)
-                run.failed = True
-                state["failures"].append(
-                    {
-                        "seed": run.seed,
-                        "arm": run.name,
-                        "generation": generation,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(limit=8),
-                    }
-                )
-            next_generation[id(run)] = generation + 1
-        storage.write_json_atomic(out / STATE_FILE, state)
-        if progress is not None and rows:
-            progress(_progress_line(generation, config.generations, rows))
+    with _server(config, out) as server:
+        for generation in range(config.generations + 1):
+            rows = []
+            for run in runs:
+                if run.failed or next_generation[id(run)] > generation:
+                    continue
+                try:
+                    rows.append(_run_generation(run, generation, config, tails[run.seed], server))
+                except Exception as exc:  # recorded; the other arms go on (the module docstring)
+                    run.failed = True
+                    state["failures"].append(
+                        {
+                            "seed": run.seed,
+                            "arm": run.name,
+                            "generation": generation,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(limit=8),
+                        }
+                    )
+                next_generation[id(run)] = generation + 1
+            storage.write_json_atomic(out / STATE_FILE, state)
+            if progress is not None and rows:
+                progress(_progress_line(generation, config.generations, rows))
     results = collect_results(out)
     storage.write_table_atomic(out / RESULTS_FILE, _to_arrow(results))
     storage.write_csv_atomic(out / "results.csv", results)
@@ -405,6 +442,13 @@ def run_loop(
 
     write_loop_report(out)
     return LoopResult(out, results, state["failures"], time.perf_counter() - started)
+
+
+def _server(config: LoopConfig, out: Path) -> contextlib.AbstractContextManager:
+    """The loop's Serve application with ``serving.mode: http`` (a no-op context otherwise)."""
+    if config.serving.mode != "http":
+        return contextlib.nullcontext()
+    return LoopServer(config.serving, out / SERVE_FEEDBACK_DIR, seed=config.seeds[0])
 
 
 def _progress_line(generation: int, generations: int, rows: list[dict[str, Any]]) -> str:
@@ -454,6 +498,8 @@ def read_results(out: str | Path) -> pd.DataFrame:
     ``homogenisation`` (shares and coefficients in [0, 1] or [−1, 1]); for retraining arms
     ``ope_estimator``, ``ope_next`` (with ``ope_next_low``, ``ope_next_high``,
     ``ope_next_ess_share``, ``ope_warning``), ``next_truth``, ``ope_error`` (clicks per session),
-    ``train_seconds``; ``seconds``.
+    ``train_seconds``; ``served_via`` (``in_process`` or ``http``; over HTTP also
+    ``requests``, ``served_rows`` and ``served_parts``, the server's log files of the
+    generation); ``seconds``.
     """
     return pd.read_parquet(Path(out) / RESULTS_FILE)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from causalrec.simulators.rollout import SessionStep, run_sessions
 from causalrec.simulators.scm import ConfoundedRecSimulator
 from causalrec.simulators.session_logs import session_steps_to_log
 
-__all__ = ["GenerationRun", "LoopWorld", "WorldState"]
+__all__ = ["GenerationRun", "GenerationTraffic", "LoopWorld", "WorldState"]
 
 #: Stream of the rollout truth, apart from the generation's own draws.
 _TRUTH_STREAM = 1
@@ -148,6 +149,21 @@ class GenerationRun:
     steps: np.ndarray
 
 
+class GenerationTraffic(Protocol):
+    """Who sees a generation's steps as they happen (a live server taking requests and clicks).
+
+    :meth:`LoopWorld.run_generation` calls :meth:`begin` with the generation's sessions before
+    the first step, and :meth:`after_step` with each step once its clicks are drawn, before the
+    next step's slates are asked for.
+    """
+
+    def begin(self, sessions: SessionState) -> None:
+        """The generation's sessions (their ``alive`` flags change in place as users leave)."""
+
+    def after_step(self, step: SessionStep) -> None:
+        """One step, with its slates and clicks."""
+
+
 class LoopWorld:
     """A population of users whose state persists across generations (module docstring).
 
@@ -182,26 +198,38 @@ class LoopWorld:
         return state
 
     def _roll(
-        self, policy: SessionPolicy, entropy: list[int]
+        self,
+        policy: SessionPolicy,
+        entropy: list[int],
+        traffic: GenerationTraffic | None = None,
     ) -> tuple[SessionState, list[SessionStep]]:
         rngs = tuple(np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(3))
         state = self._sessions()
         n, generation = len(self.users), self.state.generation
-        steps = list(
-            run_sessions(
-                self.dynamics,
-                state,
-                policy,
-                horizon=self.simulator.config.session_length,
-                session_id=generation * n + self.users,
-                cohort=np.full(n, generation, dtype=np.int64),
-                rngs=rngs,
-            )
-        )
+        if traffic is not None:
+            traffic.begin(state)
+        steps = []
+        for step in run_sessions(
+            self.dynamics,
+            state,
+            policy,
+            horizon=self.simulator.config.session_length,
+            session_id=generation * n + self.users,
+            cohort=np.full(n, generation, dtype=np.int64),
+            rngs=rngs,
+        ):
+            if traffic is not None:
+                traffic.after_step(step)
+            steps.append(step)
         return state, steps
 
     def run_generation(
-        self, policy: object, *, seed: int, name: str | None = None
+        self,
+        policy: object,
+        *,
+        seed: int,
+        name: str | None = None,
+        traffic: GenerationTraffic | None = None,
     ) -> GenerationRun:
         """Run one generation under ``policy`` and carry its effects into the world's state.
 
@@ -209,13 +237,15 @@ class LoopWorld:
             policy: The deployed policy (plain or session policy).
             seed: The loop's seed (the generation's draws come from ``[seed, generation]``).
             name: The log's policy name (default: the policy's).
+            traffic: Told of the sessions and of each step as it happens (e.g.
+                :class:`~causalrec.loop.serving.HttpTraffic`, which is also the policy then).
 
         Returns:
             The generation's log and per-user outcomes.
         """
         policy = as_session_policy(policy)
         self.simulator.check_policy(policy)
-        state, steps = self._roll(policy, [seed, self.state.generation])
+        state, steps = self._roll(policy, [seed, self.state.generation], traffic)
         log = session_steps_to_log(
             self.simulator,
             steps,

@@ -177,11 +177,34 @@ def test_an_intervened_twin_equals_its_arm_until_the_intervention_and_effects_ar
         assert row.effect == pick.loc["boost", row.metric] - pick.loc["naive", row.metric]
     assert set(exact.metric) == {m.column for m in METRICS}
     assert effects[effects.method == "A/B test"].effect.notna().all()
+    ab_value = (effects.method == "A/B test") & (effects.metric == "truth")
+    assert (effects[ab_value].standard_error > 0).all()
+    assert effects[~ab_value].standard_error.isna().all()
     offline = effects[effects.method == "off-policy"]
     assert offline[offline.metric == "truth"].effect.notna().all()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Interventions: exact, A/B test and off-policy effects" in report
     assert "boost: on arm naive from generation 2" in report
+    assert "interval within the seed" in report
+
+
+def test_the_ab_tests_within_seed_standard_error_is_calibrated(small_simulator):
+    # Treatment = control: the true effect is 0, so effect / standard error is a z-score; over
+    # 40 independent splits about 95% of them lie within 1.96 and their spread is about 1.
+    from causalrec.loop.effects import ab_effect
+    from causalrec.loop.metrics import long_tail_items
+    from causalrec.loop.world import WorldState
+
+    logger = fixed_deployment("logging", small_simulator)
+    tail = long_tail_items(small_simulator.popularity, 0.2)
+    state = WorldState.initial(small_simulator)
+    z = np.array([
+        (effect := ab_effect(small_simulator, state, logger, logger, share=0.5, seed=seed,
+                             tail=tail))["truth"] / effect["truth_se"]
+        for seed in range(40)
+    ])  # fmt: skip
+    assert 0.6 < z.std(ddof=1) < 1.5, z
+    assert np.mean(np.abs(z) < 1.96) >= 0.85, z
 
 
 @pytest.mark.parametrize(

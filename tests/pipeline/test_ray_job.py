@@ -4,7 +4,8 @@ Exactly what the README documents: start a head on 127.0.0.1 (with LOOPBACK_ENV 
 every process of the cluster listens on loopback only), `ray job submit --working-dir .
 -- causalrec pipeline --config configs/pipeline/quick.yaml --out DIR` with RAY_AUTH_MODE=token,
 wait for SUCCEEDED and the report; then submit again and `ray job stop` it (STOPPED); and the
-closed loop (`causalrec loop`, a small config) as a job of the same cluster. The head
+closed loop (`causalrec loop --serving http`, a small config: its retrained model served by Ray
+Serve on the cluster) as a job of the same cluster. The head
 runs with `--block` in its own process group, so stopping it never touches the test session's
 own Ray cluster (which `ray stop` would).
 """
@@ -95,13 +96,18 @@ def test_the_closed_loop_runs_as_a_job(cluster, tmp_path):
     )  # fmt: skip
     ray_cli(env, "job", "submit", "--address", address, "--working-dir", str(REPO),
             "--submission-id", "loop-e2e", "--no-wait", "--",
-            "causalrec", "loop", "--config", str(config), "--out", str(tmp_path / "run"))  # fmt: skip
+            "causalrec", "loop", "--config", str(config), "--out", str(tmp_path / "run"),
+            "--serving", "http")  # fmt: skip
     status = _wait_for(env, address, "loop-e2e", {"SUCCEEDED", "FAILED", "STOPPED"}, 600)
     logs = ray_cli(env, "job", "logs", "--address", address, "loop-e2e")
     assert status == "SUCCEEDED", logs[-3000:]
     assert "[loop] generation 1/1" in logs and "report:" in logs
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert sorted(results.arm.unique()) == ["logger", "naive"] and results.generation.max() == 1
+    # The retrained model of generation 1 was served by Ray Serve on the cluster, over HTTP.
+    served = results.set_index(["arm", "generation"])
+    assert served.loc[("naive", 1), "served_via"] == "http"
+    assert served.loc[("naive", 1), "served_rows"] == served.loc[("naive", 1), "impressions"]
     assert (tmp_path / "run" / "report.html").is_file()
 
 
