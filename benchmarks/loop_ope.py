@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from causalrec.loop.arms import model_deployment
-from causalrec.loop.config import LoopConfig
+from causalrec.loop.config import LoopConfig, load_loop_config
 from causalrec.loop.runner import (
     MODEL_DIR,
     WORLD_FILE,
@@ -41,7 +41,6 @@ from causalrec.loop.runner import (
 )
 from causalrec.loop.world import LoopWorld, WorldState
 from causalrec.ope.evaluate_sessions import evaluate_sessions
-from causalrec.platform.config import load_yaml_config
 from causalrec.platform.errors import DataError
 
 #: Offset of the fresh log's seed (its draws are independent of the generation's).
@@ -106,7 +105,7 @@ def main() -> None:
     parser.add_argument("--run", default="runs/bench_loop/quick", help="a finished loop run")
     args = parser.parse_args()
     run = Path(args.run)
-    config = load_yaml_config(run / "config.yaml", LoopConfig)
+    config = load_loop_config(run / "config.yaml")
     parts = _decompose(config, run, read_results(run))
     columns = ["error", "in_sample_optimism", "estimator_bias", "world_moved"]
     print(
