@@ -62,7 +62,7 @@ MAX_DRAWS = 128_000
 #: An item in more than this share of the sampled prefixes gets targeted draws of its own.
 TARGETED_INCLUSION = 0.5
 #: Below this, 1 − mass loses too many digits and the remaining mass is summed directly.
-_CANCELLATION_GUARD = 1e-6
+CANCELLATION_GUARD = 1e-6
 
 
 def user_rng(seed: int | None, user: int, stream: int = 0) -> np.random.Generator:
@@ -115,7 +115,7 @@ def sample_prefixes(
             point = np.where(starts[item] <= point, point + p[item], point)
         drawn = np.minimum(np.searchsorted(cdf, point, side="right"), n - 1)
         out[:, j] = drawn
-        redo = (taken == drawn[:, None]).any(axis=1) | (remaining < _CANCELLATION_GUARD * total)
+        redo = (taken == drawn[:, None]).any(axis=1) | (remaining < CANCELLATION_GUARD * total)
         # Prefixes that hold almost all the mass: draw from the masked distribution directly.
         for begin in range(0, int(redo.sum()), 1024):
             rows = np.flatnonzero(redo)[begin : begin + 1024]
@@ -138,7 +138,7 @@ def remaining_mass(p: np.ndarray, prefixes: np.ndarray, exclude: int | None = No
     remaining = start - np.concatenate(
         [np.zeros((len(prefixes), 1)), np.cumsum(chosen, axis=1)], axis=1
     )
-    rows, cols = np.nonzero(remaining < _CANCELLATION_GUARD)
+    rows, cols = np.nonzero(remaining < CANCELLATION_GUARD)
     for start in range(0, len(rows), 1024):  # sum the items left directly, 1,024 entries at once
         row, col = rows[start : start + 1024], cols[start : start + 1024]
         masked = np.tile(np.append(p, 0.0), (len(row), 1))  # column n: "no item"
@@ -198,6 +198,11 @@ class _SharedSums:
         with np.errstate(divide="ignore", invalid="ignore"):
             rse = np.where(mean > 0, np.sqrt(variance) / mean, np.inf)
         rse[p == 0] = 0.0  # an item of probability zero is never shown: its marginal is 0
+        # A negative or non-finite mean, or an error that is NaN: s1 - in1 cancelled (or the sums
+        # overflowed) because the law is too peaked for float64. More draws scale both sums
+        # alike and cannot mend it.
+        broken = ~np.isfinite(mean) | (mean < 0) | np.isnan(rse)
+        mean[broken] = rse[broken] = np.nan
         return mean, rse
 
     def targeted(self) -> np.ndarray:
@@ -256,6 +261,8 @@ def _targeted_marginal(
         s2 += values @ values
         draws += DRAW_BATCH
         mean = s1 / draws
+        if not (np.isfinite(s1) and np.isfinite(s2)):
+            return np.nan, np.nan  # the ratios overflowed: no number of draws mends that
         variance = max(s2 / draws - mean**2, 0.0) / (draws - 1)
         rse = float(np.sqrt(variance) / mean) if mean > 0 else np.inf
         if rse <= target_relative_se or draws >= max_draws:
@@ -284,7 +291,9 @@ def estimate_position_marginals(
         max_draws: Most prefixes drawn.
 
     Returns:
-        The estimates and their relative standard errors.
+        The estimates and their relative standard errors; both NaN for entries that float64
+        cannot estimate (a law so peaked that the sums cancel or overflow), found after one
+        batch of draws rather than after ``max_draws``.
     """
     depth = max(positions)
     sums = _SharedSums(len(p), positions)
@@ -293,12 +302,10 @@ def estimate_position_marginals(
         sums.add(p, sample_prefixes(p, depth, DRAW_BATCH, rng))
         mean, rse = sums.estimate(p)
         shared = ~sums.targeted()
-        if items is None:
-            worst = float(rse[shared].max(initial=0.0))
-        else:
-            asked = shared[items, columns]
-            worst = float(rse[items, columns][asked].max(initial=0.0))
-        if worst <= target_relative_se or sums.draws >= max_draws:
+        considered = rse[shared] if items is None else rse[items, columns][shared[items, columns]]
+        if np.isnan(considered).any():
+            break  # broken beyond repair (see _SharedSums.estimate): returned as NaN
+        if considered.max(initial=0.0) <= target_relative_se or sums.draws >= max_draws:
             break
     wanted = np.zeros_like(shared) if items is not None else ~shared
     if items is not None:

@@ -309,8 +309,44 @@ class SoftmaxPolicy(Policy):
         return self._compute(users)
 
     def _compute(self, users: np.ndarray) -> np.ndarray:
-        logits = np.asarray(self.scorer.scores(users), dtype=np.float64) / self.temperature
-        return np.exp(log_softmax(logits, axis=1))
+        scores = np.asarray(self.scorer.scores(users), dtype=np.float64)
+        # Shifted before dividing: a tiny temperature then sends the others to -inf, never
+        # the best item to inf (inf - inf would make every probability NaN).
+        with np.errstate(over="ignore"):
+            logits = (scores - scores.max(axis=1, keepdims=True)) / self.temperature
+        probabilities = np.exp(log_softmax(logits, axis=1))
+        self._check_slate_mass(probabilities, users)
+        return probabilities
+
+    def _check_slate_mass(self, probabilities: np.ndarray, users: np.ndarray) -> None:
+        """Refuse probabilities whose Plackett–Luce slate of K is undefined in float64.
+
+        When the softmax puts all its mass on fewer than K items, the mass left for the last
+        position is exactly 0: its marginals are 0 / 0, and estimating them would spend every
+        allowed draw on the cancellation-prone sums.
+
+        Raises:
+            DataError: Naming ``temperature`` and the first such user.
+        """
+        K = self.slate_size
+        if K == 1:
+            return
+        # Mass outside each user's K - 1 most probable items, shape (n,).
+        top = -np.partition(-probabilities, K - 2, axis=1)[:, : K - 1]
+        left = 1.0 - top.sum(axis=1)
+        suspect = np.flatnonzero(left < pl_estimates.CANCELLATION_GUARD)
+        if len(suspect) == 0:
+            return
+        # Cancellation-prone: the mass left is summed directly over the n - K + 1 smallest.
+        left = np.sort(probabilities[suspect], axis=1)[:, : self.n_items - K + 1].sum(axis=1)
+        empty = suspect[~(left > 0)]
+        if len(empty):
+            raise DataError(
+                f"temperature: {self.temperature} is too low for these scores: user "
+                f"{int(users[empty[0]])}'s softmax puts all its mass on fewer than K = {K} "
+                f"items ({len(empty)} of {len(users)} users), so Plackett-Luce slates of {K} "
+                "are undefined; raise it, or use exploration 'none' or 'epsilon'"
+            )
 
     def _probability_table(self) -> np.ndarray:
         if self._table is None:

@@ -162,3 +162,25 @@ def test_dominant_items_beyond_budget_match_exact_fractions(monkeypatch):
     expected, _ = exact_fraction_marginals(p, 3)
     assert result.exact.tolist() == [True, False, False]
     np.testing.assert_allclose(result.marginal, expected, rtol=1e-6, atol=1e-300)
+
+
+def test_a_law_too_peaked_for_float64_gives_nan_after_one_batch_of_draws():
+    """Cancelled sums cannot be mended by more draws: stop at once, say NaN, never a wrong number.
+
+    The fuzzer's subnormal softmax temperature reached this: the old loop drew ``MAX_DRAWS``
+    prefixes per shown item (seconds per user, past the server's deadline) and still got NaN.
+    """
+    from scipy.special import log_softmax
+
+    from causalrec.platform import pl_estimates
+
+    p = np.exp(log_softmax(np.random.default_rng(3).normal(size=40) * 300))
+    items = np.array([23, 21, 8, 1, 10, 22, 32, 28, 12])
+    with np.errstate(all="ignore"):
+        estimate = pl_estimates.estimate_position_marginals(
+            p, list(range(1, 10)), np.random.default_rng(0), items=items
+        )
+    assert estimate.draws == pl_estimates.DRAW_BATCH
+    broken = np.isnan(estimate.marginal)
+    assert broken.any() and (np.isnan(estimate.relative_se) == broken).all()
+    assert ((estimate.marginal[~broken] >= 0) & (estimate.marginal[~broken] <= 1)).all()

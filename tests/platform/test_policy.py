@@ -286,3 +286,22 @@ def test_bad_policy_arguments(scorer, kwargs, pattern):
 def test_users_must_be_integer_ids(scorer):
     with pytest.raises(DataError, match="users must be a 1-d integer array"):
         SoftmaxPolicy(scorer).action_distribution(np.array([0.5]))
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 2.225073858507203e-309])
+def test_a_vanishing_temperature_is_the_argmax_for_one_item(scorer, temperature):
+    """scores / T overflowed to inf, and inf - inf made every probability NaN."""
+    users = np.arange(20)
+    probabilities = SoftmaxPolicy(scorer, temperature=temperature).action_distribution(users)
+    expected = np.zeros((20, 8))
+    expected[users, scorer.scores(users).argmax(axis=1)] = 1.0
+    np.testing.assert_array_equal(probabilities, expected)
+
+
+def test_a_softmax_with_its_mass_on_fewer_than_k_items_is_refused_naming_temperature(scorer):
+    policy = SoftmaxPolicy(scorer, temperature=1e-300, epsilon=0.5, slate_size=3)
+    with pytest.raises(DataError, match=r"temperature: 1e-300 is too low .* fewer than K = 3"):
+        policy.sample(np.arange(20), np.random.default_rng(0))
+    fine = SoftmaxPolicy(scorer, temperature=0.05, epsilon=0.5, slate_size=3)
+    sample = fine.sample(np.arange(20), np.random.default_rng(0))
+    assert (sample.marginal_pscore > 0).all()

@@ -251,6 +251,14 @@ FOUND = [
         "/recommend", lambda live: {"user_id": 0, "k": 5, "exploration": "softmax", "temperature": 1e-6},
         id="softmax-peaked",
     ),
+    # A subnormal temperature: scores / temperature overflow to inf (a 504 after the request
+    # timeout in the full suite's fuzz run).
+    pytest.param(
+        "/recommend",
+        lambda live: {"user_id": 251, "exploration": "softmax", "epsilon": 0.6058133705689607,
+                      "temperature": 2.225073858507203e-309},
+        id="softmax-subnormal-temperature",
+    ),
 ]
 # fmt: on
 
