@@ -22,6 +22,7 @@ import numpy as np
 from causalrec.platform.errors import CausalRecError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Exploration, ExplorationKind, Policy, make_policy
+from causalrec.platform.session import PolicyOnSessions, SessionPolicy
 from causalrec.platform.validation import unknown_name_error
 
 __all__ = ["ModelScorer", "ModelState", "Recommender", "TrainingError"]
@@ -215,6 +216,25 @@ class Recommender(abc.ABC):
             exploration = Exploration(exploration, epsilon=epsilon, temperature=temperature)
         name = f"{self.name}:{exploration.kind}"
         return make_policy(ModelScorer(self), k, exploration, name=name)
+
+    def session_policy(
+        self,
+        k: int = 1,
+        exploration: Exploration | ExplorationKind = "none",
+        *,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+    ) -> SessionPolicy:
+        """The model acting on sessions (rollouts of a dynamic world, the closed loop).
+
+        A model that scores users only ignores the session's history
+        (:class:`~causalrec.platform.session.PolicyOnSessions` of :meth:`policy`); a
+        ``transformer`` model reads it (:class:`~causalrec.methods.session_policy.HistoryPolicy`).
+        Arguments as in :meth:`policy`.
+        """
+        return PolicyOnSessions(
+            self.policy(k, exploration, epsilon=epsilon, temperature=temperature)
+        )
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:

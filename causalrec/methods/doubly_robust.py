@@ -41,8 +41,9 @@ class DRJointLearning(IPSMF):
         imputation_samples: Uniformly drawn items per logged row for the imputed-loss term.
         propensity: ``auto``, ``logged``, ``popularity`` or ``logistic``.
         propensity_floor: Propensities are clipped below at this value.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
-            Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
+            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+            :class:`TorchRecommender`).
 
     IPSMF's ``adversarial_gamma`` and ``augment`` are not parameters here (left at their
     defaults: no robust or augmented variant).
@@ -65,6 +66,10 @@ class DRJointLearning(IPSMF):
         feedback: Feedback = "exposed",
         negatives: int = 4,
         backbone: str = "mf",
+        history_length: int = 20,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -79,6 +84,10 @@ class DRJointLearning(IPSMF):
             feedback=feedback,
             negatives=negatives,
             backbone=backbone,
+            history_length=history_length,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
             device=device,
             seed=seed,
         )
@@ -103,7 +112,12 @@ class DRJointLearning(IPSMF):
     def _build_networks(self, data, generator):
         return {
             "main": self._build_network(data.n_users, data.n_items, generator),
-            "imputation": MatrixFactorization(data.n_users, data.n_items, self.dim, generator),
+            # The imputation model reads what the prediction model reads (ids, or histories).
+            "imputation": (
+                self._build_network(data.n_users, data.n_items, generator)
+                if self.backbone == "transformer"
+                else MatrixFactorization(data.n_users, data.n_items, self.dim, generator)
+            ),
         }
 
     def _sample(self, data, size, rng, device):
@@ -140,8 +154,9 @@ class MoreRobustDR(DRJointLearning):
 
     Args:
         imputation_samples, propensity, propensity_floor: As in :class:`DRJointLearning`.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
-            Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
+            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+            :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "mrdr"

@@ -28,7 +28,7 @@ from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.session import NO_ITEM
 
-__all__ = ["RoundHistories", "round_histories"]
+__all__ = ["RoundHistories", "append_to_histories", "latest_histories", "round_histories"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,61 @@ def round_histories(logs: LoggedFeedback, length: int) -> RoundHistories:
         clicks=clicks[back],
         length=inside.sum(axis=1)[back],
     )
+
+
+def latest_histories(
+    logs: LoggedFeedback, length: int, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last ``length`` impressions in the whole log (what a model knows at the end).
+
+    Args:
+        logs: A log (schema v1 or v2).
+        length: L (>= 1).
+        n_users: Rows of the result; users absent from the log get an empty history.
+
+    Returns:
+        ``(items, clicks)``, each of shape (n_users, L), oldest first, left-padded with
+        :data:`NO_ITEM` and click 0.
+    """
+    if length < 1:
+        raise ConfigError(f"history length must be >= 1; got {length}")
+    clock = logs.timestamp if logs.timestamp is not None else logs.round_id
+    order = np.lexsort((logs.position, logs.round_id, clock, logs.user_id))
+    users = logs.user_id[order]
+    # Rank of each impression from the user's last one: 0 for the most recent.
+    last = np.r_[users[1:] != users[:-1], True]
+    end = np.minimum.accumulate(np.where(last, np.arange(len(users)), len(users))[::-1])[::-1]
+    from_end = end - np.arange(len(users))
+    kept = from_end < length
+    items = np.full((n_users, length), NO_ITEM, dtype=np.int64)
+    clicks = np.zeros((n_users, length), dtype=np.int8)
+    rows, columns = users[kept], length - 1 - from_end[kept]
+    items[rows, columns] = logs.item_id[order][kept]
+    clicks[rows, columns] = logs.click[order][kept]
+    return items, clicks
+
+
+def append_to_histories(
+    items: np.ndarray, clicks: np.ndarray, new_items: np.ndarray, new_clicks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histories extended by newer impressions, keeping the last L (empty slots dropped).
+
+    Args:
+        items: Histories, shape (n, L), oldest first, :data:`NO_ITEM` where empty.
+        clicks: Their clicks, shape (n, L).
+        new_items: Newer impressions, shape (n, m), oldest first (e.g. a session's last steps
+            flattened step by step), :data:`NO_ITEM` where empty.
+        new_clicks: Their clicks, shape (n, m).
+
+    Returns:
+        ``(items, clicks)`` of shape (n, L): the last L non-empty impressions of both, oldest
+        first, left-padded.
+    """
+    length = items.shape[1]
+    joined = np.concatenate([items, np.asarray(new_items, dtype=np.int64)], axis=1)
+    joined_clicks = np.concatenate([clicks, np.asarray(new_clicks, dtype=np.int8)], axis=1)
+    # Empty slots first, then the impressions in their order (a stable sort on "non-empty").
+    order = np.argsort(joined != NO_ITEM, axis=1, kind="stable")[:, -length:]
+    taken = np.take_along_axis(joined, order, axis=1)
+    taken_clicks = np.take_along_axis(joined_clicks, order, axis=1)
+    return taken, np.where(taken == NO_ITEM, 0, taken_clicks).astype(np.int8)

@@ -40,6 +40,8 @@ __all__ = ["IMPLICIT_FLOOR", "IPSMF", "SNIPSMF", "NaiveMF"]
 
 #: Default propensity clipping of Rel-MF (Saito et al. 2020).
 IMPLICIT_FLOOR = 0.1
+#: The backbones of the loss-weighting methods: the debiasing is in the loss, not the network.
+TRANSFORMER_READY = ("mf", "two_tower", "transformer")
 
 
 def _implicit_loss(batch: dict[str, torch.Tensor], inverse_theta: torch.Tensor) -> torch.Tensor:
@@ -68,14 +70,16 @@ class NaiveMF(TorchRecommender):
     negatives. Both learn what the logger exposed, not only what users prefer.
 
     Args:
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
-            Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
+            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+            :class:`TorchRecommender`).
 
     References:
         Koren, Bell, Volinsky, Computer 2009.
     """
 
     name: ClassVar[str] = "naive"
+    supported_backbones: ClassVar[tuple[str, ...]] = TRANSFORMER_READY
 
     def _loss(self, batch):
         if self.feedback == "implicit":
@@ -99,11 +103,13 @@ class IPSMF(TorchRecommender):
         propensity_floor: Propensities are clipped below at this value (weight clipping);
             ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
             below without it) and no clipping in the exposed setting.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
-            Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
+            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+            :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "ips"
+    supported_backbones: ClassVar[tuple[str, ...]] = TRANSFORMER_READY
 
     def __init__(
         self,
@@ -120,6 +126,10 @@ class IPSMF(TorchRecommender):
         feedback: Feedback = "exposed",
         negatives: int = 4,
         backbone: str = "mf",
+        history_length: int = 20,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -132,6 +142,10 @@ class IPSMF(TorchRecommender):
             feedback=feedback,
             negatives=negatives,
             backbone=backbone,
+            history_length=history_length,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
             device=device,
             seed=seed,
         )
@@ -150,6 +164,11 @@ class IPSMF(TorchRecommender):
             raise ConfigError(f"augment must be an integer >= 0; got {self.augment}")
         if self.augment and self.feedback != "exposed":
             raise ConfigError("augment > 0 is available in the exposed setting only")
+        if self.augment and self.backbone == "transformer":
+            raise ConfigError(
+                "augment > 0 draws user-item pairs without a history; it is not available with "
+                "backbone='transformer'"
+            )
 
     def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
         """Clipped propensity of every training example, shape (n_examples,)."""
@@ -212,8 +231,9 @@ class SNIPSMF(IPSMF):
 
     Args:
         propensity, propensity_floor, adversarial_gamma, augment: As in :class:`IPSMF`.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
-            Shared torch parameters (see :class:`TorchRecommender`).
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
+            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+            :class:`TorchRecommender`).
 
     References:
         Swaminathan & Joachims, NeurIPS 2015; Schnabel et al., ICML 2016.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MatrixFactorization", "TwoTower"]
+__all__ = ["MatrixFactorization", "SequentialTransformer", "TwoTower"]
 
 
 class MatrixFactorization(nn.Module):
@@ -103,3 +103,104 @@ class TwoTower(nn.Module):
     def all_items_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """Logits of every item for users given by features: (b, d_user) -> (b, n_items)."""
         return self.user_tower(features) @ self.item_tower(self.item_features).T + self.bias
+
+
+class SequentialTransformer(nn.Module):
+    """logit(h, i) = s(h) · e_i + b_i, with s(h) a self-attention encoding of the history h.
+
+    A SASRec-style encoder (Kang & McAuley 2018) over the user's last L impressions, oldest
+    first. Each history step is the sum of the item's embedding, a click embedding and a
+    position embedding; a learned query token at position L attends to every non-empty step
+    (pre-norm Transformer layers), and its output is the user's state s(h). Item embeddings are
+    shared between the input and the output (as in SASRec), so an empty history still scores
+    items by their biases and the query token's state.
+
+    ``forward(contexts, items)`` and ``all_items(contexts)`` read the histories of row
+    ``contexts`` of a context table (:meth:`set_contexts`: the rounds' histories while training,
+    each user's latest history when scoring by user id), so the losses written for ID models
+    work unchanged; :meth:`all_items_from_history` scores given histories.
+
+    Args:
+        n_items: Catalogue size (item id ``n_items`` is the empty slot).
+        length: L, history steps.
+        dim: Width d of every token and of the state.
+        layers: Transformer layers.
+        heads: Attention heads (must divide ``dim``).
+        dropout: Dropout in the layers (training only).
+        generator: Source of the initial weights.
+
+    References:
+        Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+        Vaswani et al., "Attention Is All You Need", NeurIPS 2017.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        length: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        generator: torch.Generator,
+    ):
+        super().__init__()
+        self.n_items, self.length = n_items, length
+        self.item = nn.Parameter(0.1 * torch.randn(n_items + 1, dim, generator=generator))
+        self.click = nn.Parameter(0.1 * torch.randn(2, dim, generator=generator))
+        self.position = nn.Parameter(0.1 * torch.randn(length + 1, dim, generator=generator))
+        self.query = nn.Parameter(0.1 * torch.randn(dim, generator=generator))
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        with torch.no_grad():  # seeded initialisation of the layers (torch's own draws are not)
+            for parameter in self.encoder.parameters():
+                if parameter.dim() > 1:
+                    bound = (6.0 / sum(parameter.shape[:2])) ** 0.5  # Xavier uniform
+                    parameter.copy_(
+                        (torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound
+                    )
+        self.norm = nn.LayerNorm(dim)
+        empty = torch.zeros(0, length, dtype=torch.long)
+        self.register_buffer("context_items", empty, persistent=False)
+        self.register_buffer("context_clicks", empty.clone(), persistent=False)
+
+    def set_contexts(self, items: torch.Tensor, clicks: torch.Tensor) -> None:
+        """The histories that context ids refer to, shape (n_contexts, L) each (NO_ITEM: -1)."""
+        device = self.item.device
+        self.context_items = items.to(device=device, dtype=torch.long)
+        self.context_clicks = clicks.to(device=device, dtype=torch.long)
+
+    def encode(self, items: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+        """User states of histories: items, clicks of shape (b, L) -> (b, d)."""
+        empty = items < 0
+        tokens = F.embedding(torch.where(empty, self.n_items, items), self.item)
+        tokens = tokens + F.embedding(clicks.clamp(0, 1), self.click) + self.position[:-1]
+        query = (self.query + self.position[-1]).expand(len(items), 1, -1)
+        sequence = torch.cat([tokens, query], dim=1)
+        mask = torch.cat([empty, torch.zeros_like(empty[:, :1])], dim=1)
+        return self.norm(self.encoder(sequence, src_key_padding_mask=mask)[:, -1])
+
+    def _states(self, contexts: torch.Tensor) -> torch.Tensor:
+        """States of context rows (b,) -> (b, d), each distinct row encoded once."""
+        unique, inverse = torch.unique(contexts, return_inverse=True)
+        states = self.encode(self.context_items[unique], self.context_clicks[unique])
+        return states[inverse]
+
+    def forward(self, contexts: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of pairs: context rows, items of shape (b,) -> (b,)."""
+        states = self._states(contexts)
+        return (states * F.embedding(items, self.item)).sum(dim=1) + self.item_bias[items]
+
+    def all_items(self, contexts: torch.Tensor) -> torch.Tensor:
+        """Logits of every item: context rows (b,) -> (b, n_items)."""
+        return self._all_items(self._states(contexts))
+
+    def all_items_from_history(self, items: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+        """Logits of every item for given histories, shape (b, L) each -> (b, n_items)."""
+        return self._all_items(self.encode(items, clicks))
+
+    def _all_items(self, states: torch.Tensor) -> torch.Tensor:
+        return states @ self.item[:-1].T + self.item_bias[None, :]

@@ -8,6 +8,7 @@ a :meth:`~TorchRecommender.training_state` bit for bit on CPU. Methods define th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterator
 from typing import ClassVar
@@ -17,20 +18,52 @@ import torch
 
 from causalrec.methods.base import ModelState, Recommender, TrainingError
 from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.history import append_to_histories, latest_histories, round_histories
+from causalrec.methods.networks import SequentialTransformer
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.policy import Exploration, ExplorationKind
+from causalrec.platform.session import SessionPolicy
 
 __all__ = ["TorchRecommender"]
 
 
 def _validation_loss(network: torch.nn.Module, logs: LoggedFeedback, device) -> float:
-    """Mean logistic loss of ``network`` on the exposed pairs of ``logs``."""
+    """Mean logistic loss of ``network`` on the exposed pairs of ``logs``.
+
+    A sequential network reads each round's history from ``logs`` itself (its earlier rounds).
+    """
+    was_training = network.training
+    network.eval()
     with torch.no_grad():
         users = torch.from_numpy(logs.user_id).to(device)
         items = torch.from_numpy(logs.item_id).to(device)
         labels = torch.from_numpy(logs.click.astype(np.float32)).to(device)
-        logits = network(users, items)
-        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+        if isinstance(network, SequentialTransformer):
+            history_items, history_clicks = _row_histories(logs, network.length)
+            states = network.encode(
+                torch.from_numpy(history_items).to(device),
+                torch.from_numpy(history_clicks.astype(np.int64)).to(device),
+            )
+            logits = (states * network.item[items]).sum(dim=1) + network.item_bias[items]
+        else:
+            logits = network(users, items)
+        loss = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels))
+    network.train(was_training)
+    return loss
+
+
+def _round_index(logs: LoggedFeedback, round_id: np.ndarray) -> np.ndarray:
+    """Row of ``round_id`` (a :class:`RoundHistories` order) for every log row, shape (n_rows,)."""
+    order = np.argsort(round_id, kind="stable")
+    return order[np.searchsorted(round_id[order], logs.round_id)]
+
+
+def _row_histories(logs: LoggedFeedback, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The history of every row's round, shape (n_rows, L) each (items, clicks)."""
+    histories = round_histories(logs, length)
+    rows = _round_index(logs, histories.round_id)
+    return histories.items[rows], histories.clicks[rows]
 
 
 def _probabilities(logits: torch.Tensor) -> np.ndarray:
@@ -73,7 +106,14 @@ class TorchRecommender(Recommender):
             unlabelled pairs); see :mod:`causalrec.methods.data`.
         negatives: Implicit setting: uniform negatives per positive.
         backbone: ``mf``: ID embeddings; ``two_tower``: MLPs over the observed user and item
-            features, so the model generalises to users and items it has not seen.
+            features, so the model generalises to users and items it has not seen;
+            ``transformer``: self-attention over the user's last ``history_length``
+            impressions (:class:`~causalrec.methods.networks.SequentialTransformer`; exposed
+            feedback), which scores any user from a history, seen in training or not.
+        history_length: ``transformer``: impressions of history (L).
+        layers: ``transformer``: Transformer layers.
+        heads: ``transformer``: attention heads (must divide ``dim``).
+        dropout: ``transformer``: dropout in the layers while training.
         device: Torch device; ``"auto"``: CUDA when torch sees it.
         seed: Seed of the initial weights, the shuffling and the sampling.
     """
@@ -89,6 +129,10 @@ class TorchRecommender(Recommender):
         feedback: Feedback = "exposed",
         negatives: int = 4,
         backbone: str = "mf",
+        history_length: int = 20,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -100,6 +144,10 @@ class TorchRecommender(Recommender):
         self.feedback = feedback
         self.negatives = negatives
         self.backbone = backbone
+        self.history_length = history_length
+        self.layers = layers
+        self.heads = heads
+        self.dropout = dropout
         self.device = device
         self.seed = seed
 
@@ -113,6 +161,19 @@ class TorchRecommender(Recommender):
         """The scoring network (built again, empty, when a saved model is loaded)."""
         from causalrec.methods.networks import MatrixFactorization, TwoTower
 
+        if self.backbone == "transformer":
+            network = SequentialTransformer(
+                n_items,
+                self.history_length,
+                self.dim,
+                self.layers,
+                self.heads,
+                self.dropout,
+                generator,
+            )
+            if hasattr(self, "_train_contexts"):
+                network.set_contexts(*(torch.from_numpy(a) for a in self._train_contexts))
+            return network
         if self.backbone == "two_tower":
             users, items = self._feature_tables
             return TwoTower(
@@ -157,6 +218,22 @@ class TorchRecommender(Recommender):
             raise ConfigError(
                 f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
             )
+        if self.backbone == "transformer":
+            self._validate_transformer()
+
+    def _validate_transformer(self) -> None:
+        if self.feedback != "exposed":
+            raise ConfigError(
+                f"backbone='transformer' learns from the exposed impressions and their histories; "
+                f"got feedback={self.feedback!r}"
+            )
+        for name in ("history_length", "layers", "heads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ConfigError(f"heads must divide dim; got heads={self.heads}, dim={self.dim}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -197,6 +274,9 @@ class TorchRecommender(Recommender):
                 )
             self._feature_tables = (data.user_features, data.item_features)
         extra = self._prepare(logs, data)
+        n_users = data.n_users
+        if self.backbone == "transformer":
+            data = self._with_round_contexts(logs, data)
         device = self._torch_device()
         generator = torch.Generator().manual_seed(self.seed)
         networks = {
@@ -255,7 +335,7 @@ class TorchRecommender(Recommender):
                     _validation_loss(networks["main"], validation, device)
                 )
             self.network_ = networks["main"].eval()
-            self.n_users_, self.n_items_, self.device_ = data.n_users, data.n_items, device
+            self.n_users_, self.n_items_, self.device_ = n_users, data.n_items, device
             self._snapshot = (epoch + 1, networks, optimizers, rng)
             yield epoch + 1
 
@@ -292,6 +372,22 @@ class TorchRecommender(Recommender):
         self.validation_history_ = list(state["validation_history"])
         return int(state["epoch"])
 
+    def _with_round_contexts(self, logs: LoggedFeedback, data: InteractionData) -> InteractionData:
+        """The examples with each row's round (whose history the network reads) as its "user".
+
+        The rounds' histories become the networks' context table (:meth:`_build_network`), and
+        each user's latest history in the log is kept for scoring by user id.
+        """
+        histories = round_histories(logs, self.history_length)
+        self._train_contexts = (histories.items, histories.clicks.astype(np.int64))
+        self.user_history_ = latest_histories(logs, self.history_length, data.n_users)
+        rounds = _round_index(logs, histories.round_id)
+        return dataclasses.replace(
+            data,
+            users=np.ascontiguousarray(rounds, dtype=np.int64),
+            n_users=len(histories.round_id),
+        )
+
     def _build_networks(
         self, data: InteractionData, generator: torch.Generator
     ) -> dict[str, torch.nn.Module]:
@@ -320,22 +416,105 @@ class TorchRecommender(Recommender):
         }
 
     # -- inference ----------------------------------------------------------------------------
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """Predicted click probability, shape (len(users), n_items or len(items))."""
+    def score(
+        self,
+        users: np.ndarray,
+        items: np.ndarray | None = None,
+        *,
+        history: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Predicted click probability, shape (len(users), n_items or len(items)).
+
+        Args:
+            users: User ids, shape (n,). With ``history`` they may be ids the model has not
+                seen (the transformer scores from the history alone).
+            items: Items to score (default: the catalogue).
+            history: ``transformer`` only: ``(items, clicks)`` of shape (n, m) each, oldest
+                first, :data:`~causalrec.platform.session.NO_ITEM` (-1) where empty; the last
+                ``history_length`` impressions are used. Without it the transformer reads each
+                user's latest history in its training log.
+
+        Raises:
+            ConfigError: For a ``history`` given to a model without a transformer backbone.
+            DataError: For unknown users (without ``history``) or a malformed history.
+        """
         self._check_fitted()
         users = np.asarray(users)
         if users.ndim != 1 or users.dtype.kind not in "iu":
             raise DataError(f"users must be a 1-d integer array; got {users.dtype}, {users.shape}")
-        if len(users) and (users.min() < 0 or users.max() >= self.n_users_):
+        if history is not None and self.backbone != "transformer":
+            raise ConfigError(
+                f"history: scoring a history needs backbone='transformer'; this {self.name} "
+                f"model uses {self.backbone!r}"
+            )
+        if history is None and len(users) and (users.min() < 0 or users.max() >= self.n_users_):
             raise DataError(f"users must be in [0, n_users={self.n_users_}); got {users.max()}")
         with torch.no_grad():
-            tensor = torch.from_numpy(users.astype(np.int64)).to(self.device_)
-            logits = self.network_.all_items(tensor)
+            if self.backbone == "transformer":
+                history_items, history_clicks = self._histories(users, history)
+                logits = self.network_.all_items_from_history(
+                    torch.from_numpy(history_items).to(self.device_),
+                    torch.from_numpy(history_clicks.astype(np.int64)).to(self.device_),
+                )
+            else:
+                tensor = torch.from_numpy(users.astype(np.int64)).to(self.device_)
+                logits = self.network_.all_items(tensor)
             if items is not None:
                 logits = logits[
                     :, torch.from_numpy(np.asarray(items, dtype=np.int64)).to(self.device_)
                 ]
             return _probabilities(logits)
+
+    def session_policy(
+        self,
+        k: int = 1,
+        exploration: Exploration | ExplorationKind = "none",
+        *,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+    ) -> SessionPolicy:
+        """The model acting on sessions; a ``transformer`` reads each session's history.
+
+        See :meth:`Recommender.session_policy`.
+        """
+        if self.backbone != "transformer":
+            return super().session_policy(k, exploration, epsilon=epsilon, temperature=temperature)
+        from causalrec.methods.session_policy import HistoryPolicy
+
+        self._check_fitted()
+        if not isinstance(exploration, Exploration):
+            exploration = Exploration(exploration, epsilon=epsilon, temperature=temperature)
+        return HistoryPolicy(self, k, exploration, name=f"{self.name}:{exploration.kind}")
+
+    def _histories(
+        self, users: np.ndarray, history: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The transformer's input for ``users``: stored or given, shape (n, L) each."""
+        stored_items, stored_clicks = self.user_history_
+        if history is None:
+            return stored_items[users], stored_clicks[users]
+        items, clicks = (np.asarray(part) for part in history)
+        n = len(users)
+        if items.ndim != 2 or items.shape[0] != n or clicks.shape != items.shape:
+            raise DataError(
+                f"history: items and clicks must both have shape (n_users={n}, m); got "
+                f"{items.shape} and {clicks.shape}"
+            )
+        if items.dtype.kind not in "iu" or clicks.dtype.kind not in "iub":
+            raise DataError(f"history: items and clicks must be integers; got {items.dtype}")
+        bad = (items < -1) | (items >= self.n_items_)
+        if bad.any():
+            raise DataError(
+                f"history: item {int(items[bad][0])} is not in the catalogue [0, "
+                f"{self.n_items_}) (-1 marks an empty slot)"
+            )
+        odd = clicks[(clicks != 0) & (clicks != 1)]
+        if len(odd):
+            raise DataError(f"history: clicks must be 0 or 1; got {int(odd[0])}")
+        empty = np.full((n, self.history_length), -1, dtype=np.int64)
+        return append_to_histories(
+            empty, np.zeros_like(empty, dtype=np.int8), items.astype(np.int64), clicks
+        )
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted click probability of every item for users described by their features.
@@ -368,16 +547,26 @@ class TorchRecommender(Recommender):
 
     # -- persistence --------------------------------------------------------------------------
     def _get_state(self) -> ModelState:
-        """The scoring network's weights and buffers (feature tables of ``two_tower``)."""
-        return ModelState(
-            arrays={
-                name: tensor.detach().cpu().numpy()
-                for name, tensor in self.network_.state_dict().items()
-            }
-        )
+        """The scoring network's weights and buffers, and what else scoring reads.
+
+        That is the feature tables of ``two_tower`` and each user's latest history of
+        ``transformer``.
+        """
+        arrays = {
+            name: tensor.detach().cpu().numpy()
+            for name, tensor in self.network_.state_dict().items()
+        }
+        if self.backbone == "transformer":
+            arrays["user_history_items"], arrays["user_history_clicks"] = self.user_history_
+        return ModelState(arrays=arrays)
 
     def _set_state(self, state: ModelState, n_users: int, n_items: int) -> None:
         weights = {name: torch.from_numpy(np.array(value)) for name, value in state.arrays.items()}
+        if self.backbone == "transformer":
+            self.user_history_ = (
+                weights.pop("user_history_items").numpy(),
+                weights.pop("user_history_clicks").numpy(),
+            )
         if self.backbone == "two_tower":
             self._feature_tables = (weights["user_features"], weights["item_features"])
         network = self._build_network(n_users, n_items, torch.Generator().manual_seed(0))

@@ -30,6 +30,7 @@ __all__ = [
     "Exploration",
     "LogitScorer",
     "Policy",
+    "RowScorer",
     "SlateSample",
     "SoftmaxPolicy",
     "TopKPolicy",
@@ -185,6 +186,34 @@ class LogitScorer:
         """Log-odds of the wrapped probabilities, shape (len(users), n_items)."""
         p = np.clip(np.asarray(self.scorer.scores(users), dtype=np.float64), 1e-15, 1 - 1e-15)
         return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True)
+class RowScorer:
+    """Scores already computed for a batch of users, as a :class:`UserItemScorer`.
+
+    The batch's users become local ids ``0..n-1``, so a policy built on it sees exactly these
+    rows (a server's request, or sessions whose scores depend on their histories).
+
+    Attributes:
+        rows: Scores, shape (n, n_items).
+    """
+
+    rows: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        """Users of the batch."""
+        return len(self.rows)
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.rows.shape[1]
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Rows of the local users ``users``, shape (len(users), n_items)."""
+        return self.rows[users]
 
 
 def _check_slate_size(slate_size: int, n_items: int) -> None:

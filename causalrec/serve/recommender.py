@@ -22,7 +22,13 @@ import numpy as np
 
 from causalrec.methods.artifact import SavedModel
 from causalrec.platform.errors import CausalRecError, DataError
-from causalrec.platform.policy import Exploration, Policy, SoftmaxPolicy, make_policy
+from causalrec.platform.policy import (
+    Exploration,
+    Policy,
+    RowScorer,
+    SoftmaxPolicy,
+    make_policy,
+)
 
 __all__ = [
     "DRAW_CHUNK_USERS",
@@ -68,34 +74,6 @@ class RequestLimits:
     max_users: int = 256
     max_slate_items: int = 4096
     max_softmax_k: int = 20
-
-
-@dataclass(frozen=True)
-class RowScorer:
-    """Scores already computed for a request's users, as a policy-protocol scorer.
-
-    The request's users become local ids ``0..n-1``, so a policy built on it sees exactly
-    these rows (and never scores the whole user base).
-
-    Attributes:
-        rows: Scores, shape (n, n_items).
-    """
-
-    rows: np.ndarray
-
-    @property
-    def n_users(self) -> int:
-        """Users of the request."""
-        return len(self.rows)
-
-    @property
-    def n_items(self) -> int:
-        """Catalogue size."""
-        return self.rows.shape[1]
-
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        """Rows of the local users ``users``, shape (len(users), n_items)."""
-        return self.rows[users]
 
 
 def served_policy(scorer, k: int, exploration: Exploration) -> Policy:
