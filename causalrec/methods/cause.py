@@ -51,6 +51,8 @@ class CausE(TorchRecommender):
         distance_weight: λ of the treatment–control penalty.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters too
+            (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "cause"
@@ -69,6 +71,11 @@ class CausE(TorchRecommender):
         feedback: Feedback = "exposed",
         negatives: int = 4,
         backbone: str = "mf",
+        history_length: int = 20,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
+        num_workers: int = 1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -81,6 +88,11 @@ class CausE(TorchRecommender):
             feedback=feedback,
             negatives=negatives,
             backbone=backbone,
+            history_length=history_length,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            num_workers=num_workers,
             device=device,
             seed=seed,
         )

@@ -92,6 +92,8 @@ class DICE(TorchRecommender):
         negatives: BPR triples per positive.
         dim, lr, weight_decay, epochs, batch_size, backbone, device, seed: Shared torch
             parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters too
+            (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "dice"
@@ -113,6 +115,11 @@ class DICE(TorchRecommender):
         feedback: Feedback = "implicit",
         negatives: int = 4,
         backbone: str = "mf",
+        history_length: int = 20,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.1,
+        num_workers: int = 1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -125,6 +132,11 @@ class DICE(TorchRecommender):
             feedback=feedback,
             negatives=negatives,
             backbone=backbone,
+            history_length=history_length,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            num_workers=num_workers,
             device=device,
             seed=seed,
         )

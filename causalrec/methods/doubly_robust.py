@@ -41,8 +41,10 @@ class DRJointLearning(IPSMF):
         imputation_samples: Uniformly drawn items per logged row for the imputed-loss term.
         propensity: ``auto``, ``logged``, ``popularity`` or ``logistic``.
         propensity_floor: Propensities are clipped below at this value.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
-            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
+            ``transformer`` backbone and of data-parallel training (see
             :class:`TorchRecommender`).
 
     IPSMF's ``adversarial_gamma`` and ``augment`` are not parameters here (left at their
@@ -70,6 +72,7 @@ class DRJointLearning(IPSMF):
         layers: int = 2,
         heads: int = 2,
         dropout: float = 0.1,
+        num_workers: int = 1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -88,6 +91,7 @@ class DRJointLearning(IPSMF):
             layers=layers,
             heads=heads,
             dropout=dropout,
+            num_workers=num_workers,
             device=device,
             seed=seed,
         )
@@ -154,8 +158,10 @@ class MoreRobustDR(DRJointLearning):
 
     Args:
         imputation_samples, propensity, propensity_floor: As in :class:`DRJointLearning`.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
-            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
+            ``transformer`` backbone and of data-parallel training (see
             :class:`TorchRecommender`).
     """
 

@@ -70,8 +70,10 @@ class NaiveMF(TorchRecommender):
     negatives. Both learn what the logger exposed, not only what users prefer.
 
     Args:
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
-            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
+            ``transformer`` backbone and of data-parallel training (see
             :class:`TorchRecommender`).
 
     References:
@@ -103,8 +105,10 @@ class IPSMF(TorchRecommender):
         propensity_floor: Propensities are clipped below at this value (weight clipping);
             ``None``: 0.1 in the implicit setting (as Saito et al. 2020, whose loss is unbounded
             below without it) and no clipping in the exposed setting.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
-            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
+            ``transformer`` backbone and of data-parallel training (see
             :class:`TorchRecommender`).
     """
 
@@ -130,6 +134,7 @@ class IPSMF(TorchRecommender):
         layers: int = 2,
         heads: int = 2,
         dropout: float = 0.1,
+        num_workers: int = 1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -146,6 +151,7 @@ class IPSMF(TorchRecommender):
             layers=layers,
             heads=heads,
             dropout=dropout,
+            num_workers=num_workers,
             device=device,
             seed=seed,
         )
@@ -231,8 +237,10 @@ class SNIPSMF(IPSMF):
 
     Args:
         propensity, propensity_floor, adversarial_gamma, augment: As in :class:`IPSMF`.
-        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone,
-            history_length, layers, heads, dropout, device, seed: Shared torch parameters (see
+        dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
+            Shared torch parameters (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
+            ``transformer`` backbone and of data-parallel training (see
             :class:`TorchRecommender`).
 
     References:

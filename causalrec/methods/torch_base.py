@@ -114,6 +114,9 @@ class TorchRecommender(Recommender):
         layers: ``transformer``: Transformer layers.
         heads: ``transformer``: attention heads (must divide ``dim``).
         dropout: ``transformer``: dropout in the layers while training.
+        num_workers: Above 1, training runs data-parallel in that many Ray Train workers
+            (:mod:`causalrec.methods.data_parallel`), on the cluster of ``RAY_ADDRESS`` or a
+            local one; ``fit_epochs`` then yields once, after the last epoch.
         device: Torch device; ``"auto"``: CUDA when torch sees it.
         seed: Seed of the initial weights, the shuffling and the sampling.
     """
@@ -133,6 +136,7 @@ class TorchRecommender(Recommender):
         layers: int = 2,
         heads: int = 2,
         dropout: float = 0.1,
+        num_workers: int = 1,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -148,6 +152,7 @@ class TorchRecommender(Recommender):
         self.layers = layers
         self.heads = heads
         self.dropout = dropout
+        self.num_workers = num_workers
         self.device = device
         self.seed = seed
 
@@ -200,7 +205,7 @@ class TorchRecommender(Recommender):
                 f"{self.name} supports feedback in {list(self.supported_feedback)}; got "
                 f"{self.feedback!r}"
             )
-        for name in ("dim", "epochs", "batch_size"):
+        for name in ("dim", "epochs", "batch_size", "num_workers"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
         for name in ("lr", "weight_decay"):
@@ -265,6 +270,13 @@ class TorchRecommender(Recommender):
         an uninterrupted one.
         """
         self._validate()
+        shard = getattr(self, "_shard", None)
+        if self.num_workers > 1 and shard is None:
+            from causalrec.methods.data_parallel import fit_data_parallel
+
+            fit_data_parallel(self, logs, validation)
+            yield self.epochs
+            return
         data = InteractionData.from_logs(logs, self.feedback)
         if self.backbone == "two_tower":
             if data.user_features is None or data.item_features is None:
@@ -303,6 +315,11 @@ class TorchRecommender(Recommender):
         if state is not None:
             first_epoch = self._load_training_state(state, networks, optimizers, rng)
         n = data.n_examples
+        # Workers share the shuffle's stream (each takes its rows of every global mini-batch)
+        # and draw their samples (negatives, uniform items) from streams of their own.
+        sample_rng = rng
+        if shard is not None:
+            sample_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1 + shard.rank]))
         for epoch in range(first_epoch, self.epochs):
             for network in networks.values():
                 network.train()
@@ -311,24 +328,32 @@ class TorchRecommender(Recommender):
             shuffled = {key: value[order] for key, value in tensors.items()}
             total, steps = 0.0, 0
             for step, start in enumerate(range(0, n, self.batch_size)):
-                batch = {
-                    key: value[start : start + self.batch_size] for key, value in shuffled.items()
-                }
-                batch.update(self._sample(data, len(batch["users"]), rng, device))
-                losses = self._losses(batch, networks)
-                for name, loss in losses.items():
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"non-finite {name} loss {loss.item()} at epoch {epoch}, step {step} "
-                            f"with lr={self.lr}; lower lr or check the propensities"
-                        )
+                rows = slice(start, start + self.batch_size)
+                if shard is not None:  # this worker's share of the global mini-batch
+                    size = len(range(n)[rows])
+                    rows = range(n)[rows][shard.rows(size)]
+                    rows = slice(rows.start, rows.stop, rows.step)
+                batch = {key: value[rows] for key, value in shuffled.items()}
                 for optimizer in optimizers.values():
                     optimizer.zero_grad()
-                sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
+                if len(batch["users"]):  # a worker can get no row of a short last batch
+                    batch.update(self._sample(data, len(batch["users"]), sample_rng, device))
+                    losses = self._losses(batch, networks)
+                    for name, loss in losses.items():
+                        if not torch.isfinite(loss):
+                            raise TrainingError(
+                                f"non-finite {name} loss {loss.item()} at epoch {epoch}, step "
+                                f"{step} with lr={self.lr}; lower lr or check the propensities"
+                            )
+                    sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
+                    total += float(losses["main"].detach())
+                    steps += 1
+                if shard is not None:
+                    shard.average_gradients(list(networks.values()))
                 for optimizer in optimizers.values():
                     optimizer.step()
-                total += float(losses["main"].detach())
-                steps += 1
+            if shard is not None:
+                total, steps = shard.mean([total, steps])
             self.history_.append(total / steps)
             if validation is not None:
                 self.validation_history_.append(
