@@ -151,17 +151,23 @@ class SequentialTransformer(nn.Module):
         self.position = nn.Parameter(0.1 * torch.randn(length + 1, dim, generator=generator))
         self.query = nn.Parameter(0.1 * torch.randn(dim, generator=generator))
         self.item_bias = nn.Parameter(torch.zeros(n_items))
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        with torch.no_grad():  # seeded initialisation of the layers (torch's own draws are not)
-            for parameter in self.encoder.parameters():
+        with torch.random.fork_rng(devices=[]):  # torch's draws here are overwritten below
+            layer = nn.TransformerEncoderLayer(
+                dim, heads, 2 * dim, dropout=dropout, batch_first=True, norm_first=True
+            )
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # Seeded initialisation of the layers: torch's own draws (nn.Linear's weights and
+        # biases) come from the global stream. Matrices are Xavier uniform, biases zero (as in
+        # BERT) and the layer norms keep their ones and zeros.
+        with torch.no_grad():
+            for name, parameter in self.encoder.named_parameters():
                 if parameter.dim() > 1:
-                    bound = (6.0 / sum(parameter.shape[:2])) ** 0.5  # Xavier uniform
+                    bound = (6.0 / sum(parameter.shape[:2])) ** 0.5
                     parameter.copy_(
                         (torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound
                     )
+                elif name.endswith("bias"):
+                    parameter.zero_()
         self.norm = nn.LayerNorm(dim)
         empty = torch.zeros(0, length, dtype=torch.long)
         self.register_buffer("context_items", empty, persistent=False)

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import numpy as np
@@ -87,6 +88,23 @@ def _tensor(array: np.ndarray, device) -> torch.Tensor:
     if not array.flags.writeable:
         array = array.copy()
     return torch.from_numpy(array).to(device)
+
+
+@contextmanager
+def _seeded_torch_stream(seed: int, rank: int, epoch: int, device: torch.device) -> Iterator[None]:
+    """Run the block on torch's global random stream seeded from (seed, rank, epoch).
+
+    Dropout has no generator argument, so training seeds the global stream (CPU, and the
+    current CUDA device when training there) and :func:`torch.random.fork_rng` puts the
+    caller's stream back afterwards.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        (state,) = np.random.SeedSequence([seed, 2, rank, epoch]).generate_state(1)
+        torch.default_generator.manual_seed(int(state))
+        if devices:
+            torch.cuda.manual_seed(int(state))
+        yield
 
 
 class TorchRecommender(Recommender):
@@ -321,37 +339,42 @@ class TorchRecommender(Recommender):
         if shard is not None:
             sample_rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1 + shard.rank]))
         for epoch in range(first_epoch, self.epochs):
-            for network in networks.values():
-                network.train()
-            # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
-            order = torch.from_numpy(rng.permutation(n)).to(device)
-            shuffled = {key: value[order] for key, value in tensors.items()}
-            total, steps = 0.0, 0
-            for step, start in enumerate(range(0, n, self.batch_size)):
-                rows = slice(start, start + self.batch_size)
-                if shard is not None:  # this worker's share of the global mini-batch
-                    size = len(range(n)[rows])
-                    rows = range(n)[rows][shard.rows(size)]
-                    rows = slice(rows.start, rows.stop, rows.step)
-                batch = {key: value[rows] for key, value in shuffled.items()}
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad()
-                if len(batch["users"]):  # a worker can get no row of a short last batch
-                    batch.update(self._sample(data, len(batch["users"]), sample_rng, device))
-                    losses = self._losses(batch, networks)
-                    for name, loss in losses.items():
-                        if not torch.isfinite(loss):
-                            raise TrainingError(
-                                f"non-finite {name} loss {loss.item()} at epoch {epoch}, step "
-                                f"{step} with lr={self.lr}; lower lr or check the propensities"
-                            )
-                    sum(losses.values()).backward()  # the losses' graphs are disjoint (detached)
-                    total += float(losses["main"].detach())
-                    steps += 1
-                if shard is not None:
-                    shard.average_gradients(list(networks.values()))
-                for optimizer in optimizers.values():
-                    optimizer.step()
+            # Dropout draws from torch's global stream: seed it per (seed, rank, epoch) and
+            # restore the caller's stream after, so runs repeat and resume exactly.
+            with _seeded_torch_stream(self.seed, shard.rank if shard else 0, epoch, device):
+                for network in networks.values():
+                    network.train()
+                # One gather per epoch; mini-batches are then contiguous views (no per-batch copy).
+                order = torch.from_numpy(rng.permutation(n)).to(device)
+                shuffled = {key: value[order] for key, value in tensors.items()}
+                total, steps = 0.0, 0
+                for step, start in enumerate(range(0, n, self.batch_size)):
+                    rows = slice(start, start + self.batch_size)
+                    if shard is not None:  # this worker's share of the global mini-batch
+                        size = len(range(n)[rows])
+                        rows = range(n)[rows][shard.rows(size)]
+                        rows = slice(rows.start, rows.stop, rows.step)
+                    batch = {key: value[rows] for key, value in shuffled.items()}
+                    for optimizer in optimizers.values():
+                        optimizer.zero_grad()
+                    if len(batch["users"]):  # a worker can get no row of a short last batch
+                        batch.update(self._sample(data, len(batch["users"]), sample_rng, device))
+                        losses = self._losses(batch, networks)
+                        for name, loss in losses.items():
+                            if not torch.isfinite(loss):
+                                raise TrainingError(
+                                    f"non-finite {name} loss {loss.item()} at epoch {epoch}, step "
+                                    f"{step} with lr={self.lr}; lower lr or check the propensities"
+                                )
+                        sum(
+                            losses.values()
+                        ).backward()  # the losses' graphs are disjoint (detached)
+                        total += float(losses["main"].detach())
+                        steps += 1
+                    if shard is not None:
+                        shard.average_gradients(list(networks.values()))
+                    for optimizer in optimizers.values():
+                        optimizer.step()
             if shard is not None:
                 total, steps = shard.mean([total, steps])
             self.history_.append(total / steps)
