@@ -81,7 +81,7 @@ class CausalNet(TorchRecommender):
         unexposed: Uniformly drawn pairs per exposed pair for the propensity head.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters too
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
             (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
@@ -109,6 +109,7 @@ class CausalNet(TorchRecommender):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -126,6 +127,7 @@ class CausalNet(TorchRecommender):
             heads=heads,
             dropout=dropout,
             num_workers=num_workers,
+            precision=precision,
             device=device,
             seed=seed,
         )

@@ -51,7 +51,7 @@ class CausE(TorchRecommender):
         distance_weight: λ of the treatment–control penalty.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters too
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
             (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
@@ -76,6 +76,7 @@ class CausE(TorchRecommender):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -93,6 +94,7 @@ class CausE(TorchRecommender):
             heads=heads,
             dropout=dropout,
             num_workers=num_workers,
+            precision=precision,
             device=device,
             seed=seed,
         )

@@ -92,7 +92,7 @@ class DICE(TorchRecommender):
         negatives: BPR triples per positive.
         dim, lr, weight_decay, epochs, batch_size, backbone, device, seed: Shared torch
             parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters too
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
             (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
@@ -120,6 +120,7 @@ class DICE(TorchRecommender):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -137,6 +138,7 @@ class DICE(TorchRecommender):
             heads=heads,
             dropout=dropout,
             num_workers=num_workers,
+            precision=precision,
             device=device,
             seed=seed,
         )

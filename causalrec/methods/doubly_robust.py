@@ -43,9 +43,9 @@ class DRJointLearning(IPSMF):
         propensity_floor: Propensities are clipped below at this value.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
-            ``transformer`` backbone and of data-parallel training (see
-            :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
+            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
+            (see :class:`TorchRecommender`).
 
     IPSMF's ``adversarial_gamma`` and ``augment`` are not parameters here (left at their
     defaults: no robust or augmented variant).
@@ -73,6 +73,7 @@ class DRJointLearning(IPSMF):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -92,6 +93,7 @@ class DRJointLearning(IPSMF):
             heads=heads,
             dropout=dropout,
             num_workers=num_workers,
+            precision=precision,
             device=device,
             seed=seed,
         )
@@ -160,9 +162,9 @@ class MoreRobustDR(DRJointLearning):
         imputation_samples, propensity, propensity_floor: As in :class:`DRJointLearning`.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
-            ``transformer`` backbone and of data-parallel training (see
-            :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
+            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
+            (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "mrdr"

@@ -72,9 +72,9 @@ class NaiveMF(TorchRecommender):
     Args:
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
-            ``transformer`` backbone and of data-parallel training (see
-            :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
+            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
+            (see :class:`TorchRecommender`).
 
     References:
         Koren, Bell, Volinsky, Computer 2009.
@@ -107,9 +107,9 @@ class IPSMF(TorchRecommender):
             below without it) and no clipping in the exposed setting.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
-            ``transformer`` backbone and of data-parallel training (see
-            :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
+            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
+            (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "ips"
@@ -135,6 +135,7 @@ class IPSMF(TorchRecommender):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -152,6 +153,7 @@ class IPSMF(TorchRecommender):
             heads=heads,
             dropout=dropout,
             num_workers=num_workers,
+            precision=precision,
             device=device,
             seed=seed,
         )
@@ -239,9 +241,9 @@ class SNIPSMF(IPSMF):
         propensity, propensity_floor, adversarial_gamma, augment: As in :class:`IPSMF`.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers: Shared torch parameters of the
-            ``transformer`` backbone and of data-parallel training (see
-            :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
+            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
+            (see :class:`TorchRecommender`).
 
     References:
         Swaminathan & Joachims, NeurIPS 2015; Schnabel et al., ICML 2016.

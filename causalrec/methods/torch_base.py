@@ -107,6 +107,10 @@ def _seeded_torch_stream(seed: int, rank: int, epoch: int, device: torch.device)
         yield
 
 
+#: Values of ``precision``.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 class TorchRecommender(Recommender):
     """A recommender trained by mini-batch Adam on a torch scoring network.
 
@@ -135,6 +139,10 @@ class TorchRecommender(Recommender):
         num_workers: Above 1, training runs data-parallel in that many Ray Train workers
             (:mod:`causalrec.methods.data_parallel`), on the cluster of ``RAY_ADDRESS`` or a
             local one; ``fit_epochs`` then yields once, after the last epoch.
+        precision: Arithmetic of the training forward and backward passes: ``fp32``,
+            ``bf16`` (``torch.autocast`` to bfloat16; the weights, the optimiser and scoring
+            stay float32, so served propensities are unaffected) or ``auto`` (``bf16`` on
+            CUDA, ``fp32`` on CPU).
         device: Torch device; ``"auto"``: CUDA when torch sees it.
         seed: Seed of the initial weights, the shuffling and the sampling.
     """
@@ -155,6 +163,7 @@ class TorchRecommender(Recommender):
         heads: int = 2,
         dropout: float = 0.1,
         num_workers: int = 1,
+        precision: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ):
@@ -171,6 +180,7 @@ class TorchRecommender(Recommender):
         self.heads = heads
         self.dropout = dropout
         self.num_workers = num_workers
+        self.precision = precision
         self.device = device
         self.seed = seed
 
@@ -241,6 +251,8 @@ class TorchRecommender(Recommender):
             raise ConfigError(
                 f"negatives must be >= 1 in the implicit setting; got {self.negatives}"
             )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.backbone == "transformer":
             self._validate_transformer()
 
@@ -257,6 +269,11 @@ class TorchRecommender(Recommender):
             raise ConfigError(f"heads must divide dim; got heads={self.heads}, dim={self.dim}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        """The training passes' autocast context (bfloat16, or disabled for ``fp32``)."""
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -359,7 +376,8 @@ class TorchRecommender(Recommender):
                         optimizer.zero_grad()
                     if len(batch["users"]):  # a worker can get no row of a short last batch
                         batch.update(self._sample(data, len(batch["users"]), sample_rng, device))
-                        losses = self._losses(batch, networks)
+                        with self._autocast(device):
+                            losses = self._losses(batch, networks)
                         for name, loss in losses.items():
                             if not torch.isfinite(loss):
                                 raise TrainingError(

@@ -55,6 +55,7 @@ from causalrec.serve.recommender import (
     ReplicaLostError,
     RequestLimits,
     UnhealthyModelError,
+    history_length_of,
     request_problem,
 )
 from causalrec.serve.routing import ARMS, ExperimentSplit
@@ -180,6 +181,14 @@ def _limits(args: ServeAppArgs) -> RequestLimits:
         max_slate_items=args.max_slate_items,
         max_softmax_k=args.max_softmax_k,
     )
+
+
+def _rows_of(request: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
+    """The part of a ``/recommend`` request for its users at ``index`` (one arm's users)."""
+    part = {**request, "users": [request["users"][i] for i in index]}
+    if request.get("history") is not None:
+        part["history"] = [request["history"][i] for i in index]
+    return part
 
 
 def _scorer(model_dir: str, seed: int, args: ServeAppArgs) -> Scorer:
@@ -387,7 +396,7 @@ class CausalRecIngress:
         rows = {arm: np.flatnonzero(arms == arm) for arm in ARMS if (arms == arm).any()}
         parts = await asyncio.gather(
             *(
-                self._recommend_on(arm, {**request, "users": [users[i] for i in index]}, deadline)
+                self._recommend_on(arm, _rows_of(request, index), deadline)
                 for arm, index in rows.items()
             )
         )
@@ -439,6 +448,9 @@ class CausalRecIngress:
             n_rows=len(users) if users is not None else len(request["user_features"]),
             exploration=request["exploration"],
             limits=_limits(self.args),
+            history=request.get("history"),
+            history_length=history_length_of(manifest["params"]),
+            backbone=str(manifest["params"].get("backbone", manifest["method"])),
         )
         if problem is None:
             return None
@@ -479,7 +491,9 @@ class CausalRecIngress:
         """Recommend ``k`` items per user with each item's exact propensity."""
         users = body.users
         request = {**body.model_dump(exclude={"user_id"}), "users": users}
-        refusal = self._problem(request, await self._manifest_of_a())
+        request["history"] = body.histories
+        manifest = await self._manifest_of_a()
+        refusal = self._problem(request, manifest)
         if refusal is not None:
             return refusal
         try:
@@ -487,7 +501,9 @@ class CausalRecIngress:
         except CausalRecError as exc:
             return _error(exc)
         request_id = uuid.uuid4().hex
-        logged = await self._record(request_id, served) if users is not None else False
+        # The log stores rows of users the model knows (their features come from its table).
+        loggable = users is not None and max(users) < manifest["n_users"]
+        logged = await self._record(request_id, served) if loggable else False
         versions, policies = served["version"], served["policy"]
         per_user = isinstance(versions, list)
         return RecommendResponse(

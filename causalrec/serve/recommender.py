@@ -29,6 +29,7 @@ from causalrec.platform.policy import (
     SoftmaxPolicy,
     make_policy,
 )
+from causalrec.platform.session import NO_ITEM
 
 __all__ = [
     "DRAW_CHUNK_USERS",
@@ -38,6 +39,8 @@ __all__ = [
     "RequestLimits",
     "RowScorer",
     "UnhealthyModelError",
+    "history_arrays",
+    "history_length_of",
     "propensity_kinds",
     "request_exploration",
     "request_problem",
@@ -59,6 +62,13 @@ class UnhealthyModelError(CausalRecError):
 
 class ReplicaLostError(CausalRecError):
     """Every scoring replica tried for a request died under it (answered 503, Retry-After)."""
+
+
+def history_length_of(params: dict[str, Any]) -> int | None:
+    """The history length a model with these parameters reads (``None``: it reads none)."""
+    if params.get("backbone") != "transformer":
+        return None
+    return int(params["history_length"])
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,9 @@ def request_problem(
     n_rows: int | None = None,
     exploration: str = "none",
     limits: RequestLimits | None = None,
+    history: list[dict[str, list[int]]] | None = None,
+    history_length: int | None = None,
+    backbone: str = "mf",
 ) -> tuple[int, str] | None:
     """What makes a request unservable (HTTP status and a message naming the field), if any.
 
@@ -118,6 +131,9 @@ def request_problem(
         n_rows: Users in the request (defaults to ``len(users)``).
         exploration: The request's exploration kind.
         limits: Work limits (``None``: only the catalogue is checked).
+        history: Each user's ``{"items": [...], "clicks": [...]}``, aligned with ``users``.
+        history_length: Impressions the model reads (``None``: it reads no history).
+        backbone: The model's backbone (named when a history is refused).
 
     Returns:
         ``(413, message)`` for work beyond ``limits``, ``(422, message)`` for ids or k the model
@@ -138,12 +154,58 @@ def request_problem(
                 f"k: {k} under softmax exploration; at most {limits.max_softmax_k} (the "
                 "Plackett-Luce marginals' cost grows steeply with k)"
             )
-    unknown = [user for user in users or [] if user >= n_users]
+    if history is not None:
+        problem = _history_problem(history, n_items, history_length, backbone)
+        if problem is not None:
+            return 422, problem
+    # A history names the user's state: the model need not have seen the id.
+    unknown = [user for user in users or [] if user >= n_users] if history is None else []
     if unknown:
         return 422, f"user_id: unknown user {unknown[0]} (the model knows 0..{n_users - 1})"
     if k > n_items:
         return 422, f"k: {k} exceeds the catalogue size {n_items}"
     return None
+
+
+def _history_problem(
+    history: list[dict[str, list[int]]], n_items: int, history_length: int | None, backbone: str
+) -> str | None:
+    """Why the model cannot read the request's histories (a message naming the field), if so."""
+    if history_length is None:
+        return (
+            f"history: only backbone='transformer' models read histories; this model uses "
+            f"{backbone!r} (send user_id alone)"
+        )
+    for position, user_history in enumerate(history):
+        items = user_history["items"]
+        if len(items) > history_length:
+            return (
+                f"history[{position}]: {len(items)} impressions; this model reads at most "
+                f"history_length = {history_length} (send the latest {history_length})"
+            )
+        outside = [item for item in items if item >= n_items]
+        if outside:
+            return (
+                f"history[{position}]: item {outside[0]} is not in the catalogue (0..{n_items - 1})"
+            )
+    return None
+
+
+def history_arrays(history: list[dict[str, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Requests' histories as the model's ``(items, clicks)``, shape (n, m) each.
+
+    Oldest first and right-aligned: a shorter history is left-padded with
+    :data:`~causalrec.platform.session.NO_ITEM` (-1), m is the longest one (at least 1).
+    """
+    width = max([1, *(len(h["items"]) for h in history)])
+    items = np.full((len(history), width), NO_ITEM, dtype=np.int64)
+    clicks = np.zeros((len(history), width), dtype=np.int8)
+    for row, user_history in enumerate(history):
+        m = len(user_history["items"])
+        if m:
+            items[row, width - m :] = user_history["items"]
+            clicks[row, width - m :] = user_history["clicks"]
+    return items, clicks
 
 
 class RecommenderCore:
@@ -172,11 +234,30 @@ class RecommenderCore:
         """Catalogue size."""
         return self.model.n_items_
 
-    def check_request(self, users: list[int], k: int) -> None:
-        """Raise :class:`DataError` naming the field for users or k the model cannot serve."""
-        problem = request_problem(users, k, self.n_users, self.n_items)
+    @property
+    def history_length(self) -> int | None:
+        """Impressions of history the model reads (``None`` unless it is a transformer)."""
+        return history_length_of(self.model.get_params())
+
+    def check_request(
+        self, users: list[int], k: int, history: list[dict[str, list[int]]] | None = None
+    ) -> None:
+        """Raise :class:`DataError` naming the field the model cannot serve (ids, k, history)."""
+        problem = request_problem(
+            users,
+            k,
+            self.n_users,
+            self.n_items,
+            history=history,
+            history_length=self.history_length,
+            backbone=str(self.model.get_params().get("backbone", self.model.name)),
+        )
         if problem:
             raise DataError(problem[1])
+
+    def score_histories(self, users: list[int], history: list[dict[str, list[int]]]) -> np.ndarray:
+        """Scores of users from the given histories, shape (n, n_items) (transformer models)."""
+        return self.model.score(np.asarray(users, dtype=np.int64), history=history_arrays(history))
 
     def probe(self) -> None:
         """The canary: score user 0 (every fitted model knows it) and check the scores are finite.

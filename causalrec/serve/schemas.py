@@ -12,7 +12,7 @@ a 422 is a :class:`ValidationErrorResponse`, which adds pydantic's per-field ``e
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -28,6 +28,7 @@ __all__ = [
     "LogRow",
     "RecommendRequest",
     "RecommendResponse",
+    "UserHistory",
     "UserRecommendation",
     "ValidationErrorResponse",
 ]
@@ -40,6 +41,33 @@ MAX_PATH_LENGTH = 1024
 #: Smallest logged propensity ``/evaluate`` accepts inline: importance weights (<= 1 / pscore),
 #: their squares (variances) and sums over 10**8 rows stay finite in float64 above it.
 MIN_PSCORE = 1e-150
+
+
+class UserHistory(pydantic.BaseModel):
+    """One user's recent impressions, oldest first (what a ``transformer`` model reads).
+
+    Attributes:
+        items: Shown item ids, oldest first; at most the model's ``history_length`` of them
+            (422 beyond: send the latest ones). May be empty (a user with no history yet).
+        clicks: Whether each of them was clicked (0 or 1), same length as ``items``.
+    """
+
+    model_config = _FINITE
+
+    items: list[int]
+    clicks: list[Annotated[int, pydantic.Field(ge=0, le=1)]]
+
+    @pydantic.model_validator(mode="after")
+    def _one_click_per_item(self):
+        if len(self.items) != len(self.clicks):
+            raise ValueError(
+                f"history: items and clicks must have the same length; got {len(self.items)} "
+                f"items and {len(self.clicks)} clicks"
+            )
+        bad = [item for item in self.items if not 0 <= item <= MAX_ID]
+        if bad:
+            raise ValueError(f"history: item ids must be in [0, 2**63 - 1]; got {bad[0]}")
+        return self
 
 
 class RecommendRequest(pydantic.BaseModel):
@@ -56,6 +84,11 @@ class RecommendRequest(pydantic.BaseModel):
             probability under the served policy.
         epsilon: ε of ``epsilon`` exploration, in [0, 1].
         temperature: Temperature of ``softmax`` exploration, > 0.
+        history: ``transformer`` models only: each user's recent impressions, a list of
+            :class:`UserHistory` in the order of the user ids (a list of one for one id).
+            The slate is scored from it instead of from the user's history in the training
+            log, so users the model has never seen can be served; requests with such users are
+            not logged by ``/feedback`` (the log stores features of known users only).
     """
 
     model_config = _FINITE
@@ -66,11 +99,21 @@ class RecommendRequest(pydantic.BaseModel):
     exploration: Literal["none", "epsilon", "softmax"] = "none"
     epsilon: float = pydantic.Field(default=0.1, ge=0, le=1)
     temperature: float = pydantic.Field(default=1.0, gt=0)
+    history: list[UserHistory] | None = None
 
     @pydantic.model_validator(mode="after")
     def _one_way_to_name_users(self):
         if (self.user_id is None) == (self.user_features is None):
             raise ValueError("give exactly one of 'user_id' and 'user_features'")
+        if self.history is not None:
+            if self.user_id is None:
+                raise ValueError("history: give it with user_id, not with user_features")
+            users = self.user_id if isinstance(self.user_id, list) else [self.user_id]
+            if len(self.history) != len(users):
+                raise ValueError(
+                    f"history: {len(self.history)} histories for {len(users)} user ids (one "
+                    "per user, in the same order)"
+                )
         if self.user_features is not None:
             if not self.user_features:
                 raise ValueError("user_features must hold at least one row")
@@ -101,6 +144,13 @@ class RecommendRequest(pydantic.BaseModel):
         if self.user_id is None:
             return None
         return self.user_id if isinstance(self.user_id, list) else [self.user_id]
+
+    @property
+    def histories(self) -> list[dict[str, list[int]]] | None:
+        """The users' histories as a list aligned with :attr:`users` (``None`` without)."""
+        if self.history is None:
+            return None
+        return [history.model_dump() for history in self.history]
 
 
 class UserRecommendation(pydantic.BaseModel):

@@ -71,7 +71,7 @@ class Scorer:
 
         Args:
             request: The request body, with ``users`` (ids, or ``None`` with
-                ``user_features``).
+                ``user_features``) and ``history`` (``None``, or one history per user).
             timeout_s: Seconds the drawing may still take
                 (:class:`~causalrec.serve.recommender.DeadlineExceededError` after them).
 
@@ -80,6 +80,12 @@ class Scorer:
         """
         deadline = time.monotonic() + timeout_s
         core, users = self.core, request["users"]
+        history = request.get("history")
+        if history is not None:  # scored from the given histories, not batched by id
+            core.check_request(users, request["k"], history)
+            rows = await self._off_loop(core.score_histories, users, history)
+            served = await self._off_loop(core.draw, rows, request, deadline)
+            return {**served, "users": users, "version": core.version}
         if self._inline(request):
             core.check_request(users, request["k"])
             rows = core.score_batch([np.asarray(users, dtype=np.int64)])[0]

@@ -130,6 +130,24 @@ def test_a_seed_fixes_the_run_and_a_resumed_run_matches_an_uninterrupted_one():
     assert not np.array_equal(other.score(users), reference.score(users))
 
 
+def test_bf16_runs_the_training_passes_in_bfloat16_and_keeps_float32_weights():
+    """precision='bf16' changes the arithmetic (the losses move off the float32 run's) but not
+    the result's dtype, and lands close to float32; 'auto' on CPU is float32 bit for bit."""
+    world = ConfoundedRecSimulator(
+        SimulatorConfig(n_users=40, n_items=25, session_length=4, satiation=1.0, seed=1)
+    )
+    logs = generate_session_logs(world, n_sessions=60, seed=2)
+    params = dict(backbone="transformer", epochs=4, batch_size=64, **SMALL)
+    fp32 = make_recommender("ips", precision="fp32", **params).fit(logs)
+    auto = make_recommender("ips", precision="auto", **params).fit(logs)
+    bf16 = make_recommender("ips", precision="bf16", **params).fit(logs)
+    assert auto.history_ == fp32.history_
+    assert bf16.history_ != fp32.history_
+    np.testing.assert_allclose(bf16.history_, fp32.history_, rtol=0.02)
+    assert {value.dtype for value in bf16.network_.state_dict().values()} == {torch.float32}
+    assert bf16.score(np.arange(5)).dtype == fp32.score(np.arange(5)).dtype
+
+
 @pytest.mark.parametrize("method", ["naive", "ips", "snips", "dr_jl", "mrdr"])
 def test_every_loss_weighting_method_trains_it_and_saves_it(method, tmp_path):
     world = ConfoundedRecSimulator(
@@ -170,6 +188,8 @@ def test_misuse_is_refused_with_the_field_named(successor):
         make_recommender("cause", backbone="transformer").fit(logs)
     with pytest.raises(ConfigError, match="feedback='implicit'"):
         make_recommender("ips", backbone="transformer", feedback="implicit").fit(logs)
+    with pytest.raises(ConfigError, match=r"precision must be one of .*; got 'fp16'"):
+        make_recommender("ips", backbone="transformer", precision="fp16").fit(logs)
     with pytest.raises(ConfigError, match="heads must divide dim"):
         make_recommender("ips", backbone="transformer", dim=10, heads=3).fit(logs)
     with pytest.raises(ConfigError, match=r"augment > 0 .* backbone='transformer'"):

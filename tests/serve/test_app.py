@@ -298,6 +298,55 @@ def test_recommend_by_user_features_needs_a_two_tower_model(served, tmp_path):
     assert both.status_code == 422 and "exactly one of 'user_id' and 'user_features'" in both.text
 
 
+def test_a_transformer_model_is_served_from_the_histories_in_the_request(served, tmp_path):
+    """Slates from the request's histories (the model's own top-k of those histories), users
+    it has never seen included (served, not logged), and 422s for histories it cannot read."""
+    from ray import serve
+
+    history = [{"items": [5, 6], "clicks": [1, 0]}, {"items": [], "clicks": []}]
+    refused = served.client.post("/recommend", json={"user_id": [1, 2], "history": history})
+    assert refused.status_code == 422 and "only backbone='transformer'" in refused.text
+    model = make_recommender(
+        "ips", backbone="transformer", history_length=4, dim=8, heads=2, layers=1, epochs=1,
+        device="cpu", seed=0,
+    ).fit(served.logs)  # fmt: skip
+    model.save(tmp_path / "sasrec")
+    write_feature_tables(tmp_path / "sasrec", served.logs.user_table, served.logs.item_table)
+    args = ServeAppArgs(
+        model_dir=str(tmp_path / "sasrec"), recommender_cpus=0.1, evaluator_cpus=0.1,
+        ingress_cpus=0.05, feedback_dir=str(tmp_path / "feedback"),
+    )  # fmt: skip
+    serve.run(build_app(args), name="sasrec", route_prefix="/sasrec")
+    unseen = model.n_users_ + 5
+    try:
+        url = f"http://127.0.0.1:{served.port}/sasrec/recommend"
+        answer = httpx.post(url, json={"user_id": [1, 2], "k": 3, "history": history}, timeout=60)
+        cold = httpx.post(url, json={"user_id": unseen, "k": 3, "history": history[:1]}, timeout=60)
+        by_id = httpx.post(url, json={"user_id": unseen, "k": 3}, timeout=60)
+        long = [{"items": [1, 2, 3, 4, 5], "clicks": [0, 0, 0, 0, 1]}]
+        too_long = httpx.post(url, json={"user_id": 1, "history": long}, timeout=60)
+        outside = [{"items": [model.n_items_], "clicks": [0]}]
+        not_an_item = httpx.post(url, json={"user_id": 1, "history": outside}, timeout=60)
+    finally:
+        serve.delete("sasrec")
+    assert answer.status_code == 200, answer.text
+    items, clicks = np.array([[-1, 5, 6], [-1, -1, -1]]), np.array([[0, 1, 0], [0, 0, 0]])
+    expected = model.score(np.array([1, 2]), history=(items, clicks))
+    rows = answer.json()["recommendations"]
+    for row, scores in zip(rows, expected, strict=True):
+        assert row["items"] == np.argsort(-scores, kind="stable")[:3].tolist()
+        np.testing.assert_allclose(row["scores"], np.sort(scores)[::-1][:3], rtol=1e-6)
+    assert rows[0]["items"] != rows[1]["items"] or rows[0]["scores"] != rows[1]["scores"]
+    assert answer.json()["feedback_logged"] is True
+    assert cold.status_code == 200, cold.text
+    assert cold.json()["recommendations"][0]["items"] == rows[0]["items"]
+    assert cold.json()["feedback_logged"] is False
+    assert by_id.status_code == 422 and f"unknown user {unseen}" in by_id.text
+    assert too_long.status_code == 422
+    assert "5 impressions; this model reads at most history_length = 4" in too_long.text
+    assert not_an_item.status_code == 422 and "is not in the catalogue" in not_an_item.text
+
+
 def test_overload_answers_503_not_500(served, tmp_path):
     from ray import serve
 

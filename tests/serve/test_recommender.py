@@ -16,6 +16,7 @@ from causalrec.serve.recommender import (
     RequestLimits,
     RowScorer,
     UnhealthyModelError,
+    history_arrays,
     propensity_kinds,
     request_problem,
     served_policy,
@@ -72,6 +73,44 @@ def test_request_problem_bounds_the_work_before_any_is_done(users, k, exploratio
         assert problem is None
     else:
         assert problem[0] == expected[0] and expected[1] in problem[1]
+
+
+@pytest.mark.parametrize(
+    ("users", "history", "history_length", "expected"),
+    [
+        ([0, 1], [{"items": [1, 2], "clicks": [1, 0]}, {"items": [], "clicks": []}], 3, None),
+        ([0], [{"items": [1, 2, 3], "clicks": [0, 0, 0]}], 3, None),
+        ([0], [{"items": [1, 2, 3, 4], "clicks": [0, 0, 0, 0]}], 3,
+         "history[0]: 4 impressions; this model reads at most history_length = 3"),
+        ([0, 1], [{"items": [], "clicks": []}, {"items": [10], "clicks": [1]}], 3,
+         "history[1]: item 10 is not in the catalogue (0..9)"),
+        ([0], [{"items": [1], "clicks": [1]}], None,
+         "history: only backbone='transformer' models read histories; this model uses 'mf'"),
+        ([70, 0], [{"items": [1], "clicks": [1]}, {"items": [], "clicks": []}], 3, None),
+    ],
+)  # fmt: skip
+def test_request_problem_checks_histories_against_the_model(
+    users, history, history_length, expected
+):
+    """A history longer than the model reads, or naming items outside the catalogue, is a 422;
+    with a history, a user id the model has never seen is servable (the history is its state)."""
+    problem = request_problem(
+        users, 2, 50, 10, limits=RequestLimits(), history=history, history_length=history_length
+    )
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem == (422, problem[1]) and expected in problem[1], problem
+
+
+def test_history_arrays_right_align_each_history_oldest_first():
+    items, clicks = history_arrays(
+        [{"items": [4, 5, 6], "clicks": [0, 1, 0]}, {"items": [7], "clicks": [1]},
+         {"items": [], "clicks": []}]
+    )  # fmt: skip
+    np.testing.assert_array_equal(items, [[4, 5, 6], [-1, -1, 7], [-1, -1, -1]])
+    np.testing.assert_array_equal(clicks, [[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+    assert history_arrays([{"items": [], "clicks": []}])[0].shape == (1, 1)
 
 
 def test_feature_rows_count_as_users():

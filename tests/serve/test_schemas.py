@@ -29,6 +29,13 @@ BAD = [
     (RecommendRequest, {"user_id": 1, "k": "3"}, "k"),
     (RecommendRequest, {"user_features": [[], [1.0, 2.0]]}, "every row must hold the same number"),
     (RecommendRequest, {"user_features": [[]]}, "every row must hold the same number"),
+    (RecommendRequest, {"user_id": 1, "history": [{"items": [1, 2], "clicks": [0]}]}, "2 items and 1 clicks"),
+    (RecommendRequest, {"user_id": 1, "history": [{"items": [1], "clicks": [2]}]}, r"history\.0\.clicks\.0"),
+    (RecommendRequest, {"user_id": 1, "history": [{"items": [1], "clicks": [True]}]}, r"history\.0\.clicks\.0"),
+    (RecommendRequest, {"user_id": 1, "history": [{"items": [-1], "clicks": [0]}]}, r"item ids must be in \[0, 2\*\*63 - 1\]; got -1"),
+    (RecommendRequest, {"user_id": [1, 2], "history": [{"items": [], "clicks": []}]}, "1 histories for 2 user ids"),
+    (RecommendRequest, {"user_id": 1, "history": {"items": [], "clicks": []}}, r"history\n.*valid list"),
+    (RecommendRequest, {"user_features": [[1.0]], "history": [{"items": [], "clicks": []}]}, "give it with user_id"),
     (EvaluateRequest, {"path": ""}, "path"),
     (EvaluateRequest, {"path": "logs\x00/x"}, "path"),
     (EvaluateRequest, {"path": "a" * 5_000}, "path"),
@@ -57,6 +64,14 @@ def test_good_bodies_pass_and_floats_take_integers():
         0,
         2**63 - 1,
     ]
+    request = RecommendRequest.model_validate(
+        {
+            "user_id": [3, 4],
+            "history": [{"items": [5, 6], "clicks": [1, 0]}, {"items": [], "clicks": []}],
+        }
+    )
+    assert request.histories == [{"items": [5, 6], "clicks": [1, 0]}, {"items": [], "clicks": []}]
+    assert RecommendRequest.model_validate({"user_id": 3}).histories is None
     request = RecommendRequest.model_validate({"user_features": [[1.0, 2]], "temperature": 2})
     assert request.temperature == 2.0
     evaluate = EvaluateRequest.model_validate(
