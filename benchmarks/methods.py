@@ -10,6 +10,18 @@ needs), every method is trained in every feedback setting it supports, and the e
 its top-1 policy is computed. Prints a Markdown table of mean ± sd over seeds with the logging
 policy's and the oracle's values, and writes ``methods.csv`` (one row per fit, rewritten after
 every fit so an interrupted run keeps what it measured; ``--table-only`` re-renders it).
+
+``--dynamic`` benchmarks the backbones in worlds that change (issue 17)::
+
+    python benchmarks/methods.py --dynamic --seeds 3 --out methods_dynamic.csv
+
+For each dynamic preset (``satiation``, ``drift``, ``feedback_loop``: confounded exposure under
+popularity feedback) and seed, a session log is simulated and naive and IPS training are run
+with each backbone (``mf``, ``two_tower``, ``transformer``). Each model's session policy (top-1;
+the transformer reads each session's own steps) is rolled out in the world, paired with the
+naive MF policy on common random numbers: the table gives the long-term value in clicks per
+session (mean ± sd over seeds) and the mean paired difference from naive MF with the mean
+rollout standard error of that difference.
 """
 
 from __future__ import annotations
@@ -22,8 +34,16 @@ import pandas as pd
 
 from causalrec.methods import RECOMMENDERS, make_recommender
 from causalrec.simulators import ConfoundedRecSimulator, generate_logs, load_simulator_config
+from causalrec.simulators.session_logs import generate_session_logs
 
 PRESETS = ("confounded", "unconfounded", "hidden_confounding", "popularity_bias")
+DYNAMIC_PRESETS = ("satiation", "drift", "feedback_loop")
+#: Each backbone's own parameters in the dynamic benchmark (the shared ones come from the CLI).
+BACKBONES = {
+    "mf": {},
+    "two_tower": {},
+    "transformer": {"history_length": 20, "layers": 2, "heads": 2, "dropout": 0.1},
+}
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:
@@ -61,6 +81,65 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_dynamic(args: argparse.Namespace) -> pd.DataFrame:
+    """Naive and IPS training of every backbone per dynamic preset and seed, rolled out."""
+    rows = []
+    presets = DYNAMIC_PRESETS if args.presets == ",".join(PRESETS) else args.presets.split(",")
+    for preset in presets:
+        overrides = {k: v for k, v in (("n_users", args.n_users), ("n_items", args.n_items)) if v}
+        simulator = ConfoundedRecSimulator(load_simulator_config(preset=preset, **overrides))
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            logs = generate_session_logs(simulator, n_sessions=args.sessions, seed=seed)
+            rollout = dict(n_sessions=args.rollouts, seed=10_000 + seed)
+            baseline = None
+            for backbone, extra in BACKBONES.items():
+                for method in ("naive", "ips"):
+                    start = time.perf_counter()
+                    params = dict(backbone=backbone, dim=args.dim, epochs=args.epochs, seed=seed)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        model = make_recommender(method, **params, **extra).fit(logs)
+                    policy = model.session_policy(k=1)
+                    baseline = baseline or policy  # naive MF comes first
+                    paired = simulator.paired_long_term_value(policy, baseline, **rollout)
+                    rows.append(
+                        dict(preset=preset, seed=seed, backbone=backbone, method=method,
+                             value=float(paired.policy), se=paired.policy.standard_error,
+                             vs_naive_mf=paired.difference, vs_naive_mf_se=paired.difference_se,
+                             sessions=args.sessions, n_users=simulator.config.n_users,
+                             seconds=time.perf_counter() - start)
+                    )  # fmt: skip
+                    pd.DataFrame(rows).to_csv(args.out, index=False)
+                    print(
+                        f"{preset:>13} seed {seed} {method:>5} {backbone:>11}: "
+                        f"{float(paired.policy):.3f} ({paired.difference:+.3f} ± "
+                        f"{paired.difference_se:.3f} vs naive MF)",
+                        flush=True,
+                    )
+    return pd.DataFrame(rows)
+
+
+def markdown_dynamic(frame: pd.DataFrame) -> str:
+    """Per preset: long-term value (mean ± sd over seeds) and the paired difference from naive
+    MF (mean over seeds ± mean rollout SE), clicks per session."""
+    lines = []
+    for preset, block in frame.groupby("preset", sort=False):
+        seeds = block.seed.nunique()
+        lines.append(
+            f"\n**{preset}** — long-term value in clicks per session ({seeds} seeds, "
+            f"{block.sessions.iloc[0]:,} logged sessions, {block.n_users.iloc[0]:,} users)\n"
+        )
+        lines.append("| backbone | method | value (mean ± sd) | vs naive MF (± rollout SE) |")
+        lines.append("|---|---|---|---|")
+        for (backbone, method), rows in block.groupby(["backbone", "method"], sort=False):
+            lines.append(
+                f"| {backbone} | {method} | {rows.value.mean():.3f} ± "
+                f"{rows.value.std(ddof=1):.3f} | {rows.vs_naive_mf.mean():+.3f} ± "
+                f"{rows.vs_naive_mf_se.mean():.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     lines = []
     for preset, block in frame.groupby("preset", sort=False):
@@ -94,18 +173,21 @@ def main() -> None:
     parser.add_argument("--n-items", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", default="methods.csv")
+    parser.add_argument("--dynamic", action="store_true", help="backbones in changing worlds")
+    parser.add_argument("--sessions", type=int, default=3_000, help="--dynamic: logged sessions")
+    parser.add_argument("--rollouts", type=int, default=4_000, help="--dynamic: rolled out")
+    parser.add_argument("--dim", type=int, default=32, help="--dynamic: embedding width")
     parser.add_argument(
         "--table-only",
         action="store_true",
         help="print the table of existing --out CSVs (comma-separated)",
     )
     args = parser.parse_args()
-    frame = (
-        pd.concat([pd.read_csv(path) for path in args.out.split(",")])
-        if args.table_only
-        else run(args)
-    )
-    print(markdown(frame))
+    if args.table_only:
+        frame = pd.concat([pd.read_csv(path) for path in args.out.split(",")])
+    else:
+        frame = run_dynamic(args) if args.dynamic else run(args)
+    print(markdown_dynamic(frame) if "backbone" in frame else markdown(frame))
 
 
 if __name__ == "__main__":

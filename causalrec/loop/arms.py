@@ -83,5 +83,6 @@ def model_deployment(arm: ArmConfig, model_dir: str | Path, slate_size: int) -> 
     """The saved model in ``model_dir``, served as the arm says (top-k or exploring)."""
     saved = SavedModel.open(model_dir)
     model = saved.load()
-    policy = model.policy(slate_size, arm.exploration_spec())
-    return Deployment(as_session_policy(policy), saved.version, model)
+    # A transformer's session policy reads each session's steps; others act on the user id.
+    policy = model.session_policy(slate_size, arm.exploration_spec())
+    return Deployment(policy, saved.version, model)

@@ -39,6 +39,7 @@ import numpy as np
 from causalrec.loop.arms import Deployment
 from causalrec.loop.config import LoopServingConfig
 from causalrec.loop.world import GenerationRun, LoopWorld
+from causalrec.methods.session_policy import HistoryPolicy
 from causalrec.platform import storage
 from causalrec.platform.errors import CausalRecError, ConfigError
 from causalrec.platform.feedback import LoggedFeedback
@@ -108,11 +109,16 @@ class HttpTraffic(SessionPolicy):
         actions = sample.actions.copy()
         marginal, prefix = sample.marginal_pscore.copy(), sample.pscore_prefix.copy()
         asking = np.flatnonzero(self.sessions.alive)
+        # A model that reads histories is sent each session's, as it reads them in-process.
+        histories = (
+            self.local.request_histories(context) if isinstance(self.local, HistoryPolicy) else None
+        )
         for start in range(0, len(asking), self.users_per_request):
             rows = asking[start : start + self.users_per_request]
-            body = self._post(
-                "/recommend", {"user_id": context.users[rows].tolist(), **self.request}
-            )
+            request = {"user_id": context.users[rows].tolist(), **self.request}
+            if histories is not None:
+                request["history"] = [histories[row] for row in rows]
+            body = self._post("/recommend", request)
             if body["model_version"] != self.version:
                 raise ServingError(
                     f"/recommend answered from model version {body['model_version']}; the loop "

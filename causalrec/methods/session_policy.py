@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from causalrec.methods.history import append_to_histories
 from causalrec.platform.policy import Exploration, Policy, RowScorer, SlateSample, make_policy
 from causalrec.platform.session import NO_ITEM, SessionContext, SessionPolicy
 
@@ -47,6 +48,26 @@ class HistoryPolicy(SessionPolicy):
             np.concatenate([before, steps], axis=1),
             np.concatenate([before_clicks, step_clicks], axis=1).astype(np.int8),
         )
+
+    def request_histories(self, context: SessionContext) -> list[dict[str, list[int]]]:
+        """Each session's last ``history_length`` impressions, as ``/recommend``'s ``history``.
+
+        A server given these scores each session as :meth:`histories` does here (the model
+        reads only the last L impressions), so served and local slates agree.
+        """
+        items, clicks = self.histories(context)
+        length = self.model.history_length
+        items, clicks = append_to_histories(
+            np.full((context.n, length), NO_ITEM, dtype=np.int64),
+            np.zeros((context.n, length), dtype=np.int8),
+            items,
+            clicks,
+        )
+        shown = items != NO_ITEM
+        return [
+            {"items": row[keep].tolist(), "clicks": row_clicks[keep].tolist()}
+            for row, row_clicks, keep in zip(items, clicks, shown, strict=True)
+        ]
 
     def _policy(self, context: SessionContext) -> Policy:
         scores = self.model.score(context.users, history=self.histories(context))

@@ -22,7 +22,10 @@ ARMS = [
     {"name": "ips", "method": "ips", "params": {"epochs": 1, "dim": 8}},
     {"name": "explore", **NAIVE, "exploration": "epsilon", "epsilon": 0.3},
     {"name": "logger", "policy": "logging"},
-]
+    # A transformer arm: over HTTP each session's history goes with its request.
+    {"name": "sasrec", "method": "ips", "params": {"epochs": 1, "dim": 8, "heads": 2,
+     "layers": 1, "history_length": 4, "backbone": "transformer"}},
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +43,16 @@ def test_http_serving_gives_the_in_process_results_for_deterministic_arms(runs):
     in_process, http = runs
     assert not in_process.failures and not http.failures
     columns = [*MEASURED, "ope_next", "ope_next_low", "ope_next_high"]
-    for arm in ("naive", "ips", "logger"):
+    for arm in ("naive", "ips", "logger", "sasrec"):
         pd.testing.assert_frame_equal(
             _arm(http.results, arm, columns), _arm(in_process.results, arm, columns),
             check_exact=True,
         )  # fmt: skip
     # The retrained models went through HTTP from generation 1 on; the logger never did.
     served = http.results.set_index(["arm", "generation"]).served_via
-    assert (served.loc[["naive", "ips", "explore"]].xs(0, level="generation") == "in_process").all()
-    for arm in ("naive", "ips", "explore"):
+    retrained = ["naive", "ips", "explore", "sasrec"]
+    assert (served.loc[retrained].xs(0, level="generation") == "in_process").all()
+    for arm in retrained:
         assert (served.loc[arm].iloc[1:] == "http").all()
     assert (served.loc["logger"] == "in_process").all()
     assert (in_process.results.served_via == "in_process").all()

@@ -206,3 +206,20 @@ def test_misuse_is_refused_with_the_field_named(successor):
         model.score(users, history=(np.array([[1, 2]]), np.array([[0]])))
     with pytest.raises(DataError, match="users must be in"):
         model.score(np.array([10_000]))
+
+
+def test_a_loop_arm_deploys_a_transformer_as_a_policy_that_reads_the_session(successor, tmp_path):
+    """The closed loop serves a transformer arm through its session policy, so each generation's
+    slates follow the session's own steps (an id-only policy would ignore them)."""
+    from causalrec.loop.arms import model_deployment
+    from causalrec.loop.config import ArmConfig
+    from causalrec.methods.session_policy import HistoryPolicy
+
+    _, model, _ = successor
+    model.save(tmp_path / "model")
+    arm = ArmConfig(name="sasrec", method="ips", params={"backbone": "transformer"})
+    deployment = model_deployment(arm, tmp_path / "model", slate_size=1)
+    assert isinstance(deployment.policy, HistoryPolicy)
+    mf = make_recommender("naive", epochs=1, device="cpu").fit(_successor_log(seed=2))
+    mf.save(tmp_path / "mf")
+    assert not isinstance(model_deployment(arm, tmp_path / "mf", 1).policy, HistoryPolicy)
