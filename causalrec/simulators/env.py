@@ -14,7 +14,7 @@ from causalrec.simulators.config import SimulatorConfig
 from causalrec.simulators.dynamics import SessionState, UserDynamics
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
-__all__ = ["ConfoundedRecEnv"]
+__all__ = ["ConfoundedRecEnv", "SlateSpace", "action_space"]
 
 #: Config fields that shape the environment only, not the simulated world.
 _ENV_ONLY_FIELDS = frozenset({"session_length"})
@@ -60,6 +60,36 @@ def _user_feature_space(simulator: ConfoundedRecSimulator) -> spaces.Box:
     """The bounding box of the population's user features (float32)."""
     features = simulator.user_features_f32
     return spaces.Box(features.min(axis=0), features.max(axis=0), dtype=np.float32)
+
+
+class SlateSpace(spaces.MultiDiscrete):
+    """``MultiDiscrete([n_items] * K)`` whose :meth:`sample` draws valid slates (K distinct items).
+
+    Membership stays ``MultiDiscrete``'s: a slate that repeats an item is in the box, and
+    ``step`` refuses it with :class:`~causalrec.platform.errors.InvalidActionError`. Sampling
+    without a mask draws K distinct items uniformly (ordered), so ``action_space.sample()``, which
+    Gymnasium's ``check_env`` and random agents use, never draws a slate the environment refuses.
+
+    Args:
+        n_items: Catalogue size.
+        slate_size: K >= 2.
+        seed: Seed of the space's random stream.
+    """
+
+    def __init__(self, n_items: int, slate_size: int, seed: int | None = None):
+        super().__init__([n_items] * slate_size, dtype=np.int64, seed=seed)
+
+    def sample(self, mask=None, probability=None) -> np.ndarray:
+        """A slate of K distinct items (with ``mask`` or ``probability``: MultiDiscrete's)."""
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        n_items, slate_size = int(self.nvec[0]), len(self.nvec)
+        return self.np_random.choice(n_items, size=slate_size, replace=False).astype(self.dtype)
+
+
+def action_space(n_items: int, slate_size: int) -> spaces.Discrete | SlateSpace:
+    """``Discrete(n_items)`` for K = 1, else a :class:`SlateSpace` of K positions."""
+    return spaces.Discrete(n_items) if slate_size == 1 else SlateSpace(n_items, slate_size)
 
 
 def observation_space(simulator: ConfoundedRecSimulator, session_length: int) -> spaces.Space:
@@ -111,9 +141,9 @@ class ConfoundedRecEnv(gym.Env[np.ndarray | dict[str, Any], np.ndarray | int]):
 
     ## Action Space
 
-    ``Discrete(n_items)`` when ``slate_size == 1``; otherwise ``MultiDiscrete([n_items] * K)``,
-    the items shown at positions 1..K. A slate must not repeat an item (the space itself cannot
-    express this, so ``action_space.sample()`` may draw an invalid slate); invalid actions raise
+    ``Discrete(n_items)`` when ``slate_size == 1``; otherwise ``MultiDiscrete([n_items] * K)``
+    (a :class:`SlateSpace`), the items shown at positions 1..K. A slate must not repeat an item:
+    ``action_space.sample()`` draws K distinct items, and invalid actions raise
     :class:`~causalrec.platform.errors.InvalidActionError`.
 
     ## Observation Space
@@ -202,9 +232,7 @@ class ConfoundedRecEnv(gym.Env[np.ndarray | dict[str, Any], np.ndarray | int]):
         self.observation_space = observation_space(self.simulator, self.session_length)
         self._dynamics = UserDynamics(self.simulator) if self.config.dynamic else None
         self._state: SessionState | None = None
-        self.action_space: spaces.Discrete | spaces.MultiDiscrete = (
-            spaces.Discrete(n_items) if K == 1 else spaces.MultiDiscrete([n_items] * K)
-        )
+        self.action_space: spaces.Discrete | SlateSpace = action_space(n_items, K)
         self._user: int | None = None
         self._steps = 0
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (slate, clicks) of last step

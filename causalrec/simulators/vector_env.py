@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from causalrec.platform.errors import ConfigError, InvalidActionError
 from causalrec.simulators.config import SimulatorConfig
 from causalrec.simulators.dynamics import SessionState, UserDynamics
-from causalrec.simulators.env import _resolve_simulator, observation_space, session_observation
+from causalrec.simulators.env import (
+    _resolve_simulator,
+    action_space,
+    observation_space,
+    session_observation,
+)
 from causalrec.simulators.scm import ConfoundedRecSimulator
 
 __all__ = ["ConfoundedRecVectorEnv"]
@@ -82,11 +86,7 @@ class ConfoundedRecVectorEnv(VectorEnv[np.ndarray | dict, np.ndarray, np.ndarray
         self.single_observation_space = observation_space(self.simulator, self.session_length)
         self._dynamics = UserDynamics(self.simulator) if self.config.dynamic else None
         self._state: SessionState | None = None
-        self.single_action_space: spaces.Discrete | spaces.MultiDiscrete = (
-            spaces.Discrete(self.n_items)
-            if self.slate_size == 1
-            else spaces.MultiDiscrete([self.n_items] * self.slate_size)
-        )
+        self.single_action_space = action_space(self.n_items, self.slate_size)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._action_shape = self.action_space.shape

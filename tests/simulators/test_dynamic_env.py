@@ -26,6 +26,26 @@ def test_check_env_passes_with_dynamics_on(slate_size):
         check_env(env.unwrapped)
 
 
+def test_the_action_spaces_sample_only_slates_the_env_accepts():
+    """Gymnasium's check_env and random agents step ``action_space.sample()``: with 10 items and
+    K = 3 a plain MultiDiscrete repeats an item in 28% of draws, which the env refuses (the
+    check_env test above failed on one such draw in 2026-12)."""
+    env = ConfoundedRecEnv(**{**SMALL, "n_items": 10}, slate_size=3)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    slates = np.array([env.action_space.sample() for _ in range(2_000)])
+    assert all(len(set(slate)) == 3 for slate in slates)
+    assert all(env.action_space.contains(slate) for slate in slates[:50])
+    assert len({tuple(slate) for slate in slates}) > 500  # ordered draws over 720 slates
+    for slate in slates[:20]:
+        _, _, terminated, truncated, _ = env.step(slate)  # never refused
+        if terminated or truncated:
+            env.reset()
+    vector = ConfoundedRecVectorEnv(num_envs=4, **{**SMALL, "n_items": 10}, slate_size=3)
+    vector.single_action_space.seed(1)
+    assert all(len(set(vector.single_action_space.sample())) == 3 for _ in range(500))
+
+
 def test_observation_holds_the_recent_slates_and_clicks():
     env = ConfoundedRecEnv(**SMALL, satiation=0.5, slate_size=2, session_length=6)
     obs, info = env.reset(seed=3)
