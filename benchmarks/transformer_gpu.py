@@ -5,8 +5,8 @@ Usage (on a machine with CUDA; ``--device cpu`` runs the same steps on CPU as a 
     python benchmarks/transformer_gpu.py [--sessions 20000] [--epochs 2] [--device cuda]
 
 Trains the issue's large model (d = 256, 4 layers, 8 heads, L = 50; IPS loss, batch 4096) on the
-``satiation`` preset's session log with ``precision="fp32"`` and ``precision="bf16"`` and prints
-samples/s and tokens/s (samples/s × (L + 1)) for each, with the device's name. Then, unless
+``satiation`` preset's session log with ``precision="fp32"``, ``precision="bf16"`` and bf16
+with ``compile=True``, and prints samples/s and tokens/s (samples/s × (L + 1)) for each, with the device's name. Then, unless
 ``--no-tune``, it runs the GPU Tune test (``pytest -m gpu``: fractional-GPU trials training on
 CUDA), which skips on a machine without CUDA.
 """
@@ -28,9 +28,10 @@ from causalrec.simulators.session_logs import generate_session_logs
 LARGE = {"dim": 256, "layers": 4, "heads": 8, "history_length": 50, "batch_size": 4096}
 
 
-def throughput(logs, precision: str, device: str, epochs: int) -> float:
+def throughput(logs, precision: str, device: str, epochs: int, compile: bool = False) -> float:
     """Training samples per second of the large IPS transformer (after a one-epoch warm-up)."""
-    params = dict(backbone="transformer", device=device, precision=precision, **LARGE)
+    params = dict(backbone="transformer", device=device, precision=precision, compile=compile)
+    params.update(LARGE)
     make_recommender("ips", epochs=1, **params).fit(logs)  # warm-up: kernels, allocator
     if device == "cuda":
         torch.cuda.synchronize()
@@ -59,6 +60,9 @@ def main() -> None:
         results[f"{precision}_samples_per_s"] = rate
         results[f"{precision}_tokens_per_s"] = rate * (LARGE["history_length"] + 1)
     results["bf16_speedup"] = results["bf16_samples_per_s"] / results["fp32_samples_per_s"]
+    rate = throughput(logs, "bf16", args.device, args.epochs, compile=True)
+    results["bf16_compiled_samples_per_s"] = rate
+    results["bf16_compiled_tokens_per_s"] = rate * (LARGE["history_length"] + 1)
     print(json.dumps(results), flush=True)
     if not args.no_tune:
         test = "tests/tuning/test_tune.py::test_fractional_gpu_trials_train_on_cuda"

@@ -110,6 +110,7 @@ class CausalNet(TorchRecommender):
         dropout: float = 0.1,
         num_workers: int = 1,
         precision: str = "auto",
+        compile: bool = False,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -128,6 +129,7 @@ class CausalNet(TorchRecommender):
             dropout=dropout,
             num_workers=num_workers,
             precision=precision,
+            compile=compile,
             device=device,
             seed=seed,
         )

@@ -77,6 +77,7 @@ class CausE(TorchRecommender):
         dropout: float = 0.1,
         num_workers: int = 1,
         precision: str = "auto",
+        compile: bool = False,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -95,6 +96,7 @@ class CausE(TorchRecommender):
             dropout=dropout,
             num_workers=num_workers,
             precision=precision,
+            compile=compile,
             device=device,
             seed=seed,
         )

@@ -121,6 +121,7 @@ class DICE(TorchRecommender):
         dropout: float = 0.1,
         num_workers: int = 1,
         precision: str = "auto",
+        compile: bool = False,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -139,6 +140,7 @@ class DICE(TorchRecommender):
             dropout=dropout,
             num_workers=num_workers,
             precision=precision,
+            compile=compile,
             device=device,
             seed=seed,
         )

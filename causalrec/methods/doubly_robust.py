@@ -43,9 +43,9 @@ class DRJointLearning(IPSMF):
         propensity_floor: Propensities are clipped below at this value.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
-            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
-            (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters of the ``transformer`` backbone, of data-parallel and of mixed-precision
+            or compiled training (see :class:`TorchRecommender`).
 
     IPSMF's ``adversarial_gamma`` and ``augment`` are not parameters here (left at their
     defaults: no robust or augmented variant).
@@ -74,6 +74,7 @@ class DRJointLearning(IPSMF):
         dropout: float = 0.1,
         num_workers: int = 1,
         precision: str = "auto",
+        compile: bool = False,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -94,6 +95,7 @@ class DRJointLearning(IPSMF):
             dropout=dropout,
             num_workers=num_workers,
             precision=precision,
+            compile=compile,
             device=device,
             seed=seed,
         )
@@ -162,9 +164,9 @@ class MoreRobustDR(DRJointLearning):
         imputation_samples, propensity, propensity_floor: As in :class:`DRJointLearning`.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
-            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
-            (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters of the ``transformer`` backbone, of data-parallel and of mixed-precision
+            or compiled training (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "mrdr"

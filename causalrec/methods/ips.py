@@ -72,9 +72,9 @@ class NaiveMF(TorchRecommender):
     Args:
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
-            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
-            (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters of the ``transformer`` backbone, of data-parallel and of mixed-precision
+            or compiled training (see :class:`TorchRecommender`).
 
     References:
         Koren, Bell, Volinsky, Computer 2009.
@@ -107,9 +107,9 @@ class IPSMF(TorchRecommender):
             below without it) and no clipping in the exposed setting.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
-            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
-            (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters of the ``transformer`` backbone, of data-parallel and of mixed-precision
+            or compiled training (see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "ips"
@@ -136,6 +136,7 @@ class IPSMF(TorchRecommender):
         dropout: float = 0.1,
         num_workers: int = 1,
         precision: str = "auto",
+        compile: bool = False,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -154,6 +155,7 @@ class IPSMF(TorchRecommender):
             dropout=dropout,
             num_workers=num_workers,
             precision=precision,
+            compile=compile,
             device=device,
             seed=seed,
         )
@@ -241,9 +243,9 @@ class SNIPSMF(IPSMF):
         propensity, propensity_floor, adversarial_gamma, augment: As in :class:`IPSMF`.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters
-            of the ``transformer`` backbone, of data-parallel and of mixed-precision training
-            (see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters of the ``transformer`` backbone, of data-parallel and of mixed-precision
+            or compiled training (see :class:`TorchRecommender`).
 
     References:
         Swaminathan & Joachims, NeurIPS 2015; Schnabel et al., ICML 2016.

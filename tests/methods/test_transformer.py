@@ -148,6 +148,38 @@ def test_bf16_runs_the_training_passes_in_bfloat16_and_keeps_float32_weights():
     assert bf16.score(np.arange(5)).dtype == fp32.score(np.arange(5)).dtype
 
 
+def test_compiled_training_goes_through_torch_compile_and_matches_eager(monkeypatch):
+    """compile=True traces the encoder with torch.compile while training (a recording backend
+    that runs the captured graph as it is, so no C++ compiler is needed) and trains the same
+    weights; the fitted model keeps no compiled function (it pickles and saves as before)."""
+    import pickle
+
+    from causalrec.methods import torch_base
+
+    graphs = []
+
+    def recording_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    monkeypatch.setattr(torch_base, "COMPILE_BACKEND", recording_backend)
+    world = ConfoundedRecSimulator(
+        SimulatorConfig(n_users=40, n_items=25, session_length=4, satiation=1.0, seed=1)
+    )
+    logs = generate_session_logs(world, n_sessions=60, seed=2)
+    params = dict(backbone="transformer", epochs=3, batch_size=64, dropout=0.0, **SMALL)
+    eager = make_recommender("ips", **params).fit(logs)
+    compiled = make_recommender("ips", compile=True, **params).fit(logs)
+    assert graphs  # the encoder went through torch.compile
+    np.testing.assert_allclose(compiled.history_, eager.history_, rtol=1e-5)
+    users = np.arange(10)
+    np.testing.assert_allclose(compiled.score(users), eager.score(users), atol=1e-5)
+    assert "encode" not in vars(compiled.network_)
+    pickle.loads(pickle.dumps(compiled))
+    with pytest.raises(ConfigError, match="compile=True compiles the transformer's encoder"):
+        make_recommender("ips", compile=True).fit(logs)
+
+
 @pytest.mark.parametrize("method", ["naive", "ips", "snips", "dr_jl", "mrdr"])
 def test_every_loss_weighting_method_trains_it_and_saves_it(method, tmp_path):
     world = ConfoundedRecSimulator(
