@@ -6,9 +6,9 @@ Usage (on a machine with CUDA; ``--device cpu`` runs the same steps on CPU as a 
 
 Trains the issue's large model (d = 256, 4 layers, 8 heads, L = 50; IPS loss, batch 4096) on the
 ``satiation`` preset's session log with ``precision="fp32"``, ``precision="bf16"`` and bf16
-with ``compile=True``, and prints samples/s and tokens/s (samples/s × (L + 1)) for each, with the device's name. Then, unless
-``--no-tune``, it runs the GPU Tune test (``pytest -m gpu``: fractional-GPU trials training on
-CUDA), which skips on a machine without CUDA.
+with ``compile=True``, and prints samples/s and tokens/s (samples/s × (L + 1)) for each, with
+the device's name. Then, unless ``--no-tune``, it runs the GPU Tune test (``pytest -m gpu``:
+fractional-GPU trials training on CUDA), which skips on a machine without CUDA.
 """
 
 from __future__ import annotations
