@@ -81,8 +81,8 @@ class CausalNet(TorchRecommender):
         unexposed: Uniformly drawn pairs per exposed pair for the propensity head.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
-            (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters too (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "causalnet"

@@ -51,8 +51,8 @@ class CausE(TorchRecommender):
         distance_weight: λ of the treatment–control penalty.
         dim, lr, weight_decay, epochs, batch_size, feedback, negatives, backbone, device, seed:
             Shared torch parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
-            (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters too (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "cause"

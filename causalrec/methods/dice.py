@@ -92,8 +92,8 @@ class DICE(TorchRecommender):
         negatives: BPR triples per positive.
         dim, lr, weight_decay, epochs, batch_size, backbone, device, seed: Shared torch
             parameters (see :class:`TorchRecommender`).
-        history_length, layers, heads, dropout, num_workers, precision: Shared torch parameters too
-            (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
+        history_length, layers, heads, dropout, num_workers, precision, compile: Shared torch
+            parameters too (this method uses the ``mf`` backbone; see :class:`TorchRecommender`).
     """
 
     name: ClassVar[str] = "dice"
