@@ -48,9 +48,9 @@ class WorkerShard:
     rank: int
     world_size: int
 
-    def rows(self, batch: int) -> slice:
-        """This worker's rows of a mini-batch of ``batch`` rows (every world_size-th one)."""
-        return slice(self.rank, batch, self.world_size)
+    def rows(self, start: int, stop: int) -> slice:
+        """This worker's rows of the global mini-batch ``[start, stop)`` (every world_size-th)."""
+        return slice(start + self.rank, stop, self.world_size)
 
     def average_gradients(self, modules: list[torch.nn.Module]) -> None:
         """Replace each parameter's gradient by its mean over the workers (one all-reduce)."""

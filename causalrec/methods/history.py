@@ -28,7 +28,13 @@ from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.session import NO_ITEM
 
-__all__ = ["RoundHistories", "append_to_histories", "latest_histories", "round_histories"]
+__all__ = [
+    "RoundHistories",
+    "append_to_histories",
+    "last_impressions",
+    "latest_histories",
+    "round_histories",
+]
 
 
 @dataclass(frozen=True)
@@ -152,3 +158,21 @@ def append_to_histories(
     taken = np.take_along_axis(joined, order, axis=1)
     taken_clicks = np.take_along_axis(joined_clicks, order, axis=1)
     return taken, np.where(taken == NO_ITEM, 0, taken_clicks).astype(np.int8)
+
+
+def last_impressions(
+    items: np.ndarray, clicks: np.ndarray, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``length`` non-empty impressions of each history, shape (n, length) each.
+
+    Args:
+        items: Histories, shape (n, m), oldest first, :data:`NO_ITEM` where empty.
+        clicks: Their clicks, shape (n, m).
+        length: L, the impressions kept.
+
+    Returns:
+        ``(items, clicks)``, oldest first, left-padded with :data:`NO_ITEM` (clicks 0).
+    """
+    n = len(items)
+    empty = np.full((n, length), NO_ITEM, dtype=np.int64)
+    return append_to_histories(empty, np.zeros((n, length), dtype=np.int8), items, clicks)

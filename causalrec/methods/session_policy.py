@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from causalrec.methods.history import append_to_histories
+from causalrec.methods.history import last_impressions
 from causalrec.platform.policy import Exploration, Policy, RowScorer, SlateSample, make_policy
 from causalrec.platform.session import NO_ITEM, SessionContext, SessionPolicy
 
@@ -55,14 +55,7 @@ class HistoryPolicy(SessionPolicy):
         A server given these scores each session as :meth:`histories` does here (the model
         reads only the last L impressions), so served and local slates agree.
         """
-        items, clicks = self.histories(context)
-        length = self.model.history_length
-        items, clicks = append_to_histories(
-            np.full((context.n, length), NO_ITEM, dtype=np.int64),
-            np.zeros((context.n, length), dtype=np.int8),
-            items,
-            clicks,
-        )
+        items, clicks = last_impressions(*self.histories(context), self.model.history_length)
         shown = items != NO_ITEM
         return [
             {"items": row[keep].tolist(), "clicks": row_clicks[keep].tolist()}

@@ -19,7 +19,11 @@ import torch
 
 from causalrec.methods.base import ModelState, Recommender, TrainingError
 from causalrec.methods.data import Feedback, InteractionData
-from causalrec.methods.history import append_to_histories, latest_histories, round_histories
+from causalrec.methods.history import (
+    last_impressions,
+    latest_histories,
+    round_histories,
+)
 from causalrec.methods.networks import SequentialTransformer
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
@@ -400,11 +404,9 @@ class TorchRecommender(Recommender):
                 shuffled = {key: value[order] for key, value in tensors.items()}
                 total, steps = 0.0, 0
                 for step, start in enumerate(range(0, n, self.batch_size)):
-                    rows = slice(start, start + self.batch_size)
-                    if shard is not None:  # this worker's share of the global mini-batch
-                        size = len(range(n)[rows])
-                        rows = range(n)[rows][shard.rows(size)]
-                        rows = slice(rows.start, rows.stop, rows.step)
+                    stop = min(start + self.batch_size, n)
+                    # A worker takes its share of the global mini-batch.
+                    rows = slice(start, stop) if shard is None else shard.rows(start, stop)
                     batch = {key: value[rows] for key, value in shuffled.items()}
                     for optimizer in optimizers.values():
                         optimizer.zero_grad()
@@ -418,9 +420,8 @@ class TorchRecommender(Recommender):
                                     f"non-finite {name} loss {loss.item()} at epoch {epoch}, step "
                                     f"{step} with lr={self.lr}; lower lr or check the propensities"
                                 )
-                        sum(
-                            losses.values()
-                        ).backward()  # the losses' graphs are disjoint (detached)
+                        # The losses' graphs are disjoint (detached), so one backward pass.
+                        sum(losses.values()).backward()
                         total += float(losses["main"].detach())
                         steps += 1
                     if shard is not None:
@@ -611,10 +612,7 @@ class TorchRecommender(Recommender):
         odd = clicks[(clicks != 0) & (clicks != 1)]
         if len(odd):
             raise DataError(f"history: clicks must be 0 or 1; got {int(odd[0])}")
-        empty = np.full((n, self.history_length), -1, dtype=np.int64)
-        return append_to_histories(
-            empty, np.zeros_like(empty, dtype=np.int8), items.astype(np.int64), clicks
-        )
+        return last_impressions(items.astype(np.int64), clicks, self.history_length)
 
     def score_features(self, features: np.ndarray) -> np.ndarray:
         """Predicted click probability of every item for users described by their features.

@@ -223,6 +223,10 @@ class RecommenderCore:
         self.version = saved.version
         self.manifest: dict[str, Any] = saved.describe()
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, os.getpid()]))
+        params = self.model.get_params()
+        #: Impressions of history the model reads (``None`` unless it is a transformer).
+        self.history_length = history_length_of(params)
+        self.backbone = str(params.get("backbone", self.model.name))
 
     @property
     def n_users(self) -> int:
@@ -233,11 +237,6 @@ class RecommenderCore:
     def n_items(self) -> int:
         """Catalogue size."""
         return self.model.n_items_
-
-    @property
-    def history_length(self) -> int | None:
-        """Impressions of history the model reads (``None`` unless it is a transformer)."""
-        return history_length_of(self.model.get_params())
 
     def check_request(
         self, users: list[int], k: int, history: list[dict[str, list[int]]] | None = None
@@ -250,7 +249,7 @@ class RecommenderCore:
             self.n_items,
             history=history,
             history_length=self.history_length,
-            backbone=str(self.model.get_params().get("backbone", self.model.name)),
+            backbone=self.backbone,
         )
         if problem:
             raise DataError(problem[1])
