@@ -1,22 +1,23 @@
 """Off-policy evaluation: how would policy π perform if deployed, from logs another policy made.
 
 Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions): :class:`DM`,
-:class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and
-for slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`,
-:class:`SlateRewardInteractionIPS`; every family implements one interface, :class:`Estimator`
-(its per-round terms from :class:`EvaluationInputs`). For whole sessions (clicks per session):
-:class:`PDIS`, :class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on session arrays
-(:mod:`causalrec.ope.sequential`), behind :func:`evaluate_sessions` (a session log and a policy
-in; histories rebuilt per step, a Q model by :class:`FittedQEvaluation`). High level:
-:func:`evaluate` (a log and a policy in, one row per estimator with interval and diagnostics
-out), :class:`OfflineEvaluator` (many policies on one log, reward models fitted once),
-cross-fitted reward models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`).
-Policies to evaluate are named by
-:func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy specs).
+:class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and for
+slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS`,
+and for large catalogues :class:`MIPS`, :class:`SNMIPS` and :class:`OffCEM` (weights over item
+embeddings or clusters); every family implements one interface, :class:`Estimator` (its per-round
+terms from :class:`EvaluationInputs`). For whole sessions (clicks per session): :class:`PDIS`,
+:class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on session arrays
+(:mod:`causalrec.ope.sequential`), behind :func:`evaluate_sessions` (a session log and a policy in;
+histories rebuilt per step, a Q model by :class:`FittedQEvaluation`). High level: :func:`evaluate`
+(a log and a policy in, one row per estimator with interval and diagnostics out),
+:class:`OfflineEvaluator` (many policies on one log, reward models fitted once), cross-fitted reward
+models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`). Policies to evaluate are named
+by :func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy specs).
 """
 
 from causalrec.ope.base import Estimator
 from causalrec.ope.cross_fit import CrossFittedRewardModel
+from causalrec.ope.embedding import MIPS, SNMIPS, OffCEM
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning, evaluate
 from causalrec.ope.evaluate_sessions import SEQUENTIAL_ESTIMATORS, evaluate_sessions
@@ -47,10 +48,12 @@ __all__ = [
     "DR",
     "ESTIMATORS",
     "IPS",
+    "MIPS",
     "PDIS",
     "SEQUENTIAL_ESTIMATORS",
     "SNDR",
     "SNIPS",
+    "SNMIPS",
     "WDR",
     "WPDIS",
     "CrossFittedRewardModel",
@@ -59,6 +62,7 @@ __all__ = [
     "EvaluationInputs",
     "FittedQEvaluation",
     "LoggedSessions",
+    "OffCEM",
     "OffPolicyEstimator",
     "OfflineEvaluator",
     "OverlapWarning",

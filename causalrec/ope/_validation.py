@@ -7,9 +7,12 @@ import numpy as np
 from causalrec.platform.errors import ConfigError, DataError
 
 __all__ = [
+    "check_action_dist",
     "check_hyperparameter",
     "check_inputs",
+    "check_integers",
     "check_probabilities",
+    "check_reward",
 ]
 
 #: Tolerance on the sum over actions of an action distribution.
@@ -42,7 +45,52 @@ def check_probabilities(name: str, values: np.ndarray, length: int | None = None
     return values
 
 
-def _check_integers(
+def check_reward(reward: np.ndarray) -> np.ndarray:
+    """Check a non-empty, finite reward vector of shape (n_rounds,); returns it as float64."""
+    reward = np.asarray(reward, dtype=np.float64)
+    if reward.ndim != 1:
+        raise DataError(f"reward must be 1-d; got shape {reward.shape}")
+    if len(reward) == 0:
+        raise DataError("the log is empty: reward has 0 rows")
+    if not np.isfinite(reward).all():
+        row = int(np.flatnonzero(~np.isfinite(reward))[0])
+        raise DataError(f"reward must be finite; got {reward[row]} at row {row}")
+    return reward
+
+
+def check_action_dist(name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """Check a policy's action distribution; returns it as (n, n_actions, len_list) float64.
+
+    Args:
+        name: The argument's name, for messages (``action_dist``, ``pi_b``).
+        values: Shape (n, n_actions, len_list), or (n, n_actions) for len_list = 1.
+        n: Number of rounds (the length of ``reward``).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if values.ndim != 3 or values.shape[0] != n:
+        raise DataError(
+            f"{name} must have shape (n_rounds={n}, n_actions[, len_list]); got {values.shape}"
+        )
+    if not np.isfinite(values).all():
+        row = _first_bad_row(~np.isfinite(values))
+        raise DataError(f"{name} must be finite; got a non-finite entry at row {row}")
+    if values.min() < 0:
+        row = _first_bad_row(values < 0)
+        raise DataError(f"{name} must be non-negative; got a negative entry at row {row}")
+    sums = np.add.reduce(values, axis=1)  # (n, len_list)
+    off = np.abs(sums - 1.0) > SUM_TOLERANCE
+    if off.any():
+        row, pos = np.argwhere(off)[0]
+        raise DataError(
+            f"{name} must sum to 1 over actions; row {row}, position {pos} sums to "
+            f"{sums[row, pos]:.6g}"
+        )
+    return values
+
+
+def check_integers(
     name: str, values: np.ndarray, length: int, upper: int, bound: str
 ) -> np.ndarray:
     values = np.asarray(values)
@@ -79,43 +127,18 @@ def check_inputs(
     Raises:
         DataError: Naming the argument and the offending value, row or shape.
     """
-    reward = np.asarray(reward, dtype=np.float64)
-    if reward.ndim != 1:
-        raise DataError(f"reward must be 1-d; got shape {reward.shape}")
+    reward = check_reward(reward)
     n = len(reward)
-    if n == 0:
-        raise DataError("the log is empty: reward has 0 rows")
-    if not np.isfinite(reward).all():
-        row = int(np.flatnonzero(~np.isfinite(reward))[0])
-        raise DataError(f"reward must be finite; got {reward[row]} at row {row}")
-    action_dist = np.asarray(action_dist, dtype=np.float64)
-    if action_dist.ndim == 2:
-        action_dist = action_dist[:, :, None]
-    if action_dist.ndim != 3 or action_dist.shape[0] != n:
-        raise DataError(
-            f"action_dist must have shape (n_rounds={n}, n_actions[, len_list]); "
-            f"got {action_dist.shape}"
-        )
+    action_dist = check_action_dist("action_dist", action_dist, n)
     _, n_actions, len_list = action_dist.shape
-    if action_dist.min() < 0:
-        row = _first_bad_row(action_dist < 0)
-        raise DataError(f"action_dist must be non-negative; got a negative entry at row {row}")
-    sums = np.add.reduce(action_dist, axis=1)  # (n, len_list)
-    off = np.abs(sums - 1.0) > SUM_TOLERANCE
-    if off.any():
-        row, pos = np.argwhere(off)[0]
-        raise DataError(
-            f"action_dist must sum to 1 over actions; row {row}, position {pos} sums to "
-            f"{sums[row, pos]:.6g}"
-        )
-    action = _check_integers("action", action, n, n_actions, "n_actions")
+    action = check_integers("action", action, n, n_actions, "n_actions")
     pscore = check_probabilities("pscore", pscore, n)
     if position is None:
         if len_list > 1:
             raise DataError(f"position is required when len_list > 1; action_dist has {len_list}")
         position = np.zeros(n, dtype=np.int64)
     else:
-        position = _check_integers("position", position, n, len_list, "len_list")
+        position = check_integers("position", position, n, len_list, "len_list")
     if q_hat is None:
         if needs_q_hat:
             raise DataError("q_hat (estimated rewards by a reward model) is required")

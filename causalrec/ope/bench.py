@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from causalrec.ope.cluster_inputs import item_clusters_from_features
 from causalrec.ope.evaluate import OverlapWarning, evaluate
 from causalrec.ope.registry import parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
@@ -53,6 +54,7 @@ def run_ope_bench(
     estimators: str | Sequence[str] | None = None,
     reward_model: RewardModelConfig | None = None,
     alpha: float = 0.05,
+    n_clusters: int | None = None,
     progress: bool = False,
 ) -> BenchResult:
     """Evaluate ``policy`` on ``seeds`` logs of each size in ``rounds``.
@@ -65,6 +67,8 @@ def run_ope_bench(
         estimators: Estimator specs (default: those of :func:`evaluate`).
         reward_model: Reward model for DM/DR (default: logistic).
         alpha: 1 - nominal coverage of the intervals.
+        n_clusters: Item clusters for ``mips``, ``snmips`` and ``offcem``: k-means over the
+            observed item features (the world's logging policy gives the cluster weights).
         progress: Show a progress bar.
     """
     from tqdm.auto import tqdm
@@ -76,6 +80,9 @@ def run_ope_bench(
     if estimators is not None:
         parse_estimators(estimators)  # fail fast on a bad name
     simulator = ConfoundedRecSimulator(config)
+    clusters = None
+    if n_clusters is not None:
+        clusters = item_clusters_from_features(simulator.item_features, n_clusters, seed=0)
     records = []
     truth = None
     target = None
@@ -94,6 +101,8 @@ def run_ope_bench(
                 reward_model=reward_model or RewardModelConfig(seed=seed),
                 alpha=alpha,
                 seed=seed,
+                logging_policy=simulator.logging_policy() if clusters is not None else None,
+                item_clusters=clusters,
             )
         table.insert(0, "rounds", n)
         table.insert(1, "seed", seed)

@@ -17,6 +17,7 @@ from scipy import stats
 
 from causalrec.ope import propensity
 from causalrec.ope.base import Estimator
+from causalrec.ope.cluster_inputs import check_item_clusters
 from causalrec.ope.cross_fit import CrossFittedRewardModel, coerce_reward_model
 from causalrec.ope.intervals import confidence_interval
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics, round_inputs
@@ -56,6 +57,8 @@ def evaluate(
     interval: str = "normal",
     n_bootstrap: int = 1000,
     seed: int | None = 0,
+    logging_policy: Policy | None = None,
+    item_clusters: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Estimate the value of ``policy`` from ``logs`` with several estimators.
 
@@ -70,6 +73,10 @@ def evaluate(
                 ``"betting"`` (IPS-type estimators only; NaN bounds for the others).
         n_bootstrap: Bootstrap replicates.
         seed: Seed of the bootstrap.
+        logging_policy: The policy that wrote the log; needed by the estimators over item
+            clusters (``mips``, ``snmips``, ``offcem``).
+        item_clusters: Cluster of every item, shape (n_items,), for those estimators
+            (:func:`causalrec.ope.cluster_inputs.item_clusters_from_features` makes them).
 
     Returns:
         One row per estimator: ``estimator``, ``estimate``, ``low``, ``high``, ``unit``
@@ -80,7 +87,13 @@ def evaluate(
         ``pscore`` (``logged`` or how it was estimated), ``reward_model``, ``n_rows``,
         ``n_rounds`` and ``warning``. Emits an :class:`OverlapWarning` when overlap is poor.
     """
-    evaluator = OfflineEvaluator(logs, estimators, reward_model=reward_model)
+    evaluator = OfflineEvaluator(
+        logs,
+        estimators,
+        reward_model=reward_model,
+        logging_policy=logging_policy,
+        item_clusters=item_clusters,
+    )
     return evaluator.evaluate(
         policy, alpha=alpha, interval=interval, n_bootstrap=n_bootstrap, seed=seed
     )
@@ -99,6 +112,8 @@ class OfflineEvaluator:
         logs: Logged feedback (clicks are the reward).
         estimators: As :func:`evaluate`.
         reward_model: As :func:`evaluate`.
+        logging_policy: As :func:`evaluate`.
+        item_clusters: As :func:`evaluate`.
     """
 
     def __init__(
@@ -107,6 +122,8 @@ class OfflineEvaluator:
         estimators: str | Sequence[str | Estimator] | None = None,
         *,
         reward_model: str | RewardModelConfig | dict | None = "logistic",
+        logging_policy: Policy | None = None,
+        item_clusters: np.ndarray | None = None,
     ):
         if estimators is None:
             specs = list(DEFAULT_ESTIMATORS)
@@ -140,6 +157,10 @@ class OfflineEvaluator:
                 f"pscore is missing for some rows (first at row {row}); fill or drop them"
             )
         self._fitted: CrossFittedRewardModel | None = None
+        self.logging_policy = logging_policy
+        self.item_clusters = (
+            None if item_clusters is None else check_item_clusters(item_clusters, logs.n_items)
+        )
         _, self._round_index = np.unique(logs.round_id, return_inverse=True)
         self._n_rounds = int(self._round_index.max()) + 1 if logs.n_rows else 0
 
@@ -155,6 +176,8 @@ class OfflineEvaluator:
             impressions=impressions,
             round_index=self._round_index,
             n_rounds=self._n_rounds,
+            logging_policy=self.logging_policy,
+            item_clusters=self.item_clusters,
         )
         return inputs, diagnostics
 

@@ -74,6 +74,9 @@ class EvaluationInputs:
             ``"impression"`` propensities; q̂ terms when a reward model was fitted).
         round_index: Round of each impression, shape (n_rows,), values in [0, n_rounds).
         n_rounds: Number of rounds of the log (the independent units of the intervals).
+        logging_policy: The policy that wrote the log, when known (the estimators over item
+            clusters need its full distribution; the log has the shown item's pscore only).
+        item_clusters: Cluster of every item, shape (n_items,), or ``None``.
     """
 
     logs: LoggedFeedback
@@ -81,6 +84,8 @@ class EvaluationInputs:
     impressions: RoundInputs
     round_index: np.ndarray
     n_rounds: int
+    logging_policy: Policy | None = None
+    item_clusters: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def per_round(self, terms: EstimatorTerms) -> EstimatorTerms:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from causalrec.ope.base import Estimator
+from causalrec.ope.embedding import MIPS, SNMIPS, OffCEM
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, SwitchDR
 from causalrec.ope.slate import (
     SlateIndependentIPS,
@@ -25,6 +26,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         SNDR,
         SwitchDR,
         DRos,
+        MIPS,
+        SNMIPS,
+        OffCEM,
         SlateStandardIPS,
         SlateIndependentIPS,
         SlateRewardInteractionIPS,
