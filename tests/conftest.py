@@ -6,6 +6,10 @@ import pytest
 
 from causalrec.simulators import ConfoundedRecSimulator, SimulatorConfig
 
+#: Fixture data and the scripts that regenerate it (some import Open Bandit Pipeline, which is
+#: not a dependency) are inputs of tests, not tests or doctests.
+collect_ignore_glob = ["fixtures/*"]
+
 
 @pytest.fixture(scope="session")
 def small_simulator() -> ConfoundedRecSimulator:

@@ -2,7 +2,8 @@
 
 Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions): :class:`DM`,
 :class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and for
-slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS`,
+slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS`
+and the array-level :class:`SlateCascadeDR`,
 and for large catalogues :class:`MIPS`, :class:`SNMIPS` and :class:`OffCEM` (weights over item
 embeddings or clusters); every family implements one interface, :class:`Estimator` (its per-round
 terms from :class:`EvaluationInputs`). For whole sessions (clicks per session): :class:`PDIS`,
@@ -16,6 +17,7 @@ by :func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy
 """
 
 from causalrec.ope.base import Estimator
+from causalrec.ope.cascade_dr import SlateCascadeDR
 from causalrec.ope.cross_fit import CrossFittedRewardModel
 from causalrec.ope.embedding import MIPS, SNMIPS, OffCEM
 from causalrec.ope.estimators import DM, DR, IPS, SNDR, SNIPS, DRos, OffPolicyEstimator, SwitchDR
@@ -71,6 +73,7 @@ __all__ = [
     "RoundInputs",
     "SequentialDR",
     "SequentialEstimator",
+    "SlateCascadeDR",
     "SlateEstimator",
     "SlateIndependentIPS",
     "SlateRewardInteractionIPS",
