@@ -3,17 +3,18 @@
 Array-level estimators (frozen dataclasses, Open Bandit Pipeline's conventions): :class:`DM`,
 :class:`IPS`, :class:`SNIPS`, :class:`DR`, :class:`SNDR`, :class:`SwitchDR`, :class:`DRos`, and for
 slates :class:`SlateStandardIPS`, :class:`SlateIndependentIPS`, :class:`SlateRewardInteractionIPS`
-and the array-level :class:`SlateCascadeDR`,
-and for large catalogues :class:`MIPS`, :class:`SNMIPS` and :class:`OffCEM` (weights over item
-embeddings or clusters); every family implements one interface, :class:`Estimator` (its per-round
-terms from :class:`EvaluationInputs`). For whole sessions (clicks per session): :class:`PDIS`,
-:class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on session arrays
-(:mod:`causalrec.ope.sequential`), behind :func:`evaluate_sessions` (a session log and a policy in;
-histories rebuilt per step, a Q model by :class:`FittedQEvaluation`). High level: :func:`evaluate`
-(a log and a policy in, one row per estimator with interval and diagnostics out),
+and the array-level :class:`SlateCascadeDR`, and for large catalogues :class:`MIPS`, :class:`SNMIPS`
+and :class:`OffCEM` (weights over item embeddings or clusters); every family implements one
+interface, :class:`Estimator` (its per-round terms from :class:`EvaluationInputs`). For whole
+sessions (clicks per session): :class:`PDIS`, :class:`WPDIS`, :class:`SequentialDR`, :class:`WDR` on
+session arrays (:mod:`causalrec.ope.sequential`), behind :func:`evaluate_sessions` (a session log
+and a policy in; histories rebuilt per step, a Q model by :class:`FittedQEvaluation`). High level:
+:func:`evaluate` (a log and a policy in, one row per estimator with interval and diagnostics out),
 :class:`OfflineEvaluator` (many policies on one log, reward models fitted once), cross-fitted reward
-models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`). Policies to evaluate are named
-by :func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy specs).
+models (:class:`RewardModelConfig`, :class:`CrossFittedRewardModel`), estimator selection by
+off-policy cross-validation (:class:`OffPolicyCrossValidation`, ``estimators="auto"``). Policies to
+evaluate are named by :func:`causalrec.methods.policy_spec.resolve_policy` (saved models and policy
+specs).
 """
 
 from causalrec.ope.base import Estimator
@@ -28,6 +29,7 @@ from causalrec.ope.inputs import RoundInputs, round_inputs_from_arrays
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics
 from causalrec.ope.registry import ESTIMATORS, parse_estimator, parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.selection import EstimatorSelection, OffPolicyCrossValidation
 from causalrec.ope.sequential import (
     PDIS,
     WDR,
@@ -43,6 +45,7 @@ from causalrec.ope.slate import (
     SlateRewardInteractionIPS,
     SlateStandardIPS,
 )
+from causalrec.ope.slope import DRosTuning, DRTuning, IPSTuning, SwitchDRTuning, TuningResult
 
 __all__ = [
     "DEFAULT_ESTIMATORS",
@@ -59,12 +62,17 @@ __all__ = [
     "WDR",
     "WPDIS",
     "CrossFittedRewardModel",
+    "DRTuning",
     "DRos",
+    "DRosTuning",
     "Estimator",
+    "EstimatorSelection",
     "EvaluationInputs",
     "FittedQEvaluation",
+    "IPSTuning",
     "LoggedSessions",
     "OffCEM",
+    "OffPolicyCrossValidation",
     "OffPolicyEstimator",
     "OfflineEvaluator",
     "OverlapWarning",
@@ -79,6 +87,8 @@ __all__ = [
     "SlateRewardInteractionIPS",
     "SlateStandardIPS",
     "SwitchDR",
+    "SwitchDRTuning",
+    "TuningResult",
     "evaluate",
     "evaluate_sessions",
     "parse_estimator",

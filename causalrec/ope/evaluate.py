@@ -19,10 +19,12 @@ from causalrec.ope import propensity
 from causalrec.ope.base import Estimator
 from causalrec.ope.cluster_inputs import check_item_clusters
 from causalrec.ope.cross_fit import CrossFittedRewardModel, coerce_reward_model
-from causalrec.ope.intervals import confidence_interval
+from causalrec.ope.estimators import DR, IPS
+from causalrec.ope.intervals import EstimatorTerms, confidence_interval
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics, round_inputs
 from causalrec.ope.registry import parse_estimators
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.selection import AUTO, EstimatorSelection, OffPolicyCrossValidation
 from causalrec.ope.slate import has_complete_slates
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
@@ -30,6 +32,8 @@ from causalrec.platform.policy import Policy
 from causalrec.platform.units import CLICKS_PER_ROUND
 
 __all__ = [
+    "AUTO_CANDIDATES",
+    "CLUSTER_ESTIMATORS",
     "DEFAULT_ESTIMATORS",
     "SLATE_ESTIMATORS",
     "OfflineEvaluator",
@@ -41,6 +45,17 @@ __all__ = [
 DEFAULT_ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr:tau=100", "dros:lambda_=100")
 #: Slate estimators added for logs with K > 1.
 SLATE_ESTIMATORS = ("iips", "rips", "sips")
+#: Candidates of ``estimators="auto"`` (plus the slate estimators for logs of complete slates,
+#: and ``mips``, ``snmips``, ``offcem`` when item clusters and the logging policy are given).
+#: The SLOPE-tuned estimators among them search one geometric grid, fixed before any result.
+AUTO_CANDIDATES = (
+    *DEFAULT_ESTIMATORS,
+    "ips_slope:clips=1|3|10|30|100|300|1000|inf",
+    "dr_slope:clips=1|3|10|30|100|300|1000|inf",
+    "switch_dr_slope:taus=1|3|10|30|100|300|1000|inf",
+    "dros_slope:lambdas=1|3|10|30|100|300|1000|inf",
+)
+CLUSTER_ESTIMATORS = ("mips", "snmips", "offcem")
 
 
 class OverlapWarning(UserWarning):
@@ -67,6 +82,8 @@ def evaluate(
         policy: The target policy (policy protocol).
         estimators: Specs (``"dr"``, ``"ips:clip=100"``) or instances; defaults to
             :data:`DEFAULT_ESTIMATORS` (plus :data:`SLATE_ESTIMATORS` for logs of complete slates).
+            ``"auto"``: every candidate of :data:`AUTO_CANDIDATES`, with the one off-policy
+            cross-validation chooses marked (:mod:`causalrec.ope.selection`).
         reward_model: Kind, config or ``None`` (then DM and DR-type estimators are skipped).
         alpha: 1 - confidence level of the intervals.
         interval: ``"normal"``, ``"bootstrap"`` (percentile), ``"studentized"`` (bootstrap-t) or
@@ -125,7 +142,17 @@ class OfflineEvaluator:
         logging_policy: Policy | None = None,
         item_clusters: np.ndarray | None = None,
     ):
-        if estimators is None:
+        #: Off-policy cross-validation when ``estimators="auto"``, else ``None``.
+        self.selection: OffPolicyCrossValidation | None = None
+        if isinstance(estimators, str) and estimators.strip() == AUTO:
+            self.selection = OffPolicyCrossValidation()
+            specs = list(AUTO_CANDIDATES)
+            if logs.slate_size > 1 and has_complete_slates(logs):
+                specs += SLATE_ESTIMATORS
+            if item_clusters is not None and logging_policy is not None:
+                specs += CLUSTER_ESTIMATORS
+            estimators = parse_estimators(specs)
+        elif estimators is None:
             specs = list(DEFAULT_ESTIMATORS)
             if logs.slate_size > 1 and has_complete_slates(logs):
                 specs += SLATE_ESTIMATORS
@@ -257,14 +284,19 @@ class OfflineEvaluator:
             seed: Seed of the bootstrap.
             warn: Emit an :class:`OverlapWarning` when overlap is poor (the ``warning`` column
                 says it either way).
+
+        With ``estimators="auto"`` the table has every candidate and three more columns:
+        ``selected`` (the one off-policy cross-validation chose for this policy),
+        ``cv_score`` (what it minimised, in (clicks per round)²) and ``selection_reason``.
         """
         logs = self.logs
         inputs, diagnostics = self.policy_inputs(policy)
         config = self.reward_model_config
+        terms_by_estimator = self._all_terms(inputs)
+        selection = self._select(inputs, terms_by_estimator) if self.selection else None
         records = []
-        for estimator in self.estimators:
+        for estimator, terms in zip(self.estimators, terms_by_estimator.values(), strict=True):
             try:
-                terms = estimator.policy_terms(inputs)
                 value = terms.value()
                 if interval == "betting" and terms.weight is None:
                     low = high = np.nan  # betting needs an IPS-type sum of rewards
@@ -273,26 +305,59 @@ class OfflineEvaluator:
                 clipped = estimator.policy_clipped_share(inputs)
             except CausalRecError as exc:
                 raise type(exc)(f"{estimator.name}: {exc}") from None
-            records.append(
-                {
-                    "estimator": repr(estimator),
-                    "estimate": value,
-                    "low": low,
-                    "high": high,
-                    "unit": CLICKS_PER_ROUND,
-                    "ess": diagnostics.ess,
-                    "ess_share": diagnostics.ess_share,
-                    "max_weight": diagnostics.max_weight,
-                    "mean_weight": diagnostics.mean_weight,
-                    "clipped_share": clipped,
-                    "unsupported_mass": diagnostics.unsupported_mass,
-                    "pscore": self.pscore_source,
-                    "reward_model": config.kind if config else "none",
-                    "n_rows": logs.n_rows,
-                    "n_rounds": self._n_rounds,
-                    "warning": diagnostics.warning,
-                }
-            )
+            record = {
+                "estimator": repr(estimator),
+                "estimate": value,
+                "low": low,
+                "high": high,
+                "unit": CLICKS_PER_ROUND,
+                "ess": diagnostics.ess,
+                "ess_share": diagnostics.ess_share,
+                "max_weight": diagnostics.max_weight,
+                "mean_weight": diagnostics.mean_weight,
+                "clipped_share": clipped,
+                "unsupported_mass": diagnostics.unsupported_mass,
+                "pscore": self.pscore_source,
+                "reward_model": config.kind if config else "none",
+                "n_rows": logs.n_rows,
+                "n_rounds": self._n_rounds,
+                "warning": diagnostics.warning,
+            }
+            if selection is not None:
+                row = selection.table.set_index("candidate").loc[repr(estimator)]
+                record.update(
+                    selected=bool(row["chosen"]),
+                    cv_score=float(row["cv_score"]),
+                    selection_reason=selection.reason if row["chosen"] else "",
+                )
+            records.append(record)
         if warn and diagnostics.warning:
             warnings.warn(f"{policy.name}: {diagnostics.warning}", OverlapWarning, stacklevel=2)
         return pd.DataFrame.from_records(records)
+
+    def select(self, policy: Policy) -> EstimatorSelection:
+        """Choose the estimator for ``policy`` by off-policy cross-validation.
+
+        Works with any candidate list (``estimators="auto"`` gives :data:`AUTO_CANDIDATES`).
+        The validator is DR with the log's cross-fitted reward model, or IPS without one.
+        """
+        inputs, _ = self.policy_inputs(policy)
+        return self._select(inputs, self._all_terms(inputs))
+
+    def _all_terms(self, inputs: EvaluationInputs) -> dict[str, EstimatorTerms]:
+        terms = {}
+        for estimator in self.estimators:
+            try:
+                terms[repr(estimator)] = estimator.policy_terms(inputs)
+            except CausalRecError as exc:
+                raise type(exc)(f"{estimator.name}: {exc}") from None
+        return terms
+
+    def _select(
+        self, inputs: EvaluationInputs, candidates: dict[str, EstimatorTerms]
+    ) -> EstimatorSelection:
+        validator = DR() if inputs.impressions.has_reward_model else IPS()
+        selector = self.selection or OffPolicyCrossValidation()
+        return selector.select(
+            candidates, validator.policy_terms(inputs), validator_name=repr(validator)
+        )

@@ -132,6 +132,26 @@ class EstimatorTerms:
             rows=total(rows) if self.weight is not None else None,
         )
 
+    def subset(self, units: np.ndarray) -> EstimatorTerms:
+        """The same estimator on a subset of the units (an index or a boolean mask)."""
+
+        def take(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[units]
+
+        return EstimatorTerms(
+            baseline=take(self.baseline),
+            correction=self.correction[units],
+            normalizer=take(self.normalizer),
+            weight=take(self.weight),
+            rows=take(self.rows),
+        )
+
+    def standard_error(self) -> float:
+        """Delta-method standard error of :meth:`value` (``inf`` with one unit)."""
+        if self.n < 2:
+            return np.inf
+        return float(np.std(self.influence(), ddof=1)) / np.sqrt(self.n)
+
     def influence(self) -> np.ndarray:
         """Influence-function values (delta method) whose variance / n is the estimate's."""
         if self.normalizer is None:
@@ -210,7 +230,7 @@ def _replicate_values_and_errors(
 
 
 def _standard_error(terms: EstimatorTerms) -> float:
-    return float(np.std(terms.influence(), ddof=1)) / np.sqrt(terms.n) if terms.n > 1 else np.inf
+    return terms.standard_error()
 
 
 def bootstrap_interval(

@@ -1,6 +1,12 @@
-"""Estimators by name, with hyperparameters: ``ips``, ``ips:clip=100``, ``dros:lambda_=10``."""
+"""Estimators by name, with hyperparameters: ``ips``, ``ips:clip=100``, ``dros:lambda_=10``.
+
+A list-valued hyperparameter separates its values with ``|``: ``ips_slope:clips=10|100|inf``;
+a boolean is ``true`` or ``false``.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 from causalrec.ope.base import Estimator
 from causalrec.ope.embedding import MIPS, SNMIPS, OffCEM
@@ -10,6 +16,7 @@ from causalrec.ope.slate import (
     SlateRewardInteractionIPS,
     SlateStandardIPS,
 )
+from causalrec.ope.slope import DRosTuning, DRTuning, IPSTuning, SwitchDRTuning
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.validation import unknown_name_error
 
@@ -26,6 +33,10 @@ ESTIMATORS: dict[str, type[Estimator]] = {
         SNDR,
         SwitchDR,
         DRos,
+        IPSTuning,
+        DRTuning,
+        SwitchDRTuning,
+        DRosTuning,
         MIPS,
         SNMIPS,
         OffCEM,
@@ -42,17 +53,42 @@ def parse_estimator(spec: str) -> Estimator:
     if name not in ESTIMATORS:
         raise unknown_name_error("estimator", name, ESTIMATORS)
     cls = ESTIMATORS[name]
-    fields = {field for field in cls.__dataclass_fields__ if not field.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     kwargs = {}
     for item in filter(None, arguments.split(",")):
         key, _, value = item.partition("=")
         if key not in fields:
-            raise unknown_name_error(f"{name} hyperparameter", key, fields or {"(none)"})
-        try:
-            kwargs[key] = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: {key} must be a number; got {value!r}") from None
-    return cls(**kwargs)
+            raise unknown_name_error(f"{name} hyperparameter", key, set(fields) or {"(none)"})
+        kwargs[key] = _parse_value(name, key, str(fields[key].type), value)
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        missing = [
+            f.name
+            for f in fields.values()
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in kwargs
+        ]
+        example = ",".join(f"{field}=..." for field in missing)
+        raise ConfigError(f"{name} needs {example} (e.g. {name}:{missing[0]}=10|100|inf)") from None
+
+
+def _parse_value(name: str, key: str, annotation: str, value: str) -> object:
+    """One hyperparameter's text as its field's type (a number, a ``|`` list, a bool, a str)."""
+    if annotation == "str":
+        return value
+    if annotation == "bool":
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"{name}: {key} must be true or false; got {value!r}")
+        return value.lower() == "true"
+    parts = value.split("|") if annotation.startswith("tuple") else [value]
+    try:
+        numbers = tuple(float(part) for part in parts)
+    except ValueError:
+        kind = "numbers separated by |" if len(parts) > 1 or "tuple" in annotation else "a number"
+        raise ConfigError(f"{name}: {key} must be {kind}; got {value!r}") from None
+    return numbers if annotation.startswith("tuple") else numbers[0]
 
 
 def parse_estimators(specs: str | list[str]) -> list[Estimator]:
