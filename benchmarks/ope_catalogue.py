@@ -89,7 +89,7 @@ def _plot(summary: pd.DataFrame, path: Path, args: argparse.Namespace) -> None:
         axes[0].plot(rows["n_items"], rows["relative_error"], marker="o", label=estimator)
         axes[1].plot(rows["n_items"], rows["coverage"], marker="o", label=estimator)
     axes[0].set(xscale="log", yscale="log", xlabel="items in the catalogue")
-    axes[0].set(ylabel="mean relative error |estimate − exact| / exact")
+    axes[0].set(ylabel="mean relative error |estimate - exact| / exact")
     axes[1].set(xscale="log", xlabel="items in the catalogue", ylabel="coverage of 95% intervals")
     axes[1].set_ylim(0, 1.02)
     axes[1].axhline(0.95, color="grey", linestyle="--", linewidth=1)

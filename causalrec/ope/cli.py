@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import warnings
 
 import pandas as pd
 
 from causalrec.ope.bench import run_ope_bench, write_bench
-from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OverlapWarning, evaluate
+from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning
 from causalrec.ope.evaluate_sessions import evaluate_sessions
 from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.sensitivity import SensitivityBounds, sensitivity_bounds
 from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import list_presets
 from causalrec.platform.errors import ConfigError
@@ -49,6 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_estimation_options(evaluate_parser)
+    evaluate_parser.add_argument(
+        "--sensitivity",
+        type=float,
+        default=None,
+        metavar="GAMMA",
+        help=(
+            "also bound the value if the propensities' odds may be off by up to a factor "
+            "GAMMA >= 1 (hidden confounding; marginal sensitivity model): sharp bounds of the "
+            "SNIPS estimate and their percentile-bootstrap widening at --alpha"
+        ),
+    )
     evaluate_parser.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate_parser.set_defaults(handler=run_evaluate)
 
@@ -109,40 +122,51 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # model directory, which the ope library itself never imports.
     from causalrec.methods.policy_spec import resolve_policy
 
+    gamma = args.sensitivity
+    if gamma is not None:
+        if args.sessions:
+            raise ConfigError("--sensitivity is not available with --sessions")
+        if not (math.isfinite(gamma) and gamma >= 1):
+            raise ConfigError(f"--sensitivity must be a finite number >= 1 (Γ); got {gamma}")
     logs = read_logs(args.logs)
     policy = resolve_policy(args.policy, logs=logs).policy
     if args.sessions:
         return _run_evaluate_sessions(args, logs, policy)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OverlapWarning)
-        table = evaluate(
-            logs,
-            policy,
-            args.estimators,
-            reward_model=_reward_model(args),
-            alpha=args.alpha,
-            interval=args.interval,
-        )
+        evaluator = OfflineEvaluator(logs, args.estimators, reward_model=_reward_model(args))
+        table = evaluator.evaluate(policy, alpha=args.alpha, interval=args.interval)
+    bounds = None
+    if gamma is not None:  # on the propensities the table used (logged, else estimated)
+        bounds = sensitivity_bounds(logs, policy, gamma, pscore=evaluator.pscore, alpha=args.alpha)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "logs": args.logs,
-                    "policy": args.policy,
-                    "n_rows": logs.n_rows,
-                    "results": table.to_dict(orient="records"),
-                }
-            )
-        )
+        payload = {"logs": args.logs, "policy": args.policy, "n_rows": logs.n_rows}
+        payload["results"] = table.to_dict(orient="records")
+        if bounds is not None:
+            payload["sensitivity"] = {"estimator": "snips", **bounds.to_dict()}
+        print(json.dumps(payload))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     first = table.iloc[0]
     print(f"\nrows: {logs.n_rows:,}   pscore: {first['pscore']}")
     print(f"reward model: {first['reward_model']}")
+    if bounds is not None:
+        print(_sensitivity_lines(bounds))
     for warning in caught:
         print(f"warning: {warning.message}")
     return 0
+
+
+def _sensitivity_lines(bounds: SensitivityBounds) -> str:
+    level = f"{1 - bounds.alpha:.0%}"
+    return (
+        f"sensitivity at Γ = {bounds.gamma:g} (propensity odds off by up to {bounds.gamma:g}x; "
+        f"snips {bounds.estimate:.4g}, clicks per round):\n"
+        f"    bounds [{bounds.lower:.4g}, {bounds.upper:.4g}]   with sampling uncertainty "
+        f"({level} percentile bootstrap, {bounds.n_bootstrap} resamples) "
+        f"[{bounds.lower_bootstrap:.4g}, {bounds.upper_bootstrap:.4g}]"
+    )
 
 
 def _run_evaluate_sessions(args: argparse.Namespace, logs, policy) -> int:

@@ -146,6 +146,15 @@ class TunedEstimator(Estimator):
     #: OBP's candidate order: descending (clip, τ) or ascending (λ).
     descending: ClassVar[bool] = True
 
+    def __repr__(self) -> str:
+        """Short and spec-like: ``IPSTuning(clips=1|10|inf)``, plus any non-default setting."""
+        candidates = "|".join(f"{value:g}" for value in getattr(self, self.candidates_field))
+        parts = [f"{self.candidates_field}={candidates}"]
+        for field, default in (("method", "slope"), ("delta", 0.1), ("use_bias_upper_bound", True)):
+            if getattr(self, field) != default:
+                parts.append(f"{field}={getattr(self, field)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def __post_init__(self) -> None:
         if self.method not in TUNING_METHODS:
             raise ConfigError(f"method must be one of {list(TUNING_METHODS)}; got {self.method!r}")
@@ -366,7 +375,7 @@ def _slope_choice(estimates: np.ndarray, widths: np.ndarray) -> int:
     return int(order[rejected[0] - 1] if len(rejected) else order[-1])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class IPSTuning(TunedEstimator):
     """IPS with its clip tuned from the log (OBP's ``InverseProbabilityWeightingTuning``).
 
@@ -399,7 +408,7 @@ class IPSTuning(TunedEstimator):
     best_clip_ = TunedEstimator.best_
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DRTuning(TunedEstimator):
     """DR with its clip tuned from the log (OBP's ``DoublyRobustTuning``).
 
@@ -419,7 +428,7 @@ class DRTuning(TunedEstimator):
     best_clip_ = TunedEstimator.best_
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SwitchDRTuning(TunedEstimator):
     """Switch-DR with its threshold τ tuned from the log (OBP's ``SwitchDoublyRobustTuning``).
 
@@ -439,7 +448,7 @@ class SwitchDRTuning(TunedEstimator):
     best_tau_ = TunedEstimator.best_
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DRosTuning(TunedEstimator):
     """DRos with its shrinkage λ tuned from the log (OBP's ``DoublyRobustWithShrinkageTuning``).
 

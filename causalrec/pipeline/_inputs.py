@@ -26,6 +26,7 @@ PRODUCER = {
     "ope_uniform.csv": "ope",
     "abtest/result.json": "abtest",
     "causal_graph.json": "simulate",
+    "sensitivity.json": "ope",
 }
 _CSV_COLUMNS = {  # (text columns, numeric columns)
     "candidates.csv": (
@@ -65,9 +66,18 @@ _JSON_FIELDS: dict[str, dict[str, str]] = {
         "agreement.same_sign": "bool", "agreement.online_in_offline_interval": "bool",
     },
     "causal_graph.json": {"nodes": "list", "edges": "list"},
+    "sensitivity.json": {
+        "candidate": "str", "estimator": "str", "unit": "str", "pscore": "str", "alpha": "num",
+        "n_bootstrap": "int", "n_rounds": "int", "true_value": "num?", "true_gamma": "obj?",
+        "true_gamma.gamma": "num", "true_gamma.standard_error": "num",
+        "true_gamma.exact": "bool", "curve": "list",
+    },
 }  # fmt: skip
 _STAGE_FIELDS = {"name": "str", "status": "str", "seconds": "num?", "error": "str?"}
 _NODE_FIELDS = {"name": "str", "label": "str", "observed": "bool"}
+_CURVE_FIELDS = dict.fromkeys(
+    ("gamma", "estimate", "lower", "upper", "lower_bootstrap", "upper_bootstrap"), "num"
+)
 _KINDS = {
     "int": lambda v: (
         isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
@@ -110,6 +120,9 @@ def _read_json(path: Path, name: str) -> dict:
     if name == "pipeline.json":
         for i, stage in enumerate(data["stages"]):
             _check(stage, _STAGE_FIELDS, f"{name}: stages[{i}]")
+    if name == "sensitivity.json":
+        for i, point in enumerate(data["curve"]):
+            _check(point, _CURVE_FIELDS, f"{name}: curve[{i}]")
     if name == "causal_graph.json":
         for i, node in enumerate(data["nodes"]):
             _check(node, _NODE_FIELDS, f"{name}: nodes[{i}]")

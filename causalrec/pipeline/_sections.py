@@ -26,7 +26,7 @@ from causalrec.platform.errors import DataError
 
 __all__ = ["FIGURES", "Context", "build", "title"]
 
-FIGURES = ("value_vs_ope", "regret", "ope_error", "ab_lift", "causal_graph")
+FIGURES = ("value_vs_ope", "regret", "ope_error", "sensitivity", "ab_lift", "causal_graph")
 _MAX_ERROR_CHARS = 500
 
 
@@ -264,6 +264,59 @@ def _error_table(ope: pd.DataFrame) -> list[doc.Block]:
     return blocks
 
 
+def _sensitivity(ctx: Context) -> list[doc.Block]:
+    blocks: list[doc.Block] = [doc.Heading("Sensitivity to hidden confounding")]
+    data = ctx.inputs["sensitivity.json"]
+    if data is None:
+        return [*blocks, ctx.unavailable("sensitivity.json")]
+    curve = pd.DataFrame(data["curve"])
+    truth, level = number(data["true_value"]), f"{1 - data['alpha']:.0%}"
+    blocks.append(
+        doc.Paragraph(
+            f"Bounds on the value of the selected candidate {data['candidate']} if the "
+            f"propensities ({data['pscore']}) were off by up to a factor Γ in odds (marginal "
+            f"sensitivity model): sharp bounds of the {data['estimator']} estimate on the "
+            f"{data['n_rounds']:,} held-out rounds, and their {level} percentile-bootstrap "
+            f"widening ({data['n_bootstrap']} resamples of rounds). Γ = 1 is the point "
+            f"estimate; values in clicks per round; exact value {format_number(truth)}."
+        )
+    )
+    rows = tuple(
+        (
+            f"{p.gamma:g}",
+            f"[{format_number(p.lower)}, {format_number(p.upper)}]",
+            f"[{format_number(p.lower_bootstrap)}, {format_number(p.upper_bootstrap)}]",
+            "yes" if p.lower_bootstrap <= truth <= p.upper_bootstrap else "no",
+        )
+        for p in curve.itertuples()
+    )
+    columns = ("Γ", "Bounds [lower, upper]", f"With sampling uncertainty ({level})")
+    blocks.append(doc.Table((*columns, "Contains exact value"), rows))
+    true_gamma = data["true_gamma"]
+    if true_gamma is None:
+        text = "This world's true Γ was not computed (hidden confounding with slates)."
+    elif true_gamma["exact"]:
+        text = (
+            f"This world's true Γ is {true_gamma['gamma']:g} (exact): no hidden confounding "
+            "reaches the logger, so propensities given the observed features are the logged ones."
+        )
+    else:
+        text = (
+            f"This world's true Γ is {format_number(true_gamma['gamma'])} (standard error "
+            f"{format_number(true_gamma['standard_error'])}, quasi-Monte Carlo): the largest odds "
+            "ratio between the logger's propensities (what the log records) and those given the "
+            "observed features alone (the best an analyst without the logged ones could have)."
+        )
+    blocks.append(doc.Paragraph(text))
+    gamma = number(true_gamma["gamma"]) if true_gamma else math.nan
+    caption = "Bounds on the selected policy's value against Γ"
+    draw = fig.plot_sensitivity
+    blocks.append(
+        ctx.figure("sensitivity", caption, draw, curve, true_value=truth, true_gamma=gamma)
+    )
+    return blocks
+
+
 def _abtest(ctx: Context) -> list[doc.Block]:
     blocks: list[doc.Block] = [doc.Heading("A/B test: online vs. offline")]
     result = ctx.inputs["abtest/result.json"]
@@ -354,5 +407,5 @@ def _graph(ctx: Context) -> list[doc.Block]:
 
 def build(ctx: Context) -> list[doc.Block]:
     """Every section of the report, in order; draws the figures into ``ctx.figures_dir``."""
-    sections = (_run, _policies, _selection, _ope_errors, _abtest, _graph)
+    sections = (_run, _policies, _selection, _ope_errors, _sensitivity, _abtest, _graph)
     return [block for section in sections for block in section(ctx)]

@@ -30,6 +30,7 @@ __all__ = [
     "plot_causal_graph",
     "plot_ope_error",
     "plot_regret",
+    "plot_sensitivity",
     "plot_value_vs_ope",
     "save_figure",
 ]
@@ -208,6 +209,51 @@ def plot_ab_lift(estimates: pd.DataFrame, path: str | Path, *, exact_lift: float
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_ylabel("lift, B - A (clicks per visit)")
     ax.set_title("A/B lift: online vs. offline vs. exact")
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(fig, path)
+
+
+def plot_sensitivity(
+    curve: pd.DataFrame, path: str | Path, *, true_value: float, true_gamma: float
+) -> Path:
+    """Bounds on a policy's value against Γ, with the point estimate and the exact value.
+
+    Args:
+        curve: Columns ``gamma``, ``estimate``, ``lower``, ``upper``, ``lower_bootstrap``,
+            ``upper_bootstrap``, one row per Γ in increasing order; shape ``(n_gammas, 6)``.
+        path: Output PNG.
+        true_value: The simulator's exact value (horizontal line; NaN draws none).
+        true_gamma: The world's true Γ (vertical line where it falls within the curve's Γ).
+
+    Returns:
+        ``path``.
+    """
+    fig = new_figure()
+    ax = fig.add_subplot()
+    gamma = curve["gamma"].to_numpy(dtype=float)
+    ax.fill_between(
+        gamma,
+        curve["lower"].to_numpy(dtype=float),
+        curve["upper"].to_numpy(dtype=float),
+        color=_BASE,
+        alpha=0.3,
+        label="bounds",
+    )
+    for column in ("lower_bootstrap", "upper_bootstrap"):
+        label = "with sampling uncertainty" if column == "lower_bootstrap" else None
+        ax.plot(gamma, curve[column].to_numpy(dtype=float), ls="--", color=_BASE, label=label)
+    estimate = float(curve["estimate"].iloc[0])
+    ax.axhline(estimate, ls=":", color=_REFERENCE, label=f"point estimate ({estimate:.4g})")
+    if np.isfinite(true_value):
+        ax.axhline(true_value, ls="-", color=_HIGHLIGHT, label=f"exact value ({true_value:.4g})")
+    if np.isfinite(true_gamma) and gamma.min() <= true_gamma <= gamma.max():
+        ax.axvline(true_gamma, ls="-.", color=_HIGHLIGHT, lw=1, label=f"true Γ ({true_gamma:.3g})")
+    ax.set_xscale("log")
+    ax.set_xticks(gamma, [f"{g:g}" for g in gamma])
+    ax.minorticks_off()
+    ax.set_xlabel("Γ: factor by which the propensities' odds may be off")
+    ax.set_ylabel("policy value (clicks per round)")
+    ax.set_title("Sensitivity of the selected policy's value to hidden confounding")
     ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
 

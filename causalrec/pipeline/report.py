@@ -23,17 +23,24 @@ raises :class:`~causalrec.platform.errors.DataError` naming the file and the fie
                           offline {estimator, lift, low, high} | null,
                           agreement {same_sign, online_in_offline_interval} | null
       causal_graph.json   CausalGraph.to_dict(): nodes [{name, label, observed}], edges [[s, t]]
+      sensitivity.json    candidate, estimator, unit, pscore, alpha, n_bootstrap, n_rounds,
+                          true_value | null, true_gamma {gamma, standard_error, exact,
+                          n_draws} | null, curve [{gamma, estimate, lower, upper,
+                          lower_bootstrap, upper_bootstrap}] (the selected candidate's bounds
+                          against Γ)
 
 Outputs: ``RUN/report.md``, ``RUN/report.html`` (inline CSS, images linked as ``figures/*.png``)
-and ``RUN/figures/{value_vs_ope,regret,ope_error,ab_lift,causal_graph}.png``. Policy values are in
-clicks per round, A/B lifts (B minus A) in clicks per visit. Numbers show 4 decimals (scientific
-with 4 significant digits below 1e-3 or from 1e5), p-values 4 decimals or ``<1e-4``.
+and ``RUN/figures/{value_vs_ope,regret,ope_error,sensitivity,ab_lift,causal_graph}.png``. Policy
+values are in clicks per round, A/B lifts (B minus A) in clicks per visit. Numbers show 4
+decimals (scientific with 4 significant digits below 1e-3 or from 1e5), p-values 4 decimals or
+``<1e-4``.
 
 A missing file is attributed to the stage that writes it: ``summary.json`` and
-``causal_graph.json`` to simulate, ``candidates.csv`` to tune, ``ope.csv`` to ope,
-``abtest/result.json`` to abtest. Inputs are read and validated in ``_inputs``, turned into
-sections in ``_sections``, rendered to Markdown and HTML in :mod:`causalrec.platform.document`
-(shared with the loop's report) and drawn in :mod:`causalrec.pipeline.figures`.
+``causal_graph.json`` to simulate, ``candidates.csv`` to tune, ``ope.csv`` and
+``sensitivity.json`` to ope, ``abtest/result.json`` to abtest. Inputs are read and validated in
+``_inputs``, turned into sections in ``_sections``, rendered to Markdown and HTML in
+:mod:`causalrec.platform.document` (shared with the loop's report) and drawn in
+:mod:`causalrec.pipeline.figures`.
 """
 
 from __future__ import annotations

@@ -213,10 +213,18 @@ class ConfoundedRecSimulator:
         ]
         std_rng = np.random.default_rng(np.random.SeedSequence([c.seed, 1]))
         user_blocks, item_blocks, offset = [], [], np.zeros(c.n_items)
-        for part, weight in zip(parts, weights, strict=True):
+        # The logging scorer's columns from θ_u[m:] and what multiplies θ_u[m:] there: the
+        # hidden confounder, which true_sensitivity_gamma integrates out.
+        self._hidden_columns, self._hidden_scale, column = slice(0, 0), 0.0, 0
+        for index, (part, weight) in enumerate(zip(parts, weights, strict=True)):
             if weight == 0 or part.user_factors.shape[1] == 0:
                 continue
             scale = c.logging_beta * weight / _standard_deviation(part, std_rng, 100_000)
+            width = part.user_factors.shape[1]
+            if index == 1 and scale > 0:
+                self._hidden_columns = slice(column, column + width)
+                self._hidden_scale = scale * c.relevance_scale
+            column += width
             user_blocks.append(scale * part.user_factors)
             item_blocks.append(part.item_factors)
             offset = offset + scale * part.item_offset
@@ -434,6 +442,28 @@ class ConfoundedRecSimulator:
         return paired_long_term_value(
             self, policy, baseline, horizon=horizon, n_sessions=n_sessions, seed=seed
         )
+
+    def observed_feature_propensity(
+        self, users: np.ndarray, *, n_draws: int = 4096, seed: int | None = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The logger's propensity given the observed features, and its standard error.
+
+        See :func:`causalrec.simulators.hidden_confounding.observed_feature_propensity`.
+        """
+        from causalrec.simulators import hidden_confounding
+
+        return hidden_confounding.observed_feature_propensity(
+            self, users, n_draws=n_draws, seed=seed
+        )
+
+    def true_sensitivity_gamma(self, *, n_draws: int = 4096, seed: int | None = 0):
+        """The world's Γ of the marginal sensitivity model (a ``SensitivityGamma``).
+
+        See :func:`causalrec.simulators.hidden_confounding.true_sensitivity_gamma`.
+        """
+        from causalrec.simulators import hidden_confounding
+
+        return hidden_confounding.true_sensitivity_gamma(self, n_draws=n_draws, seed=seed)
 
     def oracle_value(self) -> float:
         """Exact value of the best top-K policy (an upper bound on every policy's value).

@@ -118,8 +118,13 @@ def run_tune(args: argparse.Namespace) -> int:
             f"exact value of the selected model {selected['ground_truth']:.4f}; truly best "
             f"trial {best['ground_truth']:.4f} ({best['method']}); selection regret "
             f"{summary['selection_regret']:.4f}; oracle {summary['oracle_value']:.4f}, logging "
-            f"policy {summary['logging_value']:.4f}"
+            f"policy {summary['logging_value']:.4f} (clicks per round)"
         )
+        for rule, choice in summary["selection_rules"].items():
+            print(
+                f"  by {rule:13s} {choice['method']:12s} exact {choice['ground_truth']:.4f}, "
+                f"regret {choice['selection_regret']:.4f} clicks per round"
+            )
     if config.tracking == "mlflow":
         from causalrec.tuning.tracking import tracking_store
 

@@ -156,15 +156,19 @@ class ObjectiveConfig(StrictConfig):
     """What trials are selected by.
 
     Attributes:
-        metric: ``ope_dr`` — the doubly robust estimate of the value of the model's top-K
-            policy (K: the log's slate size) on a
-            validation split of the logs (what a real user has); ``ground_truth`` — the
-            simulator's exact value of that policy (simulated logs only).
+        metric: The selection rule, each on a validation split of the logs (what a real user
+            has) for the model's top-K policy (K: the log's slate size): ``ope_dr`` — the
+            doubly robust estimate; ``ope_dr_low`` — the lower end of its 95% interval (risk
+            averse: a candidate must be good *and* well supported by the log); ``ope_auto`` —
+            the estimate of the estimator off-policy cross-validation chose for that policy
+            (:mod:`causalrec.ope.selection`); ``ope_auto_low`` — the lower end of its
+            interval; ``ground_truth`` — the simulator's exact value of that policy (simulated
+            logs only). Every rule's regret is reported whichever one selects.
         validation_fraction: Share of the log's rounds held out for validation (the last ones).
         reward_model: Reward model of the DR estimate (``logistic``, ``hgb`` or ``mlp``).
     """
 
-    metric: Literal["ope_dr", "ground_truth"] = "ope_dr"
+    metric: Literal["ope_dr", "ope_dr_low", "ope_auto", "ope_auto_low", "ground_truth"] = "ope_dr"
     validation_fraction: float = pydantic.Field(default=0.2, gt=0, lt=1)
     reward_model: Literal["logistic", "hgb", "mlp"] = "logistic"
 

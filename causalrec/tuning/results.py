@@ -42,7 +42,18 @@ BEST_DIR = "best"
 #: Sub-directory of ``OUT`` holding each method's best trial (``export_candidates``).
 CANDIDATES_DIR = "candidates"
 #: Metrics every trial reports (NaN where the log cannot provide them).
-METRICS = ("ope_dr", "ope_dr_low", "ope_dr_high", "ground_truth", "regret")
+METRICS = (
+    "ope_dr",
+    "ope_dr_low",
+    "ope_dr_high",
+    "ope_auto",
+    "ope_auto_low",
+    "ope_auto_high",
+    "ground_truth",
+    "regret",
+)
+#: Selection rules whose regret every search reports (see ``ObjectiveConfig.metric``).
+SELECTION_RULES = ("ope_dr", "ope_dr_low", "ope_auto", "ope_auto_low")
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,7 @@ def results_frame(grid, registry) -> tuple[pd.DataFrame, dict[str, Any]]:
                 "restarts": int(metrics.get("restarts", 0)),
                 "finished_at": float(metrics.get("timestamp", math.nan)),
                 "device": str(metrics.get("device", "")),
+                "ope_auto_estimator": str(metrics.get("ope_auto_estimator", "")),
                 "status": status,
                 "error": "" if result.error is None else str(result.error).splitlines()[0][:500],
             }
@@ -154,6 +166,7 @@ def summarize(
         selection_regret = float(truly_best["ground_truth"] - selected["ground_truth"])
     return {
         "selection_metric": metric,
+        "selection_rules": selection_rules(usable, truly_best),
         "k": k,
         "n_trials": len(results),
         "status_counts": results["status"].value_counts().to_dict() if len(results) else {},
@@ -169,6 +182,39 @@ def summarize(
         "logs_fingerprint": logs.fingerprint(),
         "causalrec_version": causalrec.__version__,
     }
+
+
+def selection_rules(
+    usable: pd.DataFrame, truly_best: pd.Series | None
+) -> dict[str, dict[str, Any]]:
+    """What each rule of :data:`SELECTION_RULES` would select, and its regret.
+
+    Args:
+        usable: Trials with a finite value of the objective.
+        truly_best: The trial with the largest exact value (``None`` without a simulator).
+
+    Returns:
+        By rule: ``trial_id``, ``method``, ``value`` (the rule's number, clicks per round),
+        ``ground_truth`` and ``selection_regret`` (exact, clicks per round; ``None`` without a
+        simulator).
+    """
+    rules = {}
+    for rule in SELECTION_RULES:
+        if rule not in usable or not np.isfinite(usable[rule]).any():
+            continue
+        row = usable.loc[usable[rule].idxmax()]
+        truth = _finite_or_none(row["ground_truth"])
+        regret = None
+        if truly_best is not None and truth is not None:
+            regret = float(truly_best["ground_truth"] - row["ground_truth"])
+        rules[rule] = {
+            "trial_id": row["trial_id"],
+            "method": row["method"],
+            "value": float(row[rule]),
+            "ground_truth": truth,
+            "selection_regret": regret,
+        }
+    return rules
 
 
 def export_models(

@@ -38,6 +38,7 @@ import pyarrow as pa
 from causalrec.methods.base import Recommender
 from causalrec.methods.registry import RECOMMENDERS
 from causalrec.ope.evaluate import OfflineEvaluator
+from causalrec.ope.selection import AUTO
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, SearchInterruptedError
 from causalrec.platform.feedback import LoggedFeedback
@@ -193,7 +194,7 @@ def tune_recommenders(
     gpus = _gpus_per_trial(config.resources.gpus_per_trial, cluster)
     train, validation = split_rounds(logs, config.objective.validation_fraction)
     k = logs.slate_size
-    evaluator = OfflineEvaluator(validation, ["dr"], reward_model=config.objective.reward_model)
+    evaluator = OfflineEvaluator(validation, AUTO, reward_model=config.objective.reward_model)
     evaluator.prepare()
     oracle = simulator.oracle_value() if simulator is not None else None
     context = TrialContext(

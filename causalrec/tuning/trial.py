@@ -7,7 +7,9 @@ validation split in the driver, and, when the log is simulated, the simulator it
 oracle's value. Trials never read Parquet and never rebuild the world.
 
 After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
-split, with a 95% interval), ``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
+split, with a 95% interval), ``ope_auto`` (the estimate, with its interval, of the estimator
+off-policy cross-validation chose for that policy, named in ``ope_auto_estimator``),
+``ground_truth`` and ``regret`` (exact, simulated logs only; NaN
 otherwise), the cumulative ``train_seconds`` and ``eval_seconds``, the torch ``device`` it trained
 on (``cuda`` when Ray assigned it a GPU), and a checkpoint holding the
 model as a saved model (:class:`~causalrec.methods.artifact.SavedModel`) plus its resumable
@@ -30,6 +32,7 @@ import torch
 
 from causalrec.methods.artifact import SavedModel
 from causalrec.methods.base import Recommender
+from causalrec.ope.estimators import DR
 from causalrec.ope.evaluate import OfflineEvaluator
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.simulators.scm import ConfoundedRecSimulator
@@ -49,7 +52,8 @@ class TrialContext:
 
     Attributes:
         train: Training split of the log.
-        evaluator: DR evaluator of the validation split (reward models already fitted).
+        evaluator: Evaluator of the validation split with the ``"auto"`` candidates (reward
+            models already fitted).
         simulator: The world behind simulated logs (``None`` for real logs): trials measure
             their exact value in it instead of rebuilding it.
         oracle_value: Exact value of the best top-k policy (``None`` for real logs, which have no
@@ -75,19 +79,29 @@ class TrialMeasurement:
     ope_dr: float
     ope_dr_low: float
     ope_dr_high: float
+    ope_auto: float
+    ope_auto_low: float
+    ope_auto_high: float
+    ope_auto_estimator: str
     ground_truth: float
     regret: float
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         """Metrics by name."""
         return dict(self.__dict__)
 
 
 def measure(model: Recommender, context: TrialContext) -> TrialMeasurement:
-    """DR estimate on the validation split and, with a simulator, the exact value and regret."""
+    """OPE estimates on the validation split and, with a simulator, the exact value and regret.
+
+    The evaluator holds the candidates of ``estimators="auto"`` (DR among them): ``ope_dr`` is
+    DR's row and ``ope_auto`` the row off-policy cross-validation chose for this policy.
+    """
     simulator = context.simulator
     policy = model.policy(context.k)
-    dr = context.evaluator.evaluate(policy, warn=False).iloc[0]
+    table = context.evaluator.evaluate(policy, warn=False)
+    dr = table[table["estimator"] == repr(DR())].iloc[0]
+    chosen = table[table["selected"]].iloc[0] if "selected" in table else dr
     truth = regret = math.nan
     if simulator is not None:
         truth = float(simulator.policy_value(policy))
@@ -96,6 +110,10 @@ def measure(model: Recommender, context: TrialContext) -> TrialMeasurement:
         ope_dr=float(dr["estimate"]),
         ope_dr_low=float(dr["low"]),
         ope_dr_high=float(dr["high"]),
+        ope_auto=float(chosen["estimate"]),
+        ope_auto_low=float(chosen["low"]),
+        ope_auto_high=float(chosen["high"]),
+        ope_auto_estimator=str(chosen["estimator"]),
         ground_truth=truth,
         regret=regret,
     )

@@ -64,3 +64,25 @@ def test_ope_bench_writes_csv_png_and_json(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     again = run_cli("ope-bench", "--rounds", "300", "--seeds", "1", "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_evaluate_sensitivity_bounds_in_json_and_table():
+    # Catches: bounds missing from either output, bounds that do not contain the SNIPS
+    # estimate of the same table, a bad Γ accepted or reported without the option's name.
+    args = ["evaluate", "--logs", str(SAMPLE_DIR / "random"), "--policy", "uniform",
+            "--estimators", "snips", "--reward-model", "none", "--sensitivity", "2"]  # fmt: skip
+    result = run_cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    bounds, snips = payload["sensitivity"], payload["results"][0]["estimate"]
+    assert bounds["gamma"] == 2 and bounds["estimate"] == snips
+    assert bounds["unit"] == "clicks_per_round" and bounds["estimator"] == "snips"
+    assert bounds["lower_bootstrap"] < bounds["lower"] < snips < bounds["upper"]
+    assert bounds["upper"] < bounds["upper_bootstrap"]
+    table = run_cli(*args)
+    assert table.returncode == 0, table.stderr
+    assert "sensitivity at Γ = 2" in table.stdout
+    assert f"bounds [{bounds['lower']:.4g}, {bounds['upper']:.4g}]" in table.stdout
+    bad = run_cli(*args[:-1], "0.5")
+    assert bad.returncode == 2 and "--sensitivity must be a finite number >= 1" in bad.stderr
+    assert "got 0.5" in bad.stderr

@@ -18,7 +18,7 @@ NAMES = ["ips", "naive", "dr_jl", SCRIPT]
 ESTIMATORS = ["ips", "snips", "dr", "switch-dr(tau=100)"]
 STAGES = ["simulate", "tune", "deploy", "abtest", "ope", "report"]
 POLICIES = "Policies: exact value vs. off-policy estimate"
-FIGURES = {"value_vs_ope", "regret", "ope_error", "ab_lift", "causal_graph"}
+FIGURES = {"value_vs_ope", "regret", "ope_error", "sensitivity", "ab_lift", "causal_graph"}
 ONLINE = {"lift": 0.0246, "low": 0.0112, "high": 0.0380}
 EXACT_LIFT = 0.0231
 OFFLINE = {"estimator": "dr", "lift": 0.0187, "low": 0.0021, "high": 0.0353}
@@ -83,7 +83,13 @@ def make_run(root, graph):
                    "p_value": 0.0123, "mde": 0.0071},
         "offline": OFFLINE, "agreement": {"same_sign": True, "online_in_offline_interval": True},
     }  # fmt: skip
-    for name, payload in [("pipeline.json", pipeline), ("summary.json", summary),
+    curve = [{"gamma": g, "estimate": 0.4312, "lower": 0.4312 - d, "upper": 0.4312 + 2 * d,
+              "lower_bootstrap": 0.42 - d, "upper_bootstrap": 0.445 + 2 * d}
+             for g, d in [(1, 0), (2, 0.05), (5, 0.12)]]  # fmt: skip
+    sensitivity = {"candidate": "dr_jl", "estimator": "snips", "unit": "clicks_per_round", "pscore": "logged",
+                   "alpha": 0.05, "n_bootstrap": 200, "n_rounds": 4000, "true_value": 0.4410,
+                   "true_gamma": {"gamma": 1.0, "standard_error": 0.0, "exact": True, "n_draws": 0}, "curve": curve}  # fmt: skip
+    for name, payload in [("pipeline.json", pipeline), ("summary.json", summary), ("sensitivity.json", sensitivity),
                           ("abtest/result.json", result), ("causal_graph.json", graph)]:  # fmt: skip
         (root / name).write_text(json.dumps(payload))
     return candidates, ope
@@ -148,6 +154,16 @@ def test_ope_error_table_matches_the_inputs(report):
         assert f"| {expected} |" in row
 
 
+def test_sensitivity_table_shows_the_bounds_and_whether_they_hold_the_exact_value(report):
+    # Catches: bounds or Γ rows lost or swapped, coverage judged on the wrong bounds (at Γ = 1
+    # the population bounds miss the exact value 0.4410 and the bootstrap ones hold it).
+    markdown = report[1].markdown.read_text(encoding="utf-8")
+    section = "Sensitivity to hidden confounding"
+    assert table_row(markdown, "1", section).endswith("[0.4200, 0.4450] | yes |")
+    assert "[0.3812, 0.5312]" in table_row(markdown, "2", section)
+    assert "true Γ is 1 (exact)" in markdown and "4,000 held-out rounds" in markdown
+
+
 def test_uniform_slice_errors_get_their_own_table(tmp_path, graph):
     _, ope = make_run(tmp_path, graph)
     uniform = ope.assign(estimate=ope.true_value + 0.001, error=0.001)
@@ -177,6 +193,7 @@ def test_failed_stages_leave_the_rest_of_the_report(tmp_path, graph):
     write_report(tmp_path)  # a first report draws every figure
     (tmp_path / "abtest" / "result.json").unlink()
     (tmp_path / "ope.csv").unlink()
+    (tmp_path / "sensitivity.json").unlink()
     pipeline = json.loads((tmp_path / "pipeline.json").read_text())
     errors = {"abtest": "RuntimeError: serve replica never became healthy",
               "ope": "ValueError: reward model diverged"}  # fmt: skip
@@ -240,6 +257,7 @@ def corrupt_json(name, change):
         (corrupt_json("pipeline.json", lambda d: d["stages"][1].pop("status")), r"pipeline\.json: stages\[1\]: missing field 'status'"),
         (corrupt_json("causal_graph.json", lambda d: d["edges"].append(["click"])), r"causal_graph\.json: edges\[12\] must be \[source, target\]"),
         (lambda root: (root / "summary.json").write_text("{not json"), r"summary\.json: not valid JSON"),
+        (corrupt_json("sensitivity.json", lambda d: d["curve"][1].pop("upper")), r"sensitivity\.json: curve\[1\]: missing field 'upper'"),
     ],
 )  # fmt: skip
 def test_malformed_inputs_name_the_file_and_field(tmp_path, graph, corrupt, match):

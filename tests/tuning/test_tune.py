@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from causalrec.methods import RECOMMENDERS, load_recommender
+from causalrec.ope.evaluate import AUTO_CANDIDATES
+from causalrec.ope.registry import parse_estimators
 from causalrec.platform.errors import ConfigError
 from causalrec.simulators import generate_logs, write_logs
 from causalrec.tuning import TuningConfig, tune_recommenders
@@ -51,8 +53,11 @@ def test_search_writes_results_best_model_and_selection_regret(
     assert list(pd.read_csv(tmp_path / "run" / "results.csv").trial_id) == list(results.trial_id)
     assert set(results.status) <= {"completed", "stopped_early"}
     oracle = small_simulator.oracle_value()
+    candidates = {repr(e) for e in parse_estimators(list(AUTO_CANDIDATES))}
     for row in results.itertuples():
         assert row.ope_dr_low <= row.ope_dr <= row.ope_dr_high
+        assert row.ope_auto_low <= row.ope_auto <= row.ope_auto_high
+        assert row.ope_auto_estimator in candidates
         assert 0 < row.ground_truth <= oracle + 1e-12
         assert row.regret == pytest.approx(oracle - row.ground_truth)
         assert 1 <= row.epochs <= row.planned_epochs and row.train_seconds > 0
@@ -65,6 +70,14 @@ def test_search_writes_results_best_model_and_selection_regret(
     assert summary["truly_best"]["trial_id"] == best.trial_id
     assert summary["selection_regret"] == pytest.approx(best.ground_truth - selected.ground_truth)
     assert summary["selection_regret"] >= 0
+    # Every rule's choice and regret, whichever rule selected: risk-averse (lower bounds) and
+    # cross-validated estimator choice included.
+    assert set(summary["selection_rules"]) == {"ope_dr", "ope_dr_low", "ope_auto", "ope_auto_low"}
+    for rule, choice in summary["selection_rules"].items():
+        picked = results.loc[results[rule].idxmax()]
+        assert choice["trial_id"] == picked.trial_id
+        assert choice["selection_regret"] == pytest.approx(best.ground_truth - picked.ground_truth)
+    assert summary["selection_rules"]["ope_dr"]["trial_id"] == selected.trial_id
 
     # best/ is the selected trial's model at its last epoch, loadable in the save format.
     model = load_recommender(tmp_path / "run" / "best")
