@@ -7,9 +7,11 @@ import json
 import math
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from causalrec.ope.bench import run_ope_bench, write_bench
+from causalrec.ope.cluster_inputs import item_clusters_from_features
 from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, OverlapWarning
 from causalrec.ope.evaluate_sessions import evaluate_sessions
 from causalrec.ope.reward_model import RewardModelConfig
@@ -62,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "SNIPS estimate and their percentile-bootstrap widening at --alpha"
         ),
     )
+    evaluate_parser.add_argument(
+        "--logging-policy",
+        default=None,
+        help="spec of the policy that wrote the log ('logging' for simulated logs): the "
+        "cluster weights of mips, snmips and offcem need its whole distribution",
+    )
     evaluate_parser.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate_parser.set_defaults(handler=run_evaluate)
 
@@ -94,8 +102,17 @@ def _add_estimation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimators",
         default=None,
-        help=f"comma-separated specs, e.g. 'ips:clip=100,snips,dr' (default: "
-        f"{','.join(DEFAULT_ESTIMATORS)}, plus iips,rips,sips for slates)",
+        help=f"comma-separated specs, e.g. 'ips:clip=100,snips,dr,ips_slope:clips=10|100|inf' "
+        f"(default: {','.join(DEFAULT_ESTIMATORS)}, plus iips,rips,sips for slates), or 'auto': "
+        "every candidate, the one off-policy cross-validation chooses from the log marked",
+    )
+    parser.add_argument(
+        "--item-clusters",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N k-means clusters of the log's item features for mips, snmips and offcem "
+        "(added to 'auto' when given)",
     )
     parser.add_argument(
         "--reward-model",
@@ -110,6 +127,19 @@ def _add_estimation_options(parser: argparse.ArgumentParser) -> None:
         choices=["normal", "bootstrap", "studentized", "betting"],
         help="interval method",
     )
+
+
+def _item_clusters(args: argparse.Namespace, logs) -> np.ndarray | None:
+    """``--item-clusters N``: k-means clusters of the log's item features, or ``None``."""
+    if args.item_clusters is None:
+        return None
+    if logs.item_table is None:
+        raise ConfigError("--item-clusters needs item features; this log has none")
+    if not 1 <= args.item_clusters <= logs.n_items:
+        raise ConfigError(
+            f"--item-clusters must be in [1, n_items={logs.n_items}]; got {args.item_clusters}"
+        )
+    return item_clusters_from_features(logs.item_table, args.item_clusters)
 
 
 def _reward_model(args: argparse.Namespace) -> RewardModelConfig | None:
@@ -132,9 +162,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     policy = resolve_policy(args.policy, logs=logs).policy
     if args.sessions:
         return _run_evaluate_sessions(args, logs, policy)
+    logging_policy = None
+    if args.logging_policy is not None:
+        logging_policy = resolve_policy(args.logging_policy, logs=logs).policy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OverlapWarning)
-        evaluator = OfflineEvaluator(logs, args.estimators, reward_model=_reward_model(args))
+        evaluator = OfflineEvaluator(
+            logs,
+            args.estimators,
+            reward_model=_reward_model(args),
+            logging_policy=logging_policy,
+            item_clusters=_item_clusters(args, logs),
+        )
         table = evaluator.evaluate(policy, alpha=args.alpha, interval=args.interval)
     bounds = None
     if gamma is not None:  # on the propensities the table used (logged, else estimated)
@@ -146,9 +185,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
             payload["sensitivity"] = {"estimator": "snips", **bounds.to_dict()}
         print(json.dumps(payload))
         return 0
+    columns = _COLUMNS + (["selected", "cv_score"] if "selected" in table else [])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table[_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     first = table.iloc[0]
+    if "selected" in table:
+        chosen = table[table["selected"]].iloc[0]
+        print(f"\nauto: {chosen['estimator']} = {chosen['estimate']:.4g} clicks per round")
+        print(f"    why: {chosen['selection_reason']}")
     print(f"\nrows: {logs.n_rows:,}   pscore: {first['pscore']}")
     print(f"reward model: {first['reward_model']}")
     if bounds is not None:
@@ -215,6 +259,7 @@ def run_bench(args: argparse.Namespace) -> int:
         estimators=args.estimators,
         reward_model=_reward_model(args),
         alpha=args.alpha,
+        n_clusters=args.item_clusters,
         progress=not args.json,
     )
     files = write_bench(result, args.out, overwrite=args.overwrite)

@@ -86,3 +86,30 @@ def test_evaluate_sensitivity_bounds_in_json_and_table():
     bad = run_cli(*args[:-1], "0.5")
     assert bad.returncode == 2 and "--sensitivity must be a finite number >= 1" in bad.stderr
     assert "got 0.5" in bad.stderr
+
+
+def test_evaluate_auto_reports_the_chosen_estimator_and_why(tmp_path):
+    # Catches: 'auto' not understood, no single marked choice, a reason missing from the human
+    # output, cluster estimators not added with --item-clusters, a bad N accepted.
+    logs = tmp_path / "logs"
+    simulated = run_cli(
+        "simulate", "--preset", "confounded", "--rounds", "1500", "--out", str(logs),
+        "--n-users", "300", "--n-items", "40",
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr
+    args = ["evaluate", "--logs", str(logs), "--policy", "softmax:2", "--estimators", "auto",
+            "--item-clusters", "8", "--logging-policy", "logging"]  # fmt: skip
+    result = run_cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    names = {row["estimator"].split("(")[0] for row in rows}
+    assert {"MIPS", "OffCEM", "IPSTuning", "DR"} <= names
+    chosen = [row for row in rows if row["selected"]]
+    assert len(chosen) == 1 and chosen[0]["cv_score"] == min(row["cv_score"] for row in rows)
+    table = run_cli(*args)
+    assert table.returncode == 0, table.stderr
+    assert f"auto: {chosen[0]['estimator']}" in table.stdout and "why: " in table.stdout
+    bad = run_cli(*args[:-4], "--item-clusters", "41")
+    assert (
+        bad.returncode == 2 and "--item-clusters must be in [1, n_items=40]; got 41" in bad.stderr
+    )
