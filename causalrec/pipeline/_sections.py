@@ -199,6 +199,31 @@ def _selection(ctx: Context) -> list[doc.Block]:
                 f"{format_number(summary['selection_regret'])} clicks per round."
             )
         )
+    rules = summary.get("selection_rules")
+    if isinstance(rules, dict) and rules:
+        blocks.append(
+            doc.Paragraph(
+                "What each selection rule would have chosen among the trials (the search "
+                f"selected by {summary.get('selection_metric', 'ope_dr')}; ope_auto: the "
+                "estimator off-policy cross-validation chose per candidate; _low: the lower "
+                "end of the 95% interval, a risk-averse rule). Values in clicks per round."
+            )
+        )
+        blocks.append(
+            doc.Table(
+                ("Rule", "Method", "Rule's value", "Exact value", "Regret"),
+                tuple(
+                    (
+                        rule,
+                        str(choice.get("method", "")),
+                        format_number(choice.get("value")),
+                        format_number(choice.get("true_value")),
+                        format_number(choice.get("regret")),
+                    )
+                    for rule, choice in rules.items()
+                ),
+            )
+        )
     if selected and candidates is not None:
         params = candidates.loc[candidates["candidate"] == selected["candidate"], "params"]
         if len(params):

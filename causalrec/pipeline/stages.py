@@ -146,10 +146,21 @@ def tune(ctx: RunContext) -> None:
             "ope_dr": trial["ope_dr"],
         }
 
+    rules = {
+        rule: {
+            "method": choice["method"],
+            "value": choice["value"],
+            "true_value": choice["ground_truth"],
+            "regret": choice["selection_regret"],
+        }
+        for rule, choice in summary["selection_rules"].items()
+    }
     ctx.update_summary(
         selected=brief(selected),
         truly_best=brief(summary["truly_best"]),
         selection_regret=summary["selection_regret"],
+        selection_metric=metric,
+        selection_rules=rules,
         n_trials=summary["n_trials"],
         search_seconds=summary["timing"]["search_seconds"],
     )

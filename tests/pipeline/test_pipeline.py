@@ -155,6 +155,10 @@ def test_same_config_and_seed_give_identical_logs_and_results(ray_session, tmp_p
     assert ab[0] == ab[1]
     summary = json.loads((first / "summary.json").read_text())
     assert np.isfinite(summary["selection_regret"]) and summary["selection_regret"] >= 0
+    rules = summary["selection_rules"]
+    assert set(rules) == {"ope_dr", "ope_dr_low", "ope_auto", "ope_auto_low"}
+    assert rules["ope_dr"]["regret"] == pytest.approx(summary["selection_regret"])
+    assert all(rule["regret"] >= 0 for rule in rules.values())
     assert (first / "report.html").exists() and (first / "figures" / "ab_lift.png").exists()
     console = "\n".join(summary_lines(first))
     assert "A/B test (in-process, 2,000 visits):" in console and "online lift (b - a)" in console

@@ -71,7 +71,11 @@ def make_run(root, graph):
         "uniform_rounds": 2000, "oracle_value": oracle, "logging_value": logging,
         "selected": {"candidate": "dr_jl", "method": "dr_jl", "true_value": 0.4410, "ope_dr": 0.4399},
         "truly_best": {"candidate": "dr_jl", "method": "dr_jl", "true_value": 0.4410},
-        "selection_regret": 0.0,
+        "selection_regret": 0.0, "selection_metric": "ope_dr",
+        "selection_rules": {
+            "ope_dr": {"method": "dr_jl", "value": 0.4399, "true_value": 0.4410, "regret": 0.0},
+            "ope_dr_low": {"method": "ips", "value": 0.4012, "true_value": 0.4273, "regret": 0.0137},
+        },
     }  # fmt: skip
     arm = {"spec": "logging", "users": 800, "visits": 1000, "impressions": 1000, "clicks": 203, "ctr": 0.203,
            "clicks_per_visit": 0.203, "exact_value": 0.2034}  # fmt: skip
@@ -311,3 +315,13 @@ def test_format_number(value, expected):
 )
 def test_format_p_value(value, expected):
     assert format_p_value(value) == expected
+
+
+def test_the_selection_section_lists_every_rule_with_its_regret(report):
+    # Catches: the rules' table missing, a rule dropped, or a value from the wrong field.
+    _, paths, _, _ = report
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert table_row(markdown, "ope_dr_low", "Selection") == (
+        "| ope_dr_low | ips | 0.4012 | 0.4273 | 0.0137 |"
+    )
+    assert table_row(markdown, "ope_dr", "Selection").startswith("| ope_dr | dr_jl | 0.4399 |")
