@@ -292,10 +292,10 @@ class OfflineEvaluator:
         logs = self.logs
         inputs, diagnostics = self.policy_inputs(policy)
         config = self.reward_model_config
-        terms_by_estimator = self._all_terms(inputs)
-        selection = self._select(inputs, terms_by_estimator) if self.selection else None
+        all_terms = self._all_terms(inputs)
+        selection = self._select(inputs, all_terms) if self.selection else None
         records = []
-        for estimator, terms in zip(self.estimators, terms_by_estimator.values(), strict=True):
+        for estimator, terms in zip(self.estimators, all_terms, strict=True):
             try:
                 value = terms.value()
                 if interval == "betting" and terms.weight is None:
@@ -344,18 +344,24 @@ class OfflineEvaluator:
         inputs, _ = self.policy_inputs(policy)
         return self._select(inputs, self._all_terms(inputs))
 
-    def _all_terms(self, inputs: EvaluationInputs) -> dict[str, EstimatorTerms]:
-        terms = {}
+    def _all_terms(self, inputs: EvaluationInputs) -> list[EstimatorTerms]:
+        """Each estimator's terms, in the order of ``self.estimators`` (repeats included)."""
+        terms = []
         for estimator in self.estimators:
             try:
-                terms[repr(estimator)] = estimator.policy_terms(inputs)
+                terms.append(estimator.policy_terms(inputs))
             except CausalRecError as exc:
                 raise type(exc)(f"{estimator.name}: {exc}") from None
         return terms
 
     def _select(
-        self, inputs: EvaluationInputs, candidates: dict[str, EstimatorTerms]
+        self, inputs: EvaluationInputs, all_terms: list[EstimatorTerms]
     ) -> EstimatorSelection:
+        # A repeated estimator is one candidate (same name, same terms).
+        candidates = {
+            repr(estimator): terms
+            for estimator, terms in zip(self.estimators, all_terms, strict=True)
+        }
         validator = DR() if inputs.impressions.has_reward_model else IPS()
         selector = self.selection or OffPolicyCrossValidation()
         return selector.select(

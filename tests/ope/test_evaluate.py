@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from causalrec.methods.policy_spec import resolve_policy
-from causalrec.ope import DR, IPS, OverlapWarning, evaluate
+from causalrec.ope import DR, IPS, OfflineEvaluator, OverlapWarning, evaluate
 from causalrec.ope.policy_inputs import round_inputs
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.platform.empirical_policy import EmpiricalPolicy
@@ -165,3 +165,15 @@ def test_deterministic_policies_take_the_fast_path(small_simulator, logged):
     np.testing.assert_allclose(fast.q_factual, slow.q_factual, rtol=1e-10)
     np.testing.assert_allclose(fast.q_policy, slow.q_policy, rtol=1e-10)
     assert fast_diag == slow_diag
+
+
+def test_a_repeated_estimator_gives_one_row_per_request(small_simulator, logged):
+    # The serve fuzzer's /evaluate request listed snips and dm three times each; the terms were
+    # once kept by name, so the table lost rows and evaluate failed (a 500). Each request is a row.
+    target = SoftmaxPolicy(small_simulator.relevance_scorer, temperature=1.5)
+    table = evaluate(logged, target, ["snips", "dm", "snips", "ips:clip=10", "dm"])
+    assert list(table["estimator"]) == ["SNIPS()", "DM()", "SNIPS()", "IPS(clip=10.0)", "DM()"]
+    assert table["estimate"].iloc[0] == table["estimate"].iloc[2]
+    assert table["estimate"].iloc[1] == table["estimate"].iloc[4]
+    selection = OfflineEvaluator(logged, ["snips", "dr", "snips"]).select(target)
+    assert sorted(selection.table["candidate"]) == ["DR(clip=inf)", "SNIPS()"]

@@ -259,6 +259,15 @@ FOUND = [
                       "temperature": 2.225073858507203e-309},
         id="softmax-subnormal-temperature",
     ),
+    # Repeated estimators: evaluate kept terms by name, so the rows and the terms no longer lined
+    # up (a ValueError, 500); now one row per requested estimator.
+    pytest.param(
+        "/evaluate",
+        lambda live: {"policy": "served", "exploration": "epsilon", "epsilon": 0.7063061067915798,
+                      "path": "small", "estimators": ["switch_dr", "snips", "dm", "snips", "dm",
+                                                      "dr", "ips:clip=10", "dm", "switch_dr"]},
+        id="repeated-estimators",
+    ),
 ]
 # fmt: on
 
