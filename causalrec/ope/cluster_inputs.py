@@ -141,9 +141,9 @@ def _check_pscore(probability: np.ndarray, logs, rows: np.ndarray) -> None:
     logged = logs.pscore[rows]
     off = np.abs(probability - logged) > PSCORE_RTOL * np.maximum(logged, 1e-300)
     if off.any():
-        row = int(rows[np.flatnonzero(off)[0]])
+        first = int(np.flatnonzero(off)[0])
         raise DataError(
-            f"logging_policy does not reproduce the log's pscore: row {row} has pscore "
-            f"{logs.pscore[row]:.6g}, the policy gives {probability[rows == row][0]:.6g}; "
+            f"logging_policy does not reproduce the log's pscore: row {rows[first]} has pscore "
+            f"{logged[first]:.6g}, the policy gives {probability[first]:.6g}; "
             "pass the policy that wrote the log"
         )

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from causalrec.ope import propensity
+from causalrec.ope._validation import check_probabilities
 from causalrec.ope.base import Estimator
 from causalrec.ope.cluster_inputs import check_item_clusters
 from causalrec.ope.cross_fit import CrossFittedRewardModel, coerce_reward_model
@@ -131,6 +132,8 @@ class OfflineEvaluator:
         reward_model: As :func:`evaluate`.
         logging_policy: As :func:`evaluate`.
         item_clusters: As :func:`evaluate`.
+        pscore: Propensities to weight by instead of the log's, shape (n_rows,), in (0, 1]
+            (an analyst's own, or another model's); ``None``: logged, else estimated.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class OfflineEvaluator:
         reward_model: str | RewardModelConfig | dict | None = "logistic",
         logging_policy: Policy | None = None,
         item_clusters: np.ndarray | None = None,
+        pscore: np.ndarray | None = None,
     ):
         #: Off-policy cross-validation when ``estimators="auto"``, else ``None``.
         self.selection: OffPolicyCrossValidation | None = None
@@ -175,7 +179,10 @@ class OfflineEvaluator:
         self._requested_reward_model = config  # what difference() fits if it needs a model
         self.pscore_source = "logged"
         self.pscore = logs.pscore
-        if np.isnan(self.pscore).all():
+        if pscore is not None:
+            self.pscore = check_probabilities("pscore", pscore, logs.n_rows)
+            self.pscore_source = "given"
+        elif np.isnan(self.pscore).all():
             self.pscore = propensity.estimate_pscore(logs)
             self.pscore_source = propensity.METHOD
         elif np.isnan(self.pscore).any():
@@ -294,6 +301,7 @@ class OfflineEvaluator:
         config = self.reward_model_config
         all_terms = self._all_terms(inputs)
         selection = self._select(inputs, all_terms) if self.selection else None
+        cv_table = selection.table.set_index("candidate") if selection else None
         records = []
         for estimator, terms in zip(self.estimators, all_terms, strict=True):
             try:
@@ -324,7 +332,7 @@ class OfflineEvaluator:
                 "warning": diagnostics.warning,
             }
             if selection is not None:
-                row = selection.table.set_index("candidate").loc[repr(estimator)]
+                row = cv_table.loc[repr(estimator)]
                 record.update(
                     selected=bool(row["chosen"]),
                     cv_score=float(row["cv_score"]),

@@ -172,7 +172,7 @@ def _check_alpha(alpha: float) -> None:
 def normal_interval(terms: EstimatorTerms, alpha: float = 0.05) -> tuple[float, float]:
     """Normal (Wald) interval with a delta-method standard error."""
     _check_alpha(alpha)
-    se = _standard_error(terms)
+    se = terms.standard_error()
     z = stats.norm.ppf(1 - alpha / 2)
     value = terms.value()
     return float(value - z * se), float(value + z * se)
@@ -227,10 +227,6 @@ def _replicate_values_and_errors(
     covariance = second - means[:, :, None] * means[:, None, :]
     variance = np.einsum("bi,bij,bj->b", beta, covariance, beta)
     return values, np.sqrt(np.maximum(variance, 0.0) / n)
-
-
-def _standard_error(terms: EstimatorTerms) -> float:
-    return terms.standard_error()
 
 
 def bootstrap_interval(
@@ -300,7 +296,7 @@ def bootstrap_intervals(
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     quantiles = [alpha / 2, 1 - alpha / 2]
     estimates = [t.value() for t in terms]
-    errors_full = [_standard_error(t) for t in terms]
+    errors_full = [t.standard_error() for t in terms]
     percentile, student = [], []
     if n * n_bootstrap <= EXACT_BOOTSTRAP_ELEMENTS:
         values = np.empty((len(terms), n_bootstrap))

@@ -50,7 +50,7 @@ from scipy import sparse
 from causalrec.ope._validation import check_probabilities
 from causalrec.ope.estimators import SNIPS
 from causalrec.ope.evaluate import OfflineEvaluator
-from causalrec.ope.policy_inputs import EvaluationInputs, round_inputs
+from causalrec.ope.policy_inputs import EvaluationInputs
 from causalrec.platform.errors import ConfigError, DataError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.policy import Policy
@@ -188,17 +188,10 @@ def sensitivity_curve(
     Returns:
         One :class:`SensitivityBounds` per Γ, in the order given.
     """
-    if pscore is None:
-        evaluator = OfflineEvaluator(logs, [SNIPS()], reward_model=None)
-        inputs, _ = evaluator.policy_inputs(policy)
-        pscore = evaluator.pscore
-    else:
-        pscore = check_probabilities("pscore", pscore, logs.n_rows)
-        impressions, _ = round_inputs(logs, policy, pscore=pscore, reward_model=None)
-        _, index = np.unique(logs.round_id, return_inverse=True)
-        inputs = EvaluationInputs(logs, policy, impressions, index, int(index.max()) + 1)
+    evaluator = OfflineEvaluator(logs, [SNIPS()], reward_model=None, pscore=pscore)
+    inputs, _ = evaluator.policy_inputs(policy)
     return sensitivity_curve_from_inputs(
-        inputs, gammas, pscore=pscore, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
+        inputs, gammas, pscore=evaluator.pscore, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed
     )
 
 
