@@ -215,6 +215,8 @@ class LogWriter:
         n_user_features: Width of the user feature vectors.
         metadata: JSON-ready self-description stored in every file's key-value metadata.
         rows_per_file: Rows after which a new file is started.
+        name_prefix: File names are ``{name_prefix}{n:05d}.parquet``; writers of disjoint
+            prefixes (the shards of a simulation) can share a directory.
     """
 
     def __init__(
@@ -224,8 +226,14 @@ class LogWriter:
         n_user_features: int,
         metadata: dict[str, Any],
         rows_per_file: int = ROWS_PER_FILE,
+        name_prefix: str = "part-",
     ):
+        if not name_prefix.startswith("part-"):
+            raise ValueError(f"name_prefix must start with 'part-'; got {name_prefix!r}")
         self.directory = Path(directory)
+        self.name_prefix = name_prefix
+        #: Names of the files written so far, in order.
+        self.file_names: list[str] = []
         self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = log_schema_module.log_schema(n_user_features, metadata)
         self.rows_per_file = rows_per_file
@@ -252,7 +260,7 @@ class LogWriter:
                 self._close_file()
 
     def _open(self) -> None:
-        self._final = self.directory / f"part-{self.n_files:05d}.parquet"
+        self._final = self.directory / f"{self.name_prefix}{self.n_files:05d}.parquet"
         self._tmp = _temporary_sibling(self._final)
         self._writer = pq.ParquetWriter(
             self._tmp,
@@ -265,6 +273,7 @@ class LogWriter:
     def _close_file(self) -> None:
         self._writer.close()
         os.replace(self._tmp, self._final)
+        self.file_names.append(self._final.name)
         self._writer, self._rows_in_file = None, 0
         self.n_files += 1
 

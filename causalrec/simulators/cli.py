@@ -12,7 +12,7 @@ from causalrec.platform.config import list_presets
 from causalrec.platform.errors import ConfigError
 from causalrec.platform.storage import check_output_dir
 from causalrec.simulators.config import SimulatorConfig, load_simulator_config
-from causalrec.simulators.logs import LogSummary, write_logs
+from causalrec.simulators.logs import CHUNK_ROUNDS, LogSummary, write_logs
 from causalrec.simulators.scm import ConfoundedRecSimulator
 from causalrec.simulators.session_logs import SessionLogSummary, write_session_logs
 
@@ -57,6 +57,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     simulate.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    simulate.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=(
+            "shards simulated at once: 0 in this process, N >= 1 as Ray tasks (a local Ray, or "
+            "the cluster of --address / RAY_ADDRESS); default: every CPU of the cluster when one "
+            "is named, this process otherwise. The log is bit-identical either way (--rounds)"
+        ),
+    )
+    simulate.add_argument(
+        "--chunk-rounds",
+        type=int,
+        default=CHUNK_ROUNDS,
+        help="rounds per shard; part of the seeding scheme, so changing it changes the draws",
+    )
+    simulate.add_argument(
+        "--address", default=None, help="Ray cluster to run the shards on (or RAY_ADDRESS)"
+    )
     simulate.add_argument(
         "--json", action="store_true", help="print the summary as one JSON object"
     )
@@ -109,6 +128,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     seed = config.seed if args.seed is None else args.seed
     common = {"seed": seed, "overwrite": args.overwrite, "progress": not args.json}
     if args.sessions is not None:
+        for flag, value in (("workers", args.workers), ("address", args.address)):
+            if value is not None:
+                raise ConfigError(
+                    f"--{flag}: session logs (--sessions) are simulated in this process; got "
+                    f"{value!r}"
+                )
         # The world's logger acts on sessions (it follows the cohort's popularity).
         if args.policy == "logging":
             policy = simulator.session_logging_policy()
@@ -118,7 +143,10 @@ def run_simulate(args: argparse.Namespace) -> int:
         formatter = _format_session_summary
     else:
         policy = resolve_policy(args.policy, world=simulator).policy
-        summary = write_logs(simulator, args.out, args.rounds, policy=policy, **common)
+        summary = write_logs(
+            simulator, args.out, args.rounds, policy=policy, workers=args.workers,
+            address=args.address, chunk_rounds=args.chunk_rounds, **common,
+        )  # fmt: skip
         formatter = _format_summary
     elapsed = time.perf_counter() - started
     if args.json:
@@ -167,9 +195,16 @@ def _format_summary(summary: LogSummary, out: str, policy: str, elapsed: float) 
             ("max 1 / pscore", f"{summary.max_inverse_pscore:,.1f}"),
             ("effective sample size", f"{summary.effective_sample_size:,.0f}"),
             ("Parquet files", f"{summary.files}"),
+            ("shards", f"{summary.shards} ({_where(summary.nodes)})"),
             ("seconds", f"{elapsed:.2f}"),
         ],
     )
+
+
+def _where(nodes: int) -> str:
+    if nodes == 0:
+        return "in this process"
+    return f"Ray tasks on {nodes} node{'s' if nodes > 1 else ''}"
 
 
 def run_graph(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ def log_metadata(
     n_rounds: int,
     seed: int | None,
     uniform_fraction: float,
+    chunk_rounds: int = CHUNK_ROUNDS,
 ) -> dict[str, Any]:
     """The self-description stored in a log's Parquet metadata (enough to regenerate it)."""
     metadata: dict[str, Any] = {
@@ -48,7 +49,7 @@ def log_metadata(
         "n_items": simulator.n_items,
         "slate_size": simulator.slate_size,
         "uniform_fraction": uniform_fraction,
-        "chunk_rounds": CHUNK_ROUNDS,
+        "chunk_rounds": chunk_rounds,
         **pscore_metadata(policy),
     }
     return metadata
@@ -86,6 +87,78 @@ def _achieved_error(policy: Policy, metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "pscore_max_relative_se": policy.max_relative_se}
 
 
+def check_uniform_fraction(uniform_fraction: float) -> None:
+    """Refuse a share of uniform-random rounds outside [0, 1]."""
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise ConfigError(f"uniform_fraction must be in [0, 1]; got {uniform_fraction}")
+
+
+def check_chunk_rounds(chunk_rounds: int) -> None:
+    """Refuse a chunk (shard) size below one round."""
+    if not (isinstance(chunk_rounds, int | np.integer) and chunk_rounds >= 1):
+        raise ConfigError(f"chunk_rounds must be an integer >= 1; got {chunk_rounds!r}")
+
+
+def chunk_seeds(seed: int | None, n_rounds: int, chunk_rounds: int) -> list[np.random.SeedSequence]:
+    """The seed of each chunk: the children of ``SeedSequence(seed)``, one per chunk.
+
+    Chunk ``j`` covers rounds ``[j * chunk_rounds, min((j + 1) * chunk_rounds, n_rounds))`` and
+    draws everything from its own child, so a chunk's rows depend only on ``seed``,
+    ``chunk_rounds`` and ``j``: chunks can be simulated in any order, in any process.
+    """
+    check_chunk_rounds(chunk_rounds)
+    return np.random.SeedSequence(seed).spawn(-(-n_rounds // chunk_rounds))
+
+
+def simulate_chunk(
+    simulator: ConfoundedRecSimulator,
+    policy: Policy,
+    seed: np.random.SeedSequence,
+    first_round: int,
+    n: int,
+    *,
+    uniform_fraction: float,
+    metadata: dict[str, Any] | None = None,
+) -> LoggedFeedback:
+    """Simulate ``n`` rounds numbered from ``first_round``, all drawn from ``seed``.
+
+    Draws users, lets ``policy`` (or, in a ``uniform_fraction`` of rounds, the uniform policy)
+    choose slates with their exact probabilities, and draws clicks.
+
+    Returns:
+        The chunk's rows (K per round).
+    """
+    rng = np.random.default_rng(seed)
+    users = simulator.sample_users(n, rng)
+    sample = policy.sample(users, rng)
+    actions, prefix, marginal = sample.actions, sample.pscore_prefix, sample.marginal_pscore
+    names = np.full(n, policy.name)
+    if uniform_fraction > 0:
+        explore = rng.random(n) < uniform_fraction
+        if explore.any():
+            uniform = simulator.uniform_policy()
+            explored = uniform.sample(users[explore], rng)
+            actions, prefix, marginal = actions.copy(), prefix.copy(), marginal.copy()
+            actions[explore] = explored.actions
+            prefix[explore] = explored.pscore_prefix
+            marginal[explore] = explored.marginal_pscore
+            names[explore] = uniform.name
+    clicks, expected = simulator.sample_clicks(users, actions, rng)
+    return LoggedFeedback.from_slates(
+        users=users,
+        slates=actions,
+        clicks=clicks,
+        pscore=marginal,
+        pscore_prefix=prefix,
+        user_features=simulator.user_features_f32[users],
+        policy=names,
+        n_items=simulator.n_items,
+        first_round=first_round,
+        expected_reward=expected,
+        metadata=metadata,
+    )
+
+
 def iter_log_chunks(
     simulator: ConfoundedRecSimulator,
     policy: Policy,
@@ -94,12 +167,13 @@ def iter_log_chunks(
     seed: int | None = None,
     uniform_fraction: float | None = None,
     metadata: dict[str, Any] | None = None,
+    chunk_rounds: int = CHUNK_ROUNDS,
 ) -> Iterator[LoggedFeedback]:
     """Simulate ``n_rounds`` rounds chunk by chunk, with no per-round Python loop.
 
-    Each chunk draws users, lets ``policy`` (or, in a ``uniform_fraction`` of rounds, the
-    uniform policy) choose slates with their exact probabilities, and draws clicks. Chunk ``j``
-    uses the ``j``-th child of ``SeedSequence(seed)``, so the log depends only on the seed.
+    Chunk ``j`` uses the ``j``-th child of ``SeedSequence(seed)`` (:func:`chunk_seeds`), so the
+    log depends only on the seed and ``chunk_rounds``; :mod:`causalrec.simulators.shards` runs
+    the same chunks as Ray tasks.
 
     Args:
         simulator: The world.
@@ -109,6 +183,8 @@ def iter_log_chunks(
         uniform_fraction: Share of rounds logged by uniform-random exposure; defaults to the
             simulator's ``uniform_fraction``.
         metadata: Metadata attached to every chunk.
+        chunk_rounds: Rounds per chunk (part of the seeding scheme: changing it changes the
+            draws).
 
     Yields:
         One :class:`LoggedFeedback` per chunk (K rows per round).
@@ -116,42 +192,14 @@ def iter_log_chunks(
     _check_request(simulator, policy, n_rounds)
     if uniform_fraction is None:
         uniform_fraction = simulator.config.uniform_fraction
-    if not 0.0 <= uniform_fraction <= 1.0:
-        raise ConfigError(f"uniform_fraction must be in [0, 1]; got {uniform_fraction}")
-    uniform = simulator.uniform_policy()
-    n_chunks = -(-n_rounds // CHUNK_ROUNDS)
-    children = np.random.SeedSequence(seed).spawn(n_chunks)
-    for index, child in enumerate(children):
-        rng = np.random.default_rng(child)
-        start = index * CHUNK_ROUNDS
-        n = min(CHUNK_ROUNDS, n_rounds - start)
-        users = simulator.sample_users(n, rng)
-        sample = policy.sample(users, rng)
-        actions, prefix, marginal = sample.actions, sample.pscore_prefix, sample.marginal_pscore
-        names = np.full(n, policy.name)
-        if uniform_fraction > 0:
-            explore = rng.random(n) < uniform_fraction
-            if explore.any():
-                explored = uniform.sample(users[explore], rng)
-                actions, prefix, marginal = actions.copy(), prefix.copy(), marginal.copy()
-                actions[explore] = explored.actions
-                prefix[explore] = explored.pscore_prefix
-                marginal[explore] = explored.marginal_pscore
-                names[explore] = uniform.name
-        clicks, expected = simulator.sample_clicks(users, actions, rng)
-        yield LoggedFeedback.from_slates(
-            users=users,
-            slates=actions,
-            clicks=clicks,
-            pscore=marginal,
-            pscore_prefix=prefix,
-            user_features=simulator.user_features_f32[users],
-            policy=names,
-            n_items=simulator.n_items,
-            first_round=start,
-            expected_reward=expected,
+    check_uniform_fraction(uniform_fraction)
+    for index, child in enumerate(chunk_seeds(seed, n_rounds, chunk_rounds)):
+        start = index * chunk_rounds
+        n = min(chunk_rounds, n_rounds - start)
+        yield simulate_chunk(
+            simulator, policy, child, start, n, uniform_fraction=uniform_fraction,
             metadata=metadata,
-        )
+        )  # fmt: skip
 
 
 def generate_logs(
@@ -161,6 +209,7 @@ def generate_logs(
     *,
     seed: int | None = None,
     uniform_fraction: float | None = None,
+    chunk_rounds: int = CHUNK_ROUNDS,
 ) -> LoggedFeedback:
     """Simulate a log in memory (see :func:`iter_log_chunks`).
 
@@ -170,16 +219,20 @@ def generate_logs(
         n_rounds: Number of rounds.
         seed: Seed of the draws.
         uniform_fraction: Share of uniform-random rounds (default: the simulator config's).
+        chunk_rounds: Rounds per chunk (part of the seeding scheme, as in :func:`write_logs`).
 
     Returns:
         The log, with the user and item feature tables attached.
     """
     policy = policy or simulator.logging_policy()
     fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
-    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
+    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction, chunk_rounds)
     chunks = list(
-        iter_log_chunks(simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction)
-    )
+        iter_log_chunks(
+            simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction,
+            chunk_rounds=chunk_rounds,
+        )
+    )  # fmt: skip
     return dataclasses.replace(
         LoggedFeedback.concat(chunks),
         user_table=simulator.user_features_f32.copy(),
@@ -203,6 +256,8 @@ class LogSummary:
         max_inverse_pscore: Max of 1 / pscore over impressions.
         effective_sample_size: Kish ESS of the weights 1 / pscore, (Σw)² / Σw².
         files: Parquet part files written (0 for an in-memory log).
+        shards: Shards (chunks of rounds) simulated, each by one task.
+        nodes: Ray nodes the shards ran on (0: in this process, without Ray).
     """
 
     rows: int
@@ -215,6 +270,8 @@ class LogSummary:
     max_inverse_pscore: float
     effective_sample_size: float
     files: int = 0
+    shards: int = 0
+    nodes: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         """JSON-ready dictionary."""
@@ -229,14 +286,14 @@ class _RunningStats:
         self.clicks = self.w_sum = self.w_sq_sum = 0.0
         self.w_max = 0.0
 
-    def update(self, chunk: LoggedFeedback) -> None:
-        weights = 1.0 / chunk.pscore
-        self.rows += chunk.n_rows
-        self.rounds += chunk.n_rows // chunk.slate_size
-        self.clicks += float(chunk.click.sum())
-        self.w_sum += float(weights.sum())
-        self.w_sq_sum += float(weights @ weights)
-        self.w_max = max(self.w_max, float(weights.max()))
+    def add(self, rows: int, rounds: int, sums: dict[str, float]) -> None:
+        """Add one chunk's rows, rounds and sums (:func:`~.shards.shard_sums`)."""
+        self.rows += rows
+        self.rounds += rounds
+        self.clicks += sums["clicks"]
+        self.w_sum += sums["w_sum"]
+        self.w_sq_sum += sums["w_sq_sum"]
+        self.w_max = max(self.w_max, sums["w_max"])
 
 
 def _finish(
@@ -267,11 +324,17 @@ def write_logs(
     overwrite: bool = False,
     progress: bool = False,
     rows_per_file: int = storage.ROWS_PER_FILE,
+    chunk_rounds: int = CHUNK_ROUNDS,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> LogSummary:
-    """Simulate a log and stream it to a Parquet dataset directory (see :mod:`storage`).
+    """Simulate a log in shards and write it as a Parquet dataset directory (see :mod:`storage`).
 
-    The output is built in a staging directory and swapped into ``out`` only when complete; a
-    non-empty ``out`` is refused before any work unless ``overwrite``.
+    Each chunk of ``chunk_rounds`` rounds is a shard that one task simulates and writes
+    (:mod:`causalrec.simulators.shards`): in this process, or as Ray tasks on the local Ray or
+    a cluster. The output is bit-identical whatever runs the shards. It is built in a staging
+    directory and swapped into ``out`` only when complete; a non-empty ``out`` is refused
+    before any work unless ``overwrite``.
 
     Args:
         simulator: The world.
@@ -282,37 +345,67 @@ def write_logs(
         uniform_fraction: Share of uniform-random rounds (default: the simulator config's).
         overwrite: Replace a non-empty ``out``.
         progress: Show a progress bar.
-        rows_per_file: Rows per Parquet part file.
+        rows_per_file: Rows per Parquet part file (a shard larger than this writes several).
+        chunk_rounds: Rounds per shard (part of the seeding scheme: changing it changes the
+            draws).
+        workers: Shards at once: ``0`` in this process; ``>= 1`` Ray tasks; ``None`` (default)
+            Ray tasks on every CPU of the cluster when one is named (``address`` or
+            ``RAY_ADDRESS``), this process otherwise.
+        address: Ray cluster to run the shards on (default ``RAY_ADDRESS``).
 
     Returns:
-        The summary, also written to ``OUT/summary.json``.
+        The summary, also written to ``OUT/summary.json`` with each shard's record (its
+        rounds, files, node id and time: ``run``).
     """
     from tqdm.auto import tqdm
+
+    from causalrec.simulators.shards import ShardWork, run_shards, shard_executor
 
     policy = policy or simulator.logging_policy()
     _check_request(simulator, policy, n_rounds)
     fraction = simulator.config.uniform_fraction if uniform_fraction is None else uniform_fraction
-    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction)
-    stats = _RunningStats()
-    bar = tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True)
-
-    def written(chunk: LoggedFeedback) -> None:
-        stats.update(chunk)
-        bar.update(chunk.n_rows // chunk.slate_size)
-
-    def summarise(files: int) -> tuple[LogSummary, dict[str, Any]]:
-        summary = _finish(simulator, policy, stats, files=files)
-        return summary, {
-            "summary": summary.to_dict(),
-            "metadata": _achieved_error(policy, metadata),
-        }
-
-    chunks = iter_log_chunks(simulator, policy, n_rounds, seed=seed, uniform_fraction=fraction)
-    with bar:
-        return stream_log_directory(
-            simulator, out, chunks, metadata, written=written, summarise=summarise,
-            overwrite=overwrite, rows_per_file=rows_per_file,
+    check_uniform_fraction(fraction)
+    seeds = chunk_seeds(seed, n_rounds, chunk_rounds)
+    shard_executor(workers, address)  # refuse a bad ``workers`` before any work
+    if rows_per_file < 1:
+        raise ConfigError(f"rows_per_file must be >= 1; got {rows_per_file}")
+    metadata = log_metadata(simulator, policy, n_rounds, seed, fraction, chunk_rounds)
+    with (
+        storage.atomic_output_dir(out, overwrite=overwrite) as staging,
+        tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True) as bar,
+    ):
+        work = ShardWork(
+            simulator=simulator,
+            policy=policy,
+            n_rounds=n_rounds,
+            chunk_rounds=chunk_rounds,
+            uniform_fraction=fraction,
+            metadata=metadata,
+            directory=str(staging / storage.LOGS_SUBDIR),
+            rows_per_file=rows_per_file,
+        )
+        run = run_shards(
+            work, seeds, workers=workers, address=address,
+            done=lambda outcome: bar.update(outcome.record.rounds),
         )  # fmt: skip
+        stats = _RunningStats()
+        for outcome in run.outcomes:  # in shard order: the same sums whatever ran the shards
+            stats.add(outcome.record.rows, outcome.record.rounds, outcome.sums)
+        relative_se = max(outcome.max_relative_se for outcome in run.outcomes)
+        files = sum(len(outcome.record.files) for outcome in run.outcomes)
+        summary = dataclasses.replace(
+            _finish(simulator, policy, stats, files=files),
+            shards=len(run.outcomes),
+            nodes=len(run.to_dict()["nodes"]),
+        )
+        if metadata.get("pscore") == "estimated":
+            metadata = {**metadata, "pscore_max_relative_se": relative_se}
+        storage.write_feature_tables(
+            staging, simulator.user_features, simulator.item_features, simulator.popularity
+        )
+        payload = {"summary": summary.to_dict(), "metadata": metadata, "run": run.to_dict()}
+        storage.write_json_atomic(staging / storage.SUMMARY_FILE, payload)
+    return summary
 
 
 def stream_log_directory(

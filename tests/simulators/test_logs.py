@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from causalrec.platform.errors import ConfigError
-from causalrec.simulators import generate_logs, iter_log_chunks, logs
+from causalrec.simulators import generate_logs, iter_log_chunks
 
 # The logged pscores are checked against oracles written from the logging policy's definition
 # (softmax of the logging scores, mixed with ε-uniform; Plackett–Luce slates by enumeration),
@@ -56,9 +56,9 @@ def test_same_seed_same_log_different_seed_different(small_simulator):
     assert not np.array_equal(a.item_id, c.item_id)
 
 
-def test_chunked_generation_has_no_gaps(small_simulator, monkeypatch):
-    monkeypatch.setattr(logs, "CHUNK_ROUNDS", 1_000)
-    chunks = list(iter_log_chunks(small_simulator, small_simulator.logging_policy(), 3_500, seed=0))
+def test_chunked_generation_has_no_gaps(small_simulator):
+    policy = small_simulator.logging_policy()
+    chunks = list(iter_log_chunks(small_simulator, policy, 3_500, seed=0, chunk_rounds=1_000))
     assert [c.n_rows for c in chunks] == [1_000, 1_000, 1_000, 500]
     round_ids = np.concatenate([c.round_id for c in chunks])
     np.testing.assert_array_equal(round_ids, np.arange(3_500))
