@@ -437,13 +437,34 @@ def read_item_features(directory: str | Path) -> np.ndarray | None:
     return _read_features(Path(directory) / ITEMS_FILE)
 
 
+#: Sub-directories of a log directory written by several feedback sinks (``replica-00``, ...),
+#: each a log directory itself (see :mod:`causalrec.serve.feedback`).
+REPLICA_PREFIX = "replica-"
+
+
+def _replica_dirs(path: Path) -> list[Path]:
+    """``path``'s ``replica-<n>`` sub-directories, by ``n``."""
+    found = []
+    for child in path.glob(f"{REPLICA_PREFIX}*"):
+        number = child.name[len(REPLICA_PREFIX) :]
+        if number.isascii() and number.isdigit() and child.is_dir():
+            found.append((int(number), child.name, child))
+    return [child for *_, child in sorted(found)]
+
+
 def log_files(path: str | Path) -> list[Path]:
-    """The Parquet part files of a log directory (or the file itself), in order."""
+    """The Parquet part files of a log directory (or the file itself), in order.
+
+    A directory written by several feedback sinks holds its parts in ``replica-<n>/logs/``: they
+    follow the directory's own parts (if any), replica by replica (by ``n``), each in part order.
+    """
     path = Path(path)
     if path.is_file():
         return [path]
     directory = path / LOGS_SUBDIR if (path / LOGS_SUBDIR).is_dir() else path
     files = sorted(directory.glob("part-*.parquet"))
+    for replica in _replica_dirs(path):
+        files += sorted((replica / LOGS_SUBDIR).glob("part-*.parquet"))
     if not files:
         raise LogFormatError(f"no log files (part-*.parquet) under {str(path)!r}")
     return files

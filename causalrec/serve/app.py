@@ -14,6 +14,9 @@ Deployments (sub-deployments reach the ingress as handles):
   ingress retries a request whose replica died on another; ``check_health`` scores a canary.
 * ``EvaluatorDeployment`` — off-policy evaluation of the served or a named policy.
 * ``FeedbackSinkDeployment`` — one replica joining served slates with their clicks into Parquet.
+  With ``feedback_replicas`` = N > 1, N such deployments (``FeedbackSinkDeployment-00``, ...) of
+  one replica each write ``feedback_dir/replica-00``, ...; the ingress sends a request's slates
+  and clicks to the sink of a SHA-256 hash of its request id (see :mod:`causalrec.serve.feedback`).
 
 Every deployment takes ``max_ongoing_requests`` and ``max_queued_requests`` from the arguments:
 beyond them Serve answers 503 at once instead of queuing without bound.
@@ -48,7 +51,13 @@ from causalrec.platform.errors import CausalRecError, ConfigError, DataError
 from causalrec.serve._loopback import bind_replica_grpc_to_loopback_node
 from causalrec.serve.config import ServeAppArgs
 from causalrec.serve.evaluator import EvaluatorCore, ForbiddenPathError, TooLargeError
-from causalrec.serve.feedback import FeedbackConflictError, FeedbackLog, UnknownRequestError
+from causalrec.serve.feedback import (
+    FeedbackConflictError,
+    FeedbackLog,
+    UnknownRequestError,
+    replica_directory,
+    sink_replica,
+)
 from causalrec.serve.limits import BodySizeLimit
 from causalrec.serve.recommender import (
     DeadlineExceededError,
@@ -256,11 +265,16 @@ class EvaluatorDeployment:
 
 @serve.deployment(num_replicas=1)
 class FeedbackSinkDeployment:
-    """Pending served requests joined with their clicks, written as causalrec logs."""
+    """Pending served requests joined with their clicks, written as causalrec logs.
 
-    def __init__(self, directory: str, capacity: int, flush_rows: int):
+    ``replica``: this sink's index when several sinks write sub-directories of the feedback
+    directory (``None``: the only sink); see :class:`FeedbackLog`.
+    """
+
+    def __init__(self, directory: str, capacity: int, flush_rows: int, replica: int | None = None):
         bind_replica_grpc_to_loopback_node()
         self.directory, self.capacity, self.flush_rows = directory, capacity, flush_rows
+        self.replica = replica
         self.log: FeedbackLog | None = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -280,6 +294,7 @@ class FeedbackSinkDeployment:
                 flush_rows=self.flush_rows,
                 metadata=metadata,
                 user_features=saved.user_features,
+                replica=self.replica,
             )
             return
         self.log.flush()
@@ -318,9 +333,10 @@ class CausalRecIngress:
     scoring needs no hop between deployments, and the ingress's replicas are the ones that
     scale. With ``scoring: replicas``, recommender replicas score, and a request whose replica
     died is sent to another (:meth:`_recommend_on`). With a feedback
-    sink, ``/recommend`` makes one bounded call to it (``feedback_record_timeout_s``). With an
-    experiment, each user's slate comes from the recommender of its arm
-    (:class:`~causalrec.serve.routing.ExperimentSplit`).
+    sink, ``/recommend`` makes one bounded call to it (``feedback_record_timeout_s``); with
+    several (``feedback_replicas``), to the sink of its request id (:meth:`_sink_of`), which
+    ``/feedback`` then reaches too. With an experiment, each user's slate comes from the
+    recommender of its arm (:class:`~causalrec.serve.routing.ExperimentSplit`).
     """
 
     def __init__(
@@ -328,17 +344,15 @@ class CausalRecIngress:
         args: ServeAppArgs,
         recommenders: dict[str, DeploymentHandle] | None,
         evaluator: DeploymentHandle,
-        sink: DeploymentHandle | None,
+        sinks: list[DeploymentHandle] | DeploymentHandle | None,
         split: ExperimentSplit | None = None,
     ):
         bind_replica_grpc_to_loopback_node()
         self.args = args
-        self.recommenders, self.evaluator, self.sink, self.split = (
-            recommenders,
-            evaluator,
-            sink,
-            split,
-        )
+        self.recommenders, self.evaluator, self.split = recommenders, evaluator, split
+        if sinks is None:
+            sinks = []
+        self.sinks = list(sinks) if isinstance(sinks, (list, tuple)) else [sinks]
         self.scorer: Scorer | None = None
         self._manifest: dict[str, Any] | None = None
         # Imported here, at run time in the replica: the module's state is what the middleware
@@ -368,6 +382,19 @@ class CausalRecIngress:
     def app_args(self) -> dict[str, Any]:
         """The application's arguments (what ``causalrec serve update`` starts from)."""
         return self.args.model_dump()
+
+    def _sink_of(self, request_id: str) -> DeploymentHandle:
+        """The feedback sink that records ``request_id`` and takes its feedback."""
+        return self.sinks[sink_replica(request_id, len(self.sinks))]
+
+    async def flush_feedback(self) -> int:
+        """Have every feedback sink write what it buffers; the files written so far, summed.
+
+        Called through the application's handle (``serve.get_app_handle(name)
+        .flush_feedback.remote()``): with several sinks it is the one call that flushes all.
+        """
+        written = await asyncio.gather(*(sink.flush.remote() for sink in self.sinks))
+        return int(sum(written))
 
     async def _manifest_of_a(self) -> dict[str, Any]:
         """The served (arm ``a``'s) model's manifest, fetched once."""
@@ -475,11 +502,11 @@ class CausalRecIngress:
         ``feedback_logged: false`` tells the client that this request's feedback cannot be
         logged.
         """
-        if self.sink is None:
+        if not self.sinks:
             return False
         try:
             await asyncio.wait_for(
-                self.sink.record.remote(request_id, served),
+                self._sink_of(request_id).record.remote(request_id, served),
                 timeout=self.args.feedback_record_timeout_s,
             )
         except (TimeoutError, RayError, RayServeException):
@@ -564,13 +591,14 @@ class CausalRecIngress:
     @api.post("/feedback", response_model=FeedbackResponse)
     async def feedback(self, body: FeedbackRequest):
         """Clicks on a served request; on disk (fsync) before the 200 (see FeedbackLog)."""
-        if self.sink is None:
+        if not self.sinks:
             return JSONResponse(
                 {"detail": "no feedback sink is configured (feedback_dir)"}, status_code=409
             )
+        sink = self._sink_of(body.request_id)
         try:
             counts = await self._within_deadline(
-                self.sink.add_feedback.remote(body.request_id, body.clicks), "feedback"
+                sink.add_feedback.remote(body.request_id, body.clicks), "feedback"
             )
         except CausalRecError as exc:
             return _error(exc)
@@ -680,18 +708,39 @@ def build_app(args: ServeAppArgs) -> Application:
     evaluator = EvaluatorDeployment.options(
         **cpus(args.evaluator_cpus), **internal, **model(model_dir)
     ).bind(data_root, args.max_evaluate_rows)
-    sink = None
+    sinks = None
     if feedback_dir:
-        sink = FeedbackSinkDeployment.options(
-            **cpus(args.ingress_cpus), **internal, **model(model_dir)
-        ).bind(feedback_dir, args.pending_requests, args.feedback_flush_rows)
+        options = {**cpus(args.ingress_cpus), **internal, **model(model_dir)}
+        sinks = _feedback_sinks(args, feedback_dir, options)
     if recommenders is None:  # the ingress scores: it is the deployment that scales
         ingress = CausalRecIngress.options(
             **scaling, **cpus(args.recommender_cpus), **common, user_config=models
         )
     else:
         ingress = CausalRecIngress.options(**cpus(args.ingress_cpus), **common, user_config=models)
-    return ingress.bind(bound_args, recommenders, evaluator, sink, split)
+    return ingress.bind(bound_args, recommenders, evaluator, sinks, split)
+
+
+def _feedback_sinks(
+    args: ServeAppArgs, feedback_dir: str, options: dict[str, Any]
+) -> list[Application]:
+    """The feedback sink deployments, bound.
+
+    One sink writes ``feedback_dir`` itself; with ``feedback_replicas`` > 1, one deployment per
+    sink (``FeedbackSinkDeployment-00``, ...; one replica each, so the name fixes the
+    sub-directory a sink writes and a restarted sink replays) writes its ``replica-NN``
+    sub-directory (:func:`~causalrec.serve.feedback.replica_directory`).
+    """
+    n = args.feedback_replicas
+    common = (args.pending_requests, args.feedback_flush_rows)
+    if n == 1:
+        return [FeedbackSinkDeployment.options(**options).bind(feedback_dir, *common)]
+    return [
+        FeedbackSinkDeployment.options(name=f"FeedbackSinkDeployment-{i:02d}", **options).bind(
+            str(replica_directory(feedback_dir, i, n)), *common, i
+        )
+        for i in range(n)
+    ]
 
 
 def _saved_model(field: str, path: str) -> SavedModel:

@@ -76,6 +76,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", default=None, help="directory /evaluate may read logs from")
     parser.add_argument("--feedback-dir", default=None, help="log directory /feedback writes to")
     parser.add_argument(
+        "--feedback-replicas",
+        type=int,
+        default=None,
+        help="feedback sinks, each writing its own FEEDBACK_DIR/replica-NN (requests routed by a "
+        "hash of their id; default: from --config, else 1: FEEDBACK_DIR/logs)",
+    )
+    parser.add_argument(
         "--config", default=None, help="YAML of application arguments (ServeAppArgs fields)"
     )
     _experiment_options(parser)
@@ -133,6 +140,7 @@ def app_args_from_options(args: argparse.Namespace):
         ("num_replicas", "replicas"),
         ("scoring", "scoring"),
         ("data_root", "data_root"),
+        ("feedback_replicas", "feedback_replicas"),
     ):
         if getattr(args, option) is not None:
             values[key] = getattr(args, option)

@@ -43,6 +43,11 @@ class ServeAppArgs(StrictConfig):
         data_root: Directory under which ``/evaluate`` may read Parquet logs (``None``: inline
             rows only). Paths outside it are refused with 403.
         feedback_dir: Log directory that ``/feedback`` appends to (causalrec log format).
+        feedback_replicas: Feedback sinks writing ``feedback_dir`` (each one replica, each
+            its own fsync per acknowledged feedback). 1: ``feedback_dir/logs`` and
+            ``feedback_dir/journal``; N > 1: sink ``i`` writes ``feedback_dir/replica-{i:02d}/``
+            (a whole log directory) and takes the requests whose id hashes to ``i``
+            (:mod:`causalrec.serve.feedback`); ``read_logs(feedback_dir)`` reads them all.
         scoring: Where slates are scored when no experiment runs. ``ingress``: in the HTTP
             ingress's replicas (no hop between deployments: the lowest latency; a request in
             flight on a replica that dies gets 500). ``replicas``: in ``RecommenderDeployment``
@@ -83,7 +88,7 @@ class ServeAppArgs(StrictConfig):
         seed: Seed of the served policies' randomness (per replica, offset by the replica).
         recommender_cpus: CPUs reserved per recommender replica.
         evaluator_cpus: CPUs reserved by the evaluator replica.
-        ingress_cpus: CPUs reserved by the HTTP ingress (and the feedback sink) replica.
+        ingress_cpus: CPUs reserved by the HTTP ingress (and each feedback sink) replica.
         experiment: An A/B test: users split by a hash of their id between ``model_dir`` (arm
             ``a``) and ``experiment.model_dir`` (arm ``b``); ``None`` serves one model.
         internal_access_log: Also write Serve's access log for the internal deployments (each
@@ -93,6 +98,7 @@ class ServeAppArgs(StrictConfig):
     model_dir: str
     data_root: str | None = None
     feedback_dir: str | None = None
+    feedback_replicas: int = pydantic.Field(default=1, ge=1)
     scoring: Literal["ingress", "replicas"] = "ingress"
     num_replicas: int = pydantic.Field(default=1, ge=1)
     scoring_retries: int = pydantic.Field(default=2, ge=0)

@@ -4,7 +4,8 @@ The sink remembers each served request (its slates and their exact propensities)
 feedback arrives, then buffers the impressions as rows of the causalrec log format and writes a
 Parquet part file atomically (temporary file, then rename) every ``flush_rows`` rows, so
 ``read_logs(feedback_dir)`` always sees whole files and the traffic can be evaluated off-policy
-later, as any other log. One sink replica per directory keeps round ids unique.
+later, as any other log. One sink replica per directory keeps round ids unique (several sinks
+write disjoint sub-directories: see *Several sinks* below).
 
 Durability. Every change is appended to a journal first (``directory/journal/segment-*.jsonl``,
 one JSON line per served request or feedback; ``read_logs`` never opens it), and a sink opened
@@ -36,6 +37,29 @@ still pending (pending requests are not copied forward), so the journal holds ab
 segment (and the rows buffered so far) is also retired after ``capacity`` served requests.
 One sink writes a directory at a time (one replica): two sinks opened on it at once each take
 their own segment numbers, but share nothing else.
+
+Several sinks (``feedback_replicas`` = N > 1). One sink's fsync per acknowledged feedback bounds
+the feedback a server takes; N sinks spread it over N processes. Each owns a disjoint
+sub-directory, ``FEEDBACK_DIR/replica-00/``, ``replica-01/``, ... (:func:`replica_directory`),
+a complete log directory with its own ``logs/`` and ``journal/``, so each keeps every guarantee
+above. A request's ``record`` and ``add_feedback`` must reach the sink that holds it: the
+ingress sends both to sink :func:`sink_replica` of its request id, the SHA-256 of the id modulo
+N (stable across processes and restarts, unlike Python's salted ``hash``). Ray Serve 2.60 routes
+a call to any replica of a deployment (power of two choices; multiplexed model ids only
+*prefer* a replica), and a replica has no stable index a restart keeps. So the app deploys N
+sink deployments, ``FeedbackSinkDeployment-00``, ``-01``, ... of one replica each: the name
+fixes the directory, and a restarted sink replays its own journal. With N = 1 nothing changes:
+one ``FeedbackSinkDeployment`` writes ``FEEDBACK_DIR/logs`` and ``FEEDBACK_DIR/journal``.
+
+Round ids stay unique across sinks: the sink of ``FEEDBACK_DIR`` itself (N = 1) numbers its
+rounds from 0, sink ``i`` of N > 1 from ``(i + 1) * 2**40`` (:data:`ROUND_ID_STRIDE`; 1.1e12
+rounds each), carrying on after the largest round id of its own parts when restarted. Round ids
+of different sinks are not chronological (time order holds within a sink only), and a directory
+written with N = 1 and later with N > 1 still has no round twice. ``read_logs(FEEDBACK_DIR)``
+reads ``FEEDBACK_DIR/logs`` (if any), then every ``replica-*/logs`` in replica order, each in part
+order. Changing N re-routes request ids: feedback for a request served before the change may get
+404, and a sink dropped by a smaller N leaves its journal (rows it has not written) until a sink
+of that index runs again; a graceful stop writes every sink's rows first.
 """
 
 from __future__ import annotations
@@ -61,10 +85,13 @@ from causalrec.platform.feedback import LoggedFeedback
 
 __all__ = [
     "JOURNAL_SUBDIR",
+    "ROUND_ID_STRIDE",
     "FeedbackConflictError",
     "FeedbackLog",
     "FeedbackReceipt",
     "UnknownRequestError",
+    "replica_directory",
+    "sink_replica",
 ]
 
 #: Folder of the journal segments, beside ``logs/``.
@@ -74,7 +101,33 @@ JOURNAL_VERSION = 1
 _ENTRY_KINDS = ("served", "feedback")
 _SEGMENT_FILE = re.compile(r"segment-(\d{12})\.jsonl")
 _PART_FILE = re.compile(r"part-seg-(\d{12})\.parquet")
+#: Round ids each sink of a sharded feedback directory may use: sink ``i`` starts at
+#: ``(i + 1) * ROUND_ID_STRIDE`` (the unsharded directory's sink at 0).
+ROUND_ID_STRIDE = 2**40
 _logger = logging.getLogger(__name__)
+
+
+def sink_replica(request_id: str, n_replicas: int) -> int:
+    """The sink, in ``range(n_replicas)``, that records a request and takes its feedback.
+
+    The SHA-256 of the request id modulo ``n_replicas``: the same in every process and after a
+    restart (Python's ``hash`` of a string is salted per process).
+    """
+    if n_replicas < 1:
+        raise ValueError(f"n_replicas: expected at least 1 sink, got {n_replicas}")
+    return int(hashlib.sha256(request_id.encode()).hexdigest(), 16) % n_replicas
+
+
+def replica_directory(feedback_dir: str | Path, replica: int, n_replicas: int) -> Path:
+    """The log directory of sink ``replica`` of ``n_replicas``.
+
+    ``feedback_dir`` itself for one sink, ``feedback_dir/replica-{replica:02d}`` for several.
+    """
+    if not 0 <= replica < n_replicas:
+        raise ValueError(f"replica: expected 0 <= replica < {n_replicas}, got {replica}")
+    if n_replicas == 1:
+        return Path(feedback_dir)
+    return Path(feedback_dir) / f"{storage.REPLICA_PREFIX}{replica:02d}"
 
 
 class UnknownRequestError(DataError):
@@ -198,6 +251,10 @@ class FeedbackLog:
         sync: Whether ``add_feedback`` (and a flush) calls ``os.fsync`` before returning, so
             acknowledged feedback survives a machine crash. ``False`` keeps it safe from a kill
             of the process only, and costs no disk flush.
+        replica: Index of this sink among several writing sub-directories of one feedback
+            directory (:func:`replica_directory`): its round ids start at ``(replica + 1) *``
+            :data:`ROUND_ID_STRIDE`, and its parts' metadata name it (``feedback_replica``).
+            ``None`` (the only sink of its directory): round ids start at 0.
 
     Raises:
         LogFormatError: If a journal segment is unreadable before its last line.
@@ -213,7 +270,12 @@ class FeedbackLog:
         metadata: dict[str, Any] | None = None,
         user_features: np.ndarray | None = None,
         sync: bool = True,
+        replica: int | None = None,
     ):
+        if replica is not None and replica < 0:
+            raise ValueError(f"replica: expected a sink index >= 0, got {replica}")
+        self.replica = replica
+        self.first_round = 0 if replica is None else (replica + 1) * ROUND_ID_STRIDE
         self.directory = Path(directory)
         self.logs_dir = self.directory / storage.LOGS_SUBDIR
         self.journal_dir = self.directory / JOURNAL_SUBDIR
@@ -242,9 +304,11 @@ class FeedbackLog:
         self._replay()
 
     def _next_round_id(self) -> int:
+        """The first round of this sink's range, or after the largest round of its parts."""
         if not any(self.logs_dir.glob("part-*.parquet")):
-            return 0
-        return int(storage.read_log_column(self.logs_dir, "round_id").max()) + 1
+            return self.first_round
+        written = int(storage.read_log_column(self.logs_dir, "round_id").max())
+        return max(self.first_round, written + 1)
 
     def record(self, request_id: str, served: dict[str, Any]) -> None:
         """Remember a served request: ``users`` (n,), ``items``, ``propensities``, ``prefix``.
@@ -468,6 +532,8 @@ class FeedbackLog:
             # As in simulated logs: whether some served marginals were Monte Carlo estimates.
             "pscore": "estimated" if self._estimated else "exact",
         }
+        if self.replica is not None:
+            metadata["feedback_replica"] = self.replica
         schema = log_schema_module.log_schema(chunk.user_features.shape[1], metadata)
         path = self.logs_dir / _part_name(segment)
         storage.write_table_atomic(path, storage.feedback_to_table(chunk, schema))
