@@ -10,6 +10,7 @@ import pydantic
 from causalrec.platform.config import StrictConfig, config_dir, load_yaml_config
 from causalrec.platform.errors import ConfigError, UnknownNameError
 from causalrec.platform.validation import unknown_name_error
+from causalrec.simulators.logs import CHUNK_ROUNDS
 from causalrec.tuning.config import TuningConfig
 
 if TYPE_CHECKING:
@@ -34,12 +35,19 @@ class SimulateStageConfig(StrictConfig):
         rounds: Rounds of confounded logs (logged by the preset's logging policy).
         uniform_rounds: Rounds of a uniform-random slice (a small randomised experiment, the
             kind of data real teams collect to check off-policy estimates).
+        chunk_rounds: Rounds per simulation shard (part of the seeding scheme: changing it
+            changes the draws; see :mod:`causalrec.simulators.shards`).
+        workers: Shards simulated at once: ``0`` in the pipeline's process, ``N`` as Ray tasks;
+            ``None``: Ray tasks on every CPU of the cluster when the run joins one, the
+            pipeline's process otherwise. The logs are the same either way.
     """
 
     preset: str = "confounded"
     overrides: dict[str, Any] = pydantic.Field(default_factory=dict)
     rounds: int = pydantic.Field(default=100_000, ge=1_000)
     uniform_rounds: int = pydantic.Field(default=10_000, ge=0)
+    chunk_rounds: int = pydantic.Field(default=CHUNK_ROUNDS, ge=1)
+    workers: int | None = pydantic.Field(default=None, ge=0)
 
 
 class ServeStageConfig(StrictConfig):

@@ -6,7 +6,8 @@ slice; ``tune`` the methods with Ray Tune and export each method's best trial an
 ingress); ``abtest`` through HTTP with clicks from the simulator, beside its offline (OPE)
 prediction; ``ope`` of every candidate with every estimator against the exact values;
 ``report`` (Markdown, HTML, figures). Progress is printed stage by stage (one line each) and
-recorded in ``OUT/pipeline.json`` (status, seconds, error of each stage); what Ray, Tune and
+recorded in ``OUT/pipeline.json`` (status, seconds, error of each stage, and ``node_ids``: the
+Ray node of each simulation shard and of each trial); what Ray, Tune and
 Serve print goes to ``OUT/pipeline.log`` unless ``verbose``. A local Ray that the run started
 is shut down at its end (with Serve), unless it keeps serving.
 
@@ -194,6 +195,8 @@ def run_pipeline(
                             traceback.print_exc(file=file)
                     else:
                         entry["status"] = outcome or "done"
+                if name in ctx.node_ids:
+                    entry["node_ids"] = ctx.node_ids[name]
                 entry["seconds"] = round(time.monotonic() - started, 1)
                 lines = [
                     f"[{index + 1}/{len(STAGES)}] {name} {entry['status']} in {entry['seconds']} s"

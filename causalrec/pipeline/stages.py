@@ -41,6 +41,9 @@ class RunContext:
         candidates: Saved model of each method's best trial (``tune``).
         best: The search's selected model, ``tune/best`` (``tune``).
         url: The deployed application's base URL (``deploy``).
+        node_ids: By stage, the Ray node that ran each of its tasks (``simulate``: each shard
+            of the logs, ``None`` for a shard run in the pipeline's process; ``tune``: each
+            trial); ``pipeline.json`` records them with the stage.
     """
 
     out: Path
@@ -53,6 +56,7 @@ class RunContext:
     candidates: dict[str, SavedModel] = field(default_factory=dict)
     best: SavedModel | None = None
     url: str | None = None
+    node_ids: dict[str, list[str | None]] = field(default_factory=dict)
 
     def update_summary(self, **values: Any) -> None:
         """Merge ``values`` into ``summary.json``."""
@@ -69,7 +73,9 @@ def simulate(ctx: RunContext) -> None:
     simulator = ConfoundedRecSimulator(
         load_simulator_config(preset=stage.preset, **stage.overrides)
     )
-    write_logs(simulator, ctx.out / "logs", stage.rounds, seed=ctx.config.seed)
+    sharding = {"chunk_rounds": stage.chunk_rounds, "workers": stage.workers,
+                "address": ctx.address}  # fmt: skip
+    write_logs(simulator, ctx.out / "logs", stage.rounds, seed=ctx.config.seed, **sharding)
     if stage.uniform_rounds:
         write_logs(
             simulator,
@@ -78,7 +84,15 @@ def simulate(ctx: RunContext) -> None:
             policy=simulator.uniform_policy(),
             seed=ctx.config.seed + 1,
             uniform_fraction=0.0,
+            **sharding,
         )
+    ctx.node_ids["simulate"] = [
+        shard["node_id"]
+        for name in ("logs", "uniform")[: 2 if stage.uniform_rounds else 1]
+        for shard in json.loads((ctx.out / name / storage.SUMMARY_FILE).read_text())["run"][
+            "shards"
+        ]
+    ]
     ctx.simulator, ctx.logs = simulator, storage.read_logs(ctx.out / "logs")
     ctx.update_summary(
         preset=stage.preset,
@@ -113,6 +127,7 @@ def tune(ctx: RunContext) -> None:
         verbose=0,
     )
     ctx.validation, ctx.candidates, ctx.best = result.validation, result.candidates, result.best
+    ctx.node_ids["tune"] = [node or None for node in result.results["node_id"]]
     metric = tuning.objective.metric
     oracle = ctx.simulator.oracle_value()
     rows = []

@@ -136,8 +136,13 @@ def shard_sums(pscore: np.ndarray, click: np.ndarray) -> dict[str, float]:
     }
 
 
-def write_shard(work: ShardWork, index: int, seed: np.random.SeedSequence) -> ShardOutcome:
-    """Simulate shard ``index`` from ``seed`` and write its part files (run by one task)."""
+def write_shard(
+    work: ShardWork, index: int, seed: np.random.SeedSequence, *, on_ray: bool = False
+) -> ShardOutcome:
+    """Simulate shard ``index`` from ``seed`` and write its part files (run by one task).
+
+    ``on_ray``: the shard runs as a Ray task, whose node is recorded.
+    """
     from causalrec.simulators.logs import simulate_chunk
 
     started = time.perf_counter()
@@ -160,25 +165,18 @@ def write_shard(work: ShardWork, index: int, seed: np.random.SeedSequence) -> Sh
         rounds=n,
         rows=chunk.n_rows,
         files=tuple(writer.file_names),
-        node_id=_node_id(),
+        node_id=_node_id() if on_ray else None,
         seconds=round(time.perf_counter() - started, 3),
     )
     relative_se = work.policy.max_relative_se if isinstance(work.policy, SoftmaxPolicy) else 0.0
     return ShardOutcome(record, shard_sums(chunk.pscore, chunk.click), relative_se)
 
 
-def _node_id() -> str | None:
-    """The Ray node running this task (``None`` outside a Ray task: in the driver)."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return None
+def _node_id() -> str:
+    """The Ray node running this task."""
     import ray
 
-    if not ray.is_initialized():
-        return None
-    context = ray.get_runtime_context()
-    return context.get_node_id() if context.get_task_id() else None
+    return ray.get_runtime_context().get_node_id()
 
 
 def shard_executor(workers: int | None, address: str | None) -> str:
@@ -252,7 +250,7 @@ def _run_on_ray(work, seeds, workers, address, done) -> ShardedRun:
         while queue or pending:
             while queue and len(pending) < workers:
                 index, seed = queue.pop(0)
-                pending[task.remote(shared, index, seed)] = index
+                pending[task.remote(shared, index, seed, on_ray=True)] = index
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 index = pending.pop(ref)

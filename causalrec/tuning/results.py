@@ -117,6 +117,7 @@ def results_frame(grid, registry) -> tuple[pd.DataFrame, dict[str, Any]]:
                 "restarts": int(metrics.get("restarts", 0)),
                 "finished_at": float(metrics.get("timestamp", math.nan)),
                 "device": str(metrics.get("device", "")),
+                "node_id": str(metrics.get("node_id", "")),
                 "ope_auto_estimator": str(metrics.get("ope_auto_estimator", "")),
                 "status": status,
                 "error": "" if result.error is None else str(result.error).splitlines()[0][:500],

@@ -10,7 +10,8 @@ Outputs under ``OUT``:
 
 * ``results.parquet`` and ``results.csv`` — one row per trial: method, parameters (JSON),
   metrics of its last epoch, epochs run, training time, restarts, status (``completed``,
-  ``stopped_early`` by ASHA, ``error``), time of its last report;
+  ``stopped_early`` by ASHA, ``error``), time of its last report, the device and the Ray node
+  (``node_id``) that ran it;
 * ``best/`` — the trial the selection metric chose, as a saved model
   (:class:`~causalrec.methods.artifact.SavedModel`) with ``model.json`` (method, parameters,
   metrics, the training log's fingerprint, causalrec version) and the log's

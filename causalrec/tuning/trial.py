@@ -140,6 +140,7 @@ def _restore(checkpoint) -> tuple[dict | None, dict[str, Any]]:
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
+    import ray
     from ray import tune
 
     torch.set_num_threads(max(1, int(context.cpus_per_trial)))
@@ -153,6 +154,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     train_seconds = float(progress.get("train_seconds", 0.0))
     eval_seconds = float(progress.get("eval_seconds", 0.0))
     restarts = int(progress.get("restarts", -1)) + 1
+    # Recorded in the results: which Ray node ran the trial (node IPs repeat on one machine).
+    node = ray.get_runtime_context().get_node_id()
     clock = time.perf_counter()
     for epoch in model.fit_epochs(context.train, state=state):
         now = time.perf_counter()
@@ -173,7 +176,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
                 torch.save(training_state, staging / _STATE_FILE)
             (staging / _PROGRESS_FILE).write_text(json.dumps(counters))
             tune.report(
-                {**metrics, **counters, "method": method, "device": device},
+                {**metrics, **counters, "method": method, "device": device, "node_id": node},
                 checkpoint=tune.Checkpoint.from_directory(str(staging)),
             )
         clock = time.perf_counter()
