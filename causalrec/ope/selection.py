@@ -138,9 +138,16 @@ class OffPolicyCrossValidation:
             for split in range(self.n_splits):
                 train = np.zeros(n, dtype=bool)
                 train[rng.choice(n, size=n_train, replace=False)] = True
-                difference = terms.subset(train).value() - validator.subset(~train).value()
-                errors[split] = difference**2
-            mean, se = float(errors.mean()), float(errors.std(ddof=1) / np.sqrt(self.n_splits))
+                try:
+                    estimate = terms.subset(train).value()
+                except DataError:  # undefined on this split (a self-normalised sum of 0 weights)
+                    errors[split] = np.inf
+                    continue
+                errors[split] = (estimate - validator.subset(~train).value()) ** 2
+            if np.isfinite(errors).all():
+                mean, se = float(errors.mean()), float(errors.std(ddof=1) / np.sqrt(self.n_splits))
+            else:  # a candidate undefined on some split cannot be chosen
+                mean = se = np.inf
             records.append(
                 {
                     "candidate": name,
@@ -151,6 +158,12 @@ class OffPolicyCrossValidation:
                 }
             )
         table = pd.DataFrame.from_records(records)
+        if not np.isfinite(table["cv_score"]).any():
+            raise DataError(
+                "every candidate estimator is undefined on some cross-validation split (the "
+                "target policy gives no weight to any impression of the split); evaluate on more "
+                "rounds or with estimators that are not self-normalised"
+            )
         chosen = str(table.loc[table["cv_score"].idxmin(), "candidate"])
         table["chosen"] = table["candidate"] == chosen
         return EstimatorSelection(

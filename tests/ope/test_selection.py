@@ -127,3 +127,23 @@ def test_auto_avoids_the_biased_direct_method_against_exact_truth(small_simulato
     assert "DM()" not in names
     mse = {name: value**2 for name, value in rmse.items()}
     assert np.mean(np.square(chosen)) < np.mean(list(mse.values()))
+
+
+def test_a_candidate_undefined_on_a_split_is_not_chosen_and_does_not_fail_the_selection():
+    """A self-normalised candidate whose weights are 0 on some split (a deterministic target
+    that agrees with the log on few rounds) has no value there: it cannot be chosen, and the
+    other candidates are still compared. (This failed Tune trials on small validation splits.)
+    """
+    rng = np.random.default_rng(0)
+    n = 400
+    reward = rng.binomial(1, 0.3, n).astype(float)
+    weight = np.zeros(n)
+    weight[:3] = 50.0  # three rounds carry all the weight: most splits hold none of them
+    snips = EstimatorTerms(baseline=None, correction=weight * reward, normalizer=weight)
+    ips = EstimatorTerms(baseline=None, correction=reward)
+    selection = OffPolicyCrossValidation().select({"snips": snips, "ips": ips}, ips)
+    table = selection.table.set_index("candidate")
+    assert selection.chosen == "ips"
+    assert np.isinf(table.loc["snips", "cv_score"]) and np.isfinite(table.loc["ips", "cv_score"])
+    with pytest.raises(DataError, match="every candidate estimator is undefined"):
+        OffPolicyCrossValidation().select({"snips": snips}, ips)
