@@ -25,7 +25,13 @@ from causalrec.ope.reward_model import (
 from causalrec.platform.errors import DataError
 from causalrec.platform.feedback import LoggedFeedback
 
-__all__ = ["CrossFittedRewardModel", "coerce_reward_model", "feature_space", "fold_ids"]
+__all__ = [
+    "CrossFittedRewardModel",
+    "coerce_reward_model",
+    "feature_space",
+    "feature_space_of",
+    "fold_ids",
+]
 
 
 def coerce_reward_model(
@@ -50,12 +56,13 @@ def coerce_reward_model(
 
 def feature_space(logs: LoggedFeedback) -> FeatureSpace:
     """What a reward model fitted on ``logs`` may look at: its item features and positions."""
-    items = logs.item_table
-    if items is None:
-        items = np.zeros((logs.n_items, 0))
-    return FeatureSpace(
-        item_features=np.asarray(items, dtype=np.float64), n_positions=logs.slate_size
-    )
+    return feature_space_of(logs.item_table, logs.n_items, logs.slate_size)
+
+
+def feature_space_of(item_table: np.ndarray | None, n_items: int, slate_size: int) -> FeatureSpace:
+    """A reward model's feature space: item features (shape (n_items, d), or none) and positions."""
+    items = np.zeros((n_items, 0)) if item_table is None else item_table
+    return FeatureSpace(item_features=np.asarray(items, dtype=np.float64), n_positions=slate_size)
 
 
 def fold_ids(round_id: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
@@ -110,3 +117,18 @@ class CrossFittedRewardModel:
             )
             models.append(model)
         return cls(folds=folds, models=tuple(models), features=x, q_factual=q_factual)
+
+    @classmethod
+    def from_model(cls, logs: LoggedFeedback, model: RewardModel) -> CrossFittedRewardModel:
+        """One model fitted elsewhere predicts every row of ``logs`` (a single fold).
+
+        For logs too large to cross-fit in memory: :mod:`causalrec.ope.sharded` fits the model
+        on a sample of rounds and scores every shard with it.
+        """
+        x = logs.user_features.astype(np.float64)
+        return cls(
+            folds=np.zeros(logs.n_rows, dtype=np.int64),
+            models=(model,),
+            features=x,
+            q_factual=model.predict_pairs(x, logs.item_id, logs.position),
+        )

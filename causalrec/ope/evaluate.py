@@ -24,7 +24,7 @@ from causalrec.ope.estimators import DR, IPS
 from causalrec.ope.intervals import EstimatorTerms, confidence_interval
 from causalrec.ope.policy_inputs import EvaluationInputs, RoundDiagnostics, round_inputs
 from causalrec.ope.registry import parse_estimators
-from causalrec.ope.reward_model import RewardModelConfig
+from causalrec.ope.reward_model import RewardModel, RewardModelConfig
 from causalrec.ope.selection import AUTO, EstimatorSelection, OffPolicyCrossValidation
 from causalrec.ope.slate import has_complete_slates
 from causalrec.platform.errors import CausalRecError, ConfigError, DataError
@@ -129,7 +129,9 @@ class OfflineEvaluator:
     Args:
         logs: Logged feedback (clicks are the reward).
         estimators: As :func:`evaluate`.
-        reward_model: As :func:`evaluate`.
+        reward_model: As :func:`evaluate`, or a :class:`~causalrec.ope.reward_model.RewardModel`
+            already fitted (elsewhere: on a sample, on other logs), which then predicts every
+            row instead of the cross-fitted models.
         logging_policy: As :func:`evaluate`.
         item_clusters: As :func:`evaluate`.
         pscore: Propensities to weight by instead of the log's, shape (n_rows,), in (0, 1]
@@ -141,7 +143,7 @@ class OfflineEvaluator:
         logs: LoggedFeedback,
         estimators: str | Sequence[str | Estimator] | None = None,
         *,
-        reward_model: str | RewardModelConfig | dict | None = "logistic",
+        reward_model: str | RewardModelConfig | dict | RewardModel | None = "logistic",
         logging_policy: Policy | None = None,
         item_clusters: np.ndarray | None = None,
         pscore: np.ndarray | None = None,
@@ -167,7 +169,8 @@ class OfflineEvaluator:
             estimators = [
                 e if not isinstance(e, str) else parse_estimators([e])[0] for e in estimators
             ]
-        config = coerce_reward_model(reward_model)
+        given_model = reward_model if isinstance(reward_model, RewardModel) else None
+        config = given_model.config if given_model else coerce_reward_model(reward_model)
         if config is None:
             dropped = [e.name for e in estimators if e.needs_reward_model]
             if dropped and len(dropped) == len(estimators):
@@ -191,6 +194,8 @@ class OfflineEvaluator:
                 f"pscore is missing for some rows (first at row {row}); fill or drop them"
             )
         self._fitted: CrossFittedRewardModel | None = None
+        if given_model is not None and needs_model:
+            self._fitted = CrossFittedRewardModel.from_model(logs, given_model)
         self.logging_policy = logging_policy
         self.item_clusters = (
             None if item_clusters is None else check_item_clusters(item_clusters, logs.n_items)
