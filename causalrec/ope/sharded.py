@@ -9,9 +9,12 @@ Golub & LeVeque's pairwise update), so :func:`evaluate_dataset` computes them ba
 in-memory ones (same estimators, same reward model) to floating-point rounding: 1e-12 in
 ``tests/ope/test_sharded.py``. The driver holds one record per batch, never the rows.
 
-Rounds whose rows a batch boundary splits are set aside by the batch and finished on the
-driver, so any partition of the rows gives the same sums; every causalrec writer keeps a
-round's rows together, which the merge checks (each round ends with the log's K rows).
+Each batch is a block: a contiguous run of a part file's rows. Only a block's first and last
+rounds can continue in another block (a part file may end in the middle of a slate), so their
+rows go back to the driver, which finishes them together; any partition of the files into
+blocks gives the same sums. Every causalrec writer keeps a round's rows together, and every
+round must have the same number of rows (K for simulated slates, 1 for Open Bandit logs),
+which the merge checks.
 
 The bootstrap is a Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy, Muralidharan, Najmi &
 Naidu 2012): replicate ``j`` weighs round ``r`` by an independent Poisson(1) count drawn from a
@@ -82,8 +85,6 @@ COLUMNS = ("round_id", "user_id", "position", "item_id", "click", "pscore", "psc
            "user_features")  # fmt: skip
 #: Default most rounds the reward model is fitted on.
 REWARD_SAMPLE_ROUNDS = 200_000
-#: Default rows per batch of ``map_batches``.
-BATCH_ROWS = 262_144
 #: Poisson(1) counts above this have probability < 1e-17 per draw.
 _POISSON_MAX = 20
 _POISSON_CDF = stats.poisson.cdf(np.arange(_POISSON_MAX + 1), 1.0)
@@ -182,11 +183,12 @@ class MomentSums:
 class _BatchResult:
     """What one batch sends to the driver: its sums and the rows of rounds it did not finish."""
 
-    moments: MomentSums
+    moments: MomentSums | None
     weight_sum: float
     weight_sq_sum: float
     weight_max: float
     rows: int
+    round_rows: int | None = None
     layout: _Layout | None = None
     pending: pa.Table | None = None
     node_id: str | None = None
@@ -280,43 +282,48 @@ class _Context:
         rounds = np.unique(logs.round_id)
         return rounds, inputs.impressions.weight, evaluator._all_terms(inputs)
 
-    def process(self, table: pa.Table, layout: _Layout | None) -> tuple[_BatchResult, _Layout]:
-        """The sums of a batch's whole rounds; its split rounds' rows are set aside."""
+    def process(self, table: pa.Table, *, finish: bool = False) -> _BatchResult:
+        """The sums of a block's rounds; its first and last rounds' rows are set aside.
+
+        A block is a contiguous run of a part file's rows, so only its first and last rounds
+        can continue in another block: their rows go back to the driver, which finishes them
+        together (``finish=True``) once every block is done.
+        """
         round_id = table.column("round_id").to_numpy()
-        rounds, counts = np.unique(round_id, return_counts=True)
-        whole = counts == self.slate_size
         pending = None
-        if not whole.all():
-            keep = np.isin(round_id, rounds[whole])
-            pending = table.filter(pa.array(~keep))
-            table = table.filter(pa.array(keep))
+        if not finish and table.num_rows:
+            edge = np.isin(round_id, [round_id[0], round_id[-1]])
+            pending = table.filter(pa.array(edge))
+            table = table.filter(pa.array(~edge))
+            round_id = round_id[~edge]
         if table.num_rows == 0:
-            layout = layout or _Layout()
-            moments = MomentSums.empty(layout.width, self.n_bootstrap)
-            return _BatchResult(moments, 0.0, 0.0, 0.0, 0, layout, pending), layout
+            return _BatchResult(None, 0.0, 0.0, 0.0, 0, None, None, pending)
+        _, counts = np.unique(round_id, return_counts=True)
+        if (counts != counts[0]).any():
+            raise DataError(
+                f"rounds of {int(counts.min())} and of {int(counts.max())} rows: sharded "
+                "evaluation needs every round of the log to have the same number of rows"
+            )
         # Rows of a round in position order, rounds in id order (the in-memory layout).
-        order = np.lexsort(
-            (table.column("position").to_numpy(), table.column("round_id").to_numpy())
-        )
+        order = np.lexsort((table.column("position").to_numpy(), round_id))
         table = table.take(pa.array(order))
         ids, weight, terms = self.terms(table)
-        layout = layout or _Layout.of(terms)
-        x = layout.stack(terms)
+        layout = _Layout.of(terms)
         replicates = (
             poisson_weights(ids, self.n_bootstrap, self.seed)
             if self.n_bootstrap
             else np.zeros((len(ids), 0))
         )
-        result = _BatchResult(
-            moments=MomentSums.of(x, replicates),
+        return _BatchResult(
+            moments=MomentSums.of(layout.stack(terms), replicates),
             weight_sum=float(weight.sum()),
             weight_sq_sum=float(weight @ weight),
             weight_max=float(weight.max()),
             rows=table.num_rows,
+            round_rows=int(counts[0]),
             layout=layout,
             pending=pending,
         )
-        return result, layout
 
 
 def _batch_sums(table: pa.Table, context: _Context) -> dict[str, np.ndarray]:
@@ -327,7 +334,7 @@ def _batch_sums(table: pa.Table, context: _Context) -> dict[str, np.ndarray]:
     """
     import ray
 
-    result, _ = context.process(table, None)
+    result = context.process(table)
     result.node_id = ray.get_runtime_context().get_node_id()
     return {"result": np.array([pickle.dumps(result)], dtype=object)}
 
@@ -428,7 +435,7 @@ def evaluate_dataset(
     alpha: float = 0.05,
     n_bootstrap: int = 0,
     seed: int = 0,
-    batch_rows: int = BATCH_ROWS,
+    blocks: int | None = None,
     workers: int | None = None,
     address: str | None = None,
 ) -> pd.DataFrame:
@@ -447,7 +454,10 @@ def evaluate_dataset(
         alpha: 1 - confidence level of the intervals.
         n_bootstrap: Poisson bootstrap replicates (0: normal intervals only).
         seed: Seed of the reward model's sample and of the bootstrap.
-        batch_rows: Rows per ``map_batches`` batch (memory per worker grows with it).
+        blocks: Blocks to read the log as (each a contiguous run of a part file's rows, and
+            one ``map_batches`` batch); default: one per part file, so a worker's memory is
+            bounded by the largest part (``rows_per_file`` of the writer). Ray Data takes it
+            as a hint: it does not cut a part file into more blocks than its row groups.
         workers: Batches evaluated at once (Ray Data tasks); default: every CPU of the cluster.
         address: Ray cluster (default ``RAY_ADDRESS``, else a local Ray).
 
@@ -456,7 +466,7 @@ def evaluate_dataset(
         ``se``, ``boot_low``, ``boot_high`` (percentile, NaN without replicates), ``unit``
         (clicks per round), ``ess``, ``ess_share``, ``max_weight``, ``mean_weight``,
         ``reward_model``, ``reward_sample_rounds`` (rounds it was fitted on), ``n_rows``,
-        ``n_rounds``, ``n_batches`` and ``nodes`` (Ray nodes that evaluated batches).
+        ``n_rounds``, ``n_blocks`` and ``nodes`` (Ray nodes that evaluated blocks).
 
     Raises:
         ConfigError: An estimator that cannot be sharded, or a bad option (named).
@@ -467,15 +477,15 @@ def evaluate_dataset(
     from causalrec.platform.runtime import init_ray
 
     for name, value, low in (("alpha", alpha, None), ("n_bootstrap", n_bootstrap, 0),
-                             ("batch_rows", batch_rows, 1),
                              ("reward_sample_rounds", reward_sample_rounds, 1)):  # fmt: skip
         if name == "alpha":
             if not 0 < alpha < 1:
                 raise ConfigError(f"alpha must be in (0, 1); got {alpha}")
         elif not isinstance(value, int | np.integer) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
-    if workers is not None and (not isinstance(workers, int | np.integer) or workers < 1):
-        raise ConfigError(f"workers must be an integer >= 1; got {workers!r}")
+    for name, value in (("workers", workers), ("blocks", blocks)):
+        if value is not None and (not isinstance(value, int | np.integer) or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
     shape = _log_shape(path)
     parsed = _parse(estimators, shape.slate_size)
     fitted = reward_model if isinstance(reward_model, RewardModel) else None
@@ -488,7 +498,7 @@ def evaluate_dataset(
     cluster = init_ray(address)
     workers = workers or max(1, int(cluster.get("CPU", 1)))
     # One block per part file at least: the files are the shards the batches start from.
-    dataset = ray.data.read_parquet(shape.files, override_num_blocks=len(shape.files))
+    dataset = ray.data.read_parquet(shape.files, override_num_blocks=blocks or len(shape.files))
     dataset = dataset.select_columns(list(COLUMNS))
     sample_size = 0
     if needs_model and fitted is None:
@@ -500,7 +510,7 @@ def evaluate_dataset(
     sums = dataset.map_batches(
         _batch_sums,
         fn_kwargs={"context": context},
-        batch_size=batch_rows,
+        batch_size=None,  # whole blocks: only a block's first and last rounds can be split
         batch_format="pyarrow",
         concurrency=workers,
     )
@@ -513,22 +523,23 @@ def evaluate_dataset(
 
 def _finish(context, parsed, results, shape, alpha, config, sample_size) -> pd.DataFrame:
     """Merge the batches' sums (and finish the split rounds) into the estimator table."""
+    n_blocks = len(results)
     pending = [r.pending for r in results if r.pending is not None and r.pending.num_rows]
-    if pending:  # the rounds batch boundaries split, whole again
-        last, _ = context.process(pa.concat_tables(pending), None)
-        if last.pending is not None and last.pending.num_rows:
-            round_id = last.pending.column("round_id").to_numpy()
-            rounds, counts = np.unique(round_id, return_counts=True)
-            raise DataError(
-                f"round {int(rounds[0])} has {int(counts[0])} rows; every round of a sharded "
-                f"log must have the log's {shape.slate_size} (slate size)"
-            )
-        results = [*results, last]
+    if pending:  # the blocks' edge rounds, whole again
+        results = [*results, context.process(pa.concat_tables(pending), finish=True)]
     results = [r for r in results if r.rows]
     if not results:
         raise DataError("the log has no rounds")
+    sizes = sorted({r.round_rows for r in results})
+    if len(sizes) > 1:
+        raise DataError(
+            f"rounds of {sizes[0]} and of {sizes[-1]} rows: sharded evaluation needs every "
+            "round of the log to have the same number of rows"
+        )
     moments, layout = results[0].moments, results[0].layout
     for result in results[1:]:
+        if result.layout != layout:
+            raise DataError("an estimator's terms changed form between blocks")
         moments = moments.merge(result.moments)
     weight_sum = sum(r.weight_sum for r in results)
     weight_sq = sum(r.weight_sq_sum for r in results)
@@ -561,7 +572,7 @@ def _finish(context, parsed, results, shape, alpha, config, sample_size) -> pd.D
                 "reward_sample_rounds": sample_size // shape.slate_size if sample_size else 0,
                 "n_rows": rows,
                 "n_rounds": moments.n,
-                "n_batches": len(results),
+                "n_blocks": n_blocks,
                 "nodes": len(nodes),
             }
         )
