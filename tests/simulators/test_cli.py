@@ -110,3 +110,36 @@ def test_graph_command_prints_mermaid_and_json():
     as_json = run_cli("graph", "--preset", "confounded", "--n-users", "20", "--json")
     edges = json.loads(as_json.stdout)["edges"]
     assert ["popularity", "relevance"] in edges and ["user_latent", "exposure"] not in edges
+
+
+def test_simulate_in_shards_on_ray_writes_the_same_log_as_in_process(tmp_path):
+    """`--workers 2` (Ray tasks on a local Ray) and `--workers 0` give the same files."""
+    common = ("simulate", "--preset", "confounded", "--n-users", "200", "--n-items", "30",
+              "--rounds", "5000", "--chunk-rounds", "2000", "--seed", "3")  # fmt: skip
+    local = run_cli(*common, "--out", str(tmp_path / "local"), "--workers", "0")
+    ray_run = run_cli(*common, "--out", str(tmp_path / "ray"), "--workers", "2")
+    assert local.returncode == 0 and ray_run.returncode == 0, ray_run.stderr[-3000:]
+    assert "shards" in local.stdout and "3 (in this process)" in local.stdout
+    assert "3 (Ray tasks on 1 node)" in ray_run.stdout
+    files = sorted(path.name for path in (tmp_path / "local" / "logs").iterdir())
+    assert files == ["part-00000-00000.parquet", "part-00001-00000.parquet",
+                     "part-00002-00000.parquet"]  # fmt: skip
+    for name in files:
+        assert (tmp_path / "local" / "logs" / name).read_bytes() == (
+            tmp_path / "ray" / "logs" / name
+        ).read_bytes()
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["run"]["executor"] == "ray" and len(summary["run"]["nodes"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--rounds", "100", "--workers", "-1"), "workers must be an integer >= 0"),
+     (("--rounds", "100", "--chunk-rounds", "0"), "chunk_rounds must be an integer >= 1"),
+     (("--sessions", "5", "--workers", "2"), "--workers: session logs")],
+)  # fmt: skip
+def test_bad_sharding_options_are_refused_naming_them(tmp_path, args, message):
+    result = run_cli("simulate", "--preset", "confounded", "--n-users", "50", "--n-items", "10",
+                     *args, "--out", str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
