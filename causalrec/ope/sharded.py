@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
 from causalrec.ope.base import Estimator
@@ -359,24 +358,26 @@ def _parse(estimators: str | Sequence[str | Estimator] | None, slate_size: int) 
 
 @dataclass(frozen=True)
 class _LogShape:
-    """What the part files' metadata says about the log."""
+    """What the part files' metadata says about the log.
+
+    ``files`` are local paths, or paths on ``filesystem`` (the log is at a URI or a
+    :class:`~causalrec.platform.storage.Location`).
+    """
 
     files: list[str]
     n_rows: int
     n_items: int
     slate_size: int
     item_table: np.ndarray | None
+    filesystem: Any = None
 
 
-def _log_shape(path: str | Path) -> _LogShape:
+def _log_shape(path: str | Path | storage.Location) -> _LogShape:
     files = storage.log_files(path)
     metadata: dict[str, Any] = {}
     n_rows, slate_size = 0, 1
     for file in files:
-        try:
-            parquet = pq.ParquetFile(file)
-        except (pa.ArrowException, OSError) as exc:
-            raise LogFormatError(f"cannot read Parquet file {str(file)!r}: {exc}") from None
+        parquet = storage.open_parquet(file)
         n_rows += parquet.metadata.num_rows
         raw = (parquet.schema_arrow.metadata or {}).get(log_schema.METADATA_KEY, b"{}")
         metadata = json.loads(raw)
@@ -387,9 +388,12 @@ def _log_shape(path: str | Path) -> _LogShape:
     n_items = int(metadata.get("n_items", metadata.get("simulator", {}).get("n_items", 0)))
     if n_items < 1:
         raise LogFormatError(f"{str(files[-1])!r} does not record n_items in its metadata")
-    path = Path(path)
-    root = path if path.is_dir() and (path / storage.LOGS_SUBDIR).is_dir() else None
-    items = storage.read_item_features(root) if root else None
+    root = storage.log_root(path)
+    items = storage.read_item_features(root) if root is not None else None
+    if isinstance(files[0], storage.Location):  # one file system: that of ``path``
+        return _LogShape(
+            [f.path for f in files], n_rows, n_items, slate_size, items, files[0].filesystem
+        )
     return _LogShape([str(f) for f in files], n_rows, n_items, slate_size, items)
 
 
@@ -426,7 +430,7 @@ def _fit_reward_model(
 
 
 def evaluate_dataset(
-    path: str | Path,
+    path: str | Path | storage.Location,
     policy: Policy,
     estimators: str | Sequence[str | Estimator] | None = None,
     *,
@@ -442,7 +446,9 @@ def evaluate_dataset(
     """Estimate ``policy``'s value from a Parquet log with Ray Data (see the module docstring).
 
     Args:
-        path: A log directory (its ``logs/`` part files) or a part file.
+        path: A log directory (its ``logs/`` part files) or a part file: a local path, a URI
+            (``s3://bucket/run``: every read task opens the parts there itself) or a
+            :class:`~causalrec.platform.storage.Location`.
         policy: The target policy.
         estimators: Specs or instances among :data:`SHARDABLE_ESTIMATORS`; default: the
             default estimators of :func:`~causalrec.ope.evaluate` (with the slate estimators
@@ -498,7 +504,9 @@ def evaluate_dataset(
     cluster = init_ray(address)
     workers = workers or max(1, int(cluster.get("CPU", 1)))
     # One block per part file at least: the files are the shards the batches start from.
-    dataset = ray.data.read_parquet(shape.files, override_num_blocks=blocks or len(shape.files))
+    dataset = ray.data.read_parquet(
+        shape.files, filesystem=shape.filesystem, override_num_blocks=blocks or len(shape.files)
+    )
     dataset = dataset.select_columns(list(COLUMNS))
     sample_size = 0
     if needs_model and fitted is None:

@@ -11,35 +11,54 @@ A log directory holds::
 Every file is written under a temporary name and renamed into place, and a whole output
 directory is built in a staging directory beside ``OUT`` and swapped in only when complete, so a
 crash never leaves a partial file at a final path and never destroys a previous run.
+
+``OUT`` may also be a URI (``s3://bucket/run``, ``gs://...``, ``hdfs://...``, ``file:///...``),
+or a :class:`Location` (a pyarrow file system and a path on it): every reader and writer here
+goes through :mod:`pyarrow.fs` then. An object store has no atomic rename of a directory, so
+:func:`output_dir` writes such an output in place: each file is produced locally and uploaded
+whole (an object appears complete or not at all), ``summary.json`` is written last and marks the
+run complete, an overwrite deletes the old objects before writing (not atomic: a crash leaves
+neither run), and a failed run deletes what it wrote. Plain paths keep the staging directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
+import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from causalrec.platform import schema as log_schema_module
-from causalrec.platform.errors import LogFormatError, OutputExistsError
+from causalrec.platform.errors import ConfigError, LogFormatError, OutputExistsError
 from causalrec.platform.feedback import LoggedFeedback, one_step_sessions
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "Location",
     "LogWriter",
+    "as_location",
     "atomic_output_dir",
+    "ensure_dir",
     "log_files",
     "log_input_files",
+    "log_root",
+    "output_dir",
+    "portable",
     "read_item_features",
     "read_log_column",
     "read_logs",
@@ -58,14 +77,152 @@ SUMMARY_FILE = "summary.json"
 #: Rows per Parquet file: large files (tens to hundreds of MiB), not thousands of small ones.
 ROWS_PER_FILE = 4_194_304
 _COMPRESSION = "snappy"
+#: A URI: a scheme, then ``://`` (``s3://``, ``gs://``, ``hdfs://``, ``file://`` ...).
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or directory on a pyarrow file system (an object store, HDFS, a local disk).
+
+    Every reader and writer of this module accepts one wherever it accepts a path; a URI string
+    is resolved to one (:meth:`from_uri`). Build one directly to use a file system object that
+    has no URI (a ``pyarrow.fs.PyFileSystem`` over fsspec, a configured ``S3FileSystem``).
+
+    Attributes:
+        filesystem: The file system.
+        path: The path on it (no trailing slash).
+        uri: The URI it was resolved from (joined with the names below it), or ``None``: another
+            process (a Ray task on another node) resolves the same place from it.
+    """
+
+    filesystem: pafs.FileSystem
+    path: str
+    uri: str | None = None
+
+    @classmethod
+    def from_uri(cls, uri: str) -> Location:
+        """Resolve ``uri`` with :meth:`pyarrow.fs.FileSystem.from_uri`.
+
+        Raises:
+            ConfigError: pyarrow does not understand the URI (names it).
+        """
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ConfigError(f"cannot open {uri!r} with pyarrow.fs: {exc}") from None
+        head, separator, query = uri.partition("?")
+        head = head.rstrip("/") if not head.endswith(":///") else head
+        return cls(filesystem, path.rstrip("/") or path, f"{head}{separator}{query}")
+
+    @property
+    def name(self) -> str:
+        """The last component of the path."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def __truediv__(self, name: str) -> Location:
+        """The location ``name`` below this one."""
+        uri = None
+        if self.uri is not None:
+            head, separator, query = self.uri.partition("?")
+            uri = f"{head.rstrip('/')}/{name}{separator}{query}"
+        return Location(self.filesystem, f"{self.path.rstrip('/')}/{name}", uri)
+
+    def __str__(self) -> str:
+        return self.uri if self.uri is not None else f"{self.filesystem.type_name}:{self.path}"
+
+    def info(self) -> pafs.FileInfo:
+        """The file system's record of the path (``type`` is ``NotFound`` when missing)."""
+        return self.filesystem.get_file_info(self.path)
+
+    def is_file(self) -> bool:
+        """Whether the path is a file."""
+        return self.info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        """Whether the path is a directory (on an object store: a prefix of some object)."""
+        return self.info().type == pafs.FileType.Directory
+
+    def exists(self) -> bool:
+        """Whether the path exists."""
+        return self.info().type != pafs.FileType.NotFound
+
+    def children(self) -> list[pafs.FileInfo]:
+        """The entries directly below this directory (none when it is missing)."""
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
+        return self.filesystem.get_file_info(selector)
+
+    def portable(self) -> str | Location:
+        """What to hand another process: the URI if there is one (resolved there), else this."""
+        return self.uri if self.uri is not None else self
+
+
+def as_location(path: str | Path | Location) -> Location | None:
+    """The :class:`Location` of a URI or a ``Location``; ``None`` for a local path."""
+    if isinstance(path, Location):
+        return path
+    if isinstance(path, str) and _URI.match(path):
+        return Location.from_uri(path)
+    return None
+
+
+def _resolve(path: str | Path | Location) -> Path | Location:
+    location = as_location(path)
+    return location if location is not None else Path(path)
 
 
 def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
+def _spool_file() -> Path:
+    """A new empty local temporary file: a file bound for a :class:`Location` is written here."""
+    descriptor, name = tempfile.mkstemp(prefix=".causalrec-", suffix=".tmp")
+    os.close(descriptor)
+    return Path(name)
+
+
+def _publish(local: Path, target: Location) -> None:
+    """Upload the finished local file ``local`` to ``target`` in one piece.
+
+    An object store makes an upload visible only once complete (a PUT, or a multipart upload
+    completed on close). A local file system has no such guarantee, but it renames atomically:
+    the file is uploaded under a temporary sibling and renamed into place.
+    """
+    filesystem = target.filesystem
+    local_fs = pafs.LocalFileSystem()
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        pafs.copy_files(
+            str(local), target.path, source_filesystem=local_fs, destination_filesystem=filesystem
+        )
+        return
+    parent, _, name = target.path.rpartition("/")
+    filesystem.create_dir(parent or "/", recursive=True)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pafs.copy_files(
+            str(local), tmp, source_filesystem=local_fs, destination_filesystem=filesystem
+        )
+        filesystem.move(tmp, target.path)
+    finally:
+        if filesystem.get_file_info(tmp).type != pafs.FileType.NotFound:
+            filesystem.delete_file(tmp)
+
+
+def write_atomic(path: str | Path | Location, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
+
+    For a URI or :class:`Location`, ``tmp`` is a local temporary file, uploaded whole.
+    """
+    location = as_location(path)
+    if location is not None:
+        tmp = _spool_file()
+        try:
+            write(tmp)
+            _publish(tmp, location)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     path = Path(path)
     tmp = _temporary_sibling(path)
     try:
@@ -75,28 +232,42 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_table_atomic(path: str | Path, table: pa.Table) -> None:
+def write_table_atomic(path: str | Path | Location, table: pa.Table) -> None:
     """Write ``table`` to ``path`` as Parquet via a temporary file and an atomic rename."""
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression=_COMPRESSION))
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> None:
+def write_json_atomic(path: str | Path | Location, payload: Any) -> None:
     """Write ``payload`` as indented JSON via a temporary file and an atomic rename."""
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> None:
+def write_csv_atomic(path: str | Path | Location, frame: pd.DataFrame) -> None:
     """Write ``frame`` as CSV (no index) via a temporary file and an atomic rename."""
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def check_output_dir(out: str | Path, *, overwrite: bool) -> Path:
+def check_output_dir(out: str | Path | Location, *, overwrite: bool) -> Path | Location:
     """Refuse a non-empty output directory unless ``overwrite``; nothing is touched.
+
+    Returns:
+        ``out`` as a ``Path``, or as a :class:`Location` for a URI.
 
     Raises:
         OutputExistsError: If ``out`` is a file, or a non-empty directory without ``overwrite``.
     """
+    location = as_location(out)
+    if location is not None:
+        info = location.info()
+        if info.type not in (pafs.FileType.NotFound, pafs.FileType.Directory):
+            raise OutputExistsError(f"output path {str(location)!r} exists and is not a directory")
+        if info.type == pafs.FileType.Directory and location.children() and not overwrite:
+            raise OutputExistsError(
+                f"output directory {str(location)!r} is not empty; pass --overwrite "
+                "(overwrite=True) to replace it"
+            )
+        return location
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path {str(out)!r} exists and is not a directory")
@@ -121,6 +292,11 @@ def atomic_output_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[P
         The staging directory to write into. On an exception it is deleted and ``out`` is left
         exactly as it was.
     """
+    if as_location(out) is not None:
+        raise ConfigError(
+            f"{str(out)!r}: this output must be a local directory (logs can be written to a URI: "
+            "storage.output_dir)"
+        )
     out = check_output_dir(out, overwrite=overwrite).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f"{_staging_prefix(out)}{uuid.uuid4().hex[:8]}")
@@ -139,6 +315,67 @@ def atomic_output_dir(out: str | Path, *, overwrite: bool = False) -> Iterator[P
         os.replace(out, retired)
     os.replace(staging, out)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_dir(out: str | Path | Location, *, overwrite: bool = False) -> Iterator[Path | Location]:
+    """The root to write an output directory under, local or on a pyarrow file system.
+
+    A local path is built in a staging directory and swapped in on success
+    (:func:`atomic_output_dir`). A URI or :class:`Location` (an object store has no atomic
+    rename of a directory) is written in place: the writers of this module upload each file
+    whole, the caller writes ``summary.json`` last (it marks the output complete), an
+    ``overwrite`` deletes the old contents before anything is written (so it is not atomic: a
+    run that fails then leaves no run at all), and on an exception everything under ``out`` is
+    deleted. Two writers of one URI at once are not detected.
+
+    Args:
+        out: Final output directory: a path, a URI or a :class:`Location`.
+        overwrite: Replace a non-empty ``out``; without it a non-empty ``out`` is refused
+            before any work is done.
+
+    Yields:
+        The staging directory (a ``Path``) or the output's :class:`Location`. Pass
+        ``root / name`` to :class:`LogWriter` and the ``write_*`` functions; a Ray task gets
+        :func:`portable` of it.
+    """
+    location = as_location(out)
+    if location is None:
+        with atomic_output_dir(out, overwrite=overwrite) as staging:
+            yield staging
+        return
+    check_output_dir(location, overwrite=overwrite)
+    existed = location.is_dir()
+    if existed:
+        location.filesystem.delete_dir_contents(location.path)
+    try:
+        yield location
+    except BaseException:
+        _delete_output(location, keep_root=existed)
+        raise
+
+
+def _delete_output(location: Location, *, keep_root: bool) -> None:
+    """Delete everything under ``location`` (and the directory itself unless ``keep_root``)."""
+    filesystem = location.filesystem
+    filesystem.delete_dir_contents(location.path, missing_dir_ok=True)
+    bucket = filesystem.type_name in ("s3", "gcs") and "/" not in location.path.strip("/")
+    if not keep_root and not bucket and location.is_dir():
+        filesystem.delete_dir(location.path)
+
+
+def portable(path: Path | Location) -> str | Location:
+    """``path`` as another process (a Ray task, maybe on another node) should receive it."""
+    return path.portable() if isinstance(path, Location) else str(path)
+
+
+def ensure_dir(directory: str | Path | Location) -> None:
+    """Create a directory (object stores have none: nothing to do there)."""
+    location = as_location(directory)
+    if location is None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    elif isinstance(location.filesystem, pafs.LocalFileSystem):
+        location.filesystem.create_dir(location.path, recursive=True)
 
 
 #: Lock file inside a staging directory, held (``flock``) by its writer while it writes.
@@ -208,10 +445,12 @@ class LogWriter:
     """Stream :class:`LoggedFeedback` chunks into a Parquet dataset directory.
 
     Each chunk becomes a row group; a file is closed (and atomically renamed into place) once it
-    holds ``rows_per_file`` rows.
+    holds ``rows_per_file`` rows. In a URI or :class:`Location` directory each file is written
+    to a local temporary file and uploaded whole once closed, under its final name.
 
     Args:
-        directory: Directory of the ``part-*.parquet`` files (created if missing).
+        directory: Directory of the ``part-*.parquet`` files (created if missing): a path, a
+            URI or a :class:`Location`.
         n_user_features: Width of the user feature vectors.
         metadata: JSON-ready self-description stored in every file's key-value metadata.
         rows_per_file: Rows after which a new file is started.
@@ -221,7 +460,7 @@ class LogWriter:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: str | Path | Location,
         *,
         n_user_features: int,
         metadata: dict[str, Any],
@@ -230,16 +469,17 @@ class LogWriter:
     ):
         if not name_prefix.startswith("part-"):
             raise ValueError(f"name_prefix must start with 'part-'; got {name_prefix!r}")
-        self.directory = Path(directory)
+        #: Where the files go: a local ``Path``, or a :class:`Location` (uploaded when closed).
+        self.directory = _resolve(directory)
         self.name_prefix = name_prefix
         #: Names of the files written so far, in order.
         self.file_names: list[str] = []
-        self.directory.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.directory)
         self.schema = log_schema_module.log_schema(n_user_features, metadata)
         self.rows_per_file = rows_per_file
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
-        self._final: Path | None = None
+        self._final: Path | Location | None = None
         self._rows_in_file = 0
         self.n_files = 0
         self.n_rows = 0
@@ -261,7 +501,8 @@ class LogWriter:
 
     def _open(self) -> None:
         self._final = self.directory / f"{self.name_prefix}{self.n_files:05d}.parquet"
-        self._tmp = _temporary_sibling(self._final)
+        local = isinstance(self._final, Path)
+        self._tmp = _temporary_sibling(self._final) if local else _spool_file()
         self._writer = pq.ParquetWriter(
             self._tmp,
             self.schema,
@@ -272,7 +513,13 @@ class LogWriter:
 
     def _close_file(self) -> None:
         self._writer.close()
-        os.replace(self._tmp, self._final)
+        if isinstance(self._final, Location):
+            try:
+                _publish(self._tmp, self._final)
+            finally:
+                self._tmp.unlink(missing_ok=True)
+        else:
+            os.replace(self._tmp, self._final)
         self.file_names.append(self._final.name)
         self._writer, self._rows_in_file = None, 0
         self.n_files += 1
@@ -333,7 +580,7 @@ def feedback_to_table(chunk: LoggedFeedback, schema: pa.Schema) -> pa.Table:
 
 
 def write_feature_tables(
-    directory: str | Path,
+    directory: str | Path | Location,
     user_features: np.ndarray,
     item_features: np.ndarray,
     popularity: np.ndarray | None = None,
@@ -341,12 +588,12 @@ def write_feature_tables(
     """Write ``users.parquet`` and ``items.parquet`` beside a log.
 
     Args:
-        directory: The log directory.
+        directory: The log directory (a path, a URI or a :class:`Location`).
         user_features: Shape (n_users, n_user_features).
         item_features: Shape (n_items, n_item_features).
         popularity: Ground-truth item popularity, shape (n_items,), if known.
     """
-    directory = Path(directory)
+    directory = _resolve(directory)
     users = np.ascontiguousarray(user_features, dtype=np.float32)
     items = np.ascontiguousarray(item_features, dtype=np.float32)
     user_table = pa.Table.from_arrays(
@@ -372,14 +619,31 @@ def write_feature_tables(
     write_table_atomic(directory / ITEMS_FILE, item_table)
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path | Location, columns: list[str] | None = None) -> pa.Table:
     try:
-        return pq.read_table(path)
+        if isinstance(path, Location):
+            return pq.read_table(path.path, columns=columns, filesystem=path.filesystem)
+        return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise LogFormatError(f"cannot read Parquet file {str(path)!r}: {exc}") from None
 
 
-def _check_version(path: Path, schema: pa.Schema) -> tuple[dict[str, Any], int]:
+def open_parquet(path: str | Path | Location) -> pq.ParquetFile:
+    """A part file's :class:`pyarrow.parquet.ParquetFile` (metadata without the rows).
+
+    Raises:
+        LogFormatError: The file is missing or not Parquet (names it).
+    """
+    path = _resolve(path)
+    try:
+        if isinstance(path, Location):
+            return pq.ParquetFile(path.path, filesystem=path.filesystem)
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LogFormatError(f"cannot read Parquet file {str(path)!r}: {exc}") from None
+
+
+def _check_version(path: Path | Location, schema: pa.Schema) -> tuple[dict[str, Any], int]:
     """The file's self-description and schema version, after checking both."""
     metadata = schema.metadata or {}
     version = metadata.get(log_schema_module.SCHEMA_VERSION_KEY)
@@ -418,23 +682,23 @@ def _decode_strings(chunk: pa.Array) -> np.ndarray:
     return np.asarray(chunk.to_pylist(), dtype=str)
 
 
-def _read_feature_table(path: Path) -> pa.Table | None:
+def _read_feature_table(path: Path | Location) -> pa.Table | None:
     return _read_parquet(path) if path.is_file() else None
 
 
-def _read_features(path: Path) -> np.ndarray | None:
+def _read_features(path: Path | Location) -> np.ndarray | None:
     table = _read_feature_table(path)
     return _features(table, "features") if table is not None else None
 
 
-def read_user_features(directory: str | Path) -> np.ndarray | None:
+def read_user_features(directory: str | Path | Location) -> np.ndarray | None:
     """The ``users.parquet`` feature table of a directory, shape (n_users, d), or ``None``."""
-    return _read_features(Path(directory) / USERS_FILE)
+    return _read_features(_resolve(directory) / USERS_FILE)
 
 
-def read_item_features(directory: str | Path) -> np.ndarray | None:
+def read_item_features(directory: str | Path | Location) -> np.ndarray | None:
     """The ``items.parquet`` feature table of a directory, shape (n_items, d), or ``None``."""
-    return _read_features(Path(directory) / ITEMS_FILE)
+    return _read_features(_resolve(directory) / ITEMS_FILE)
 
 
 #: Sub-directories of a log directory written by several feedback sinks (``replica-00``, ...),
@@ -442,59 +706,96 @@ def read_item_features(directory: str | Path) -> np.ndarray | None:
 REPLICA_PREFIX = "replica-"
 
 
-def _replica_dirs(path: Path) -> list[Path]:
+def _replica_dirs(path: Path | Location) -> list[Path | Location]:
     """``path``'s ``replica-<n>`` sub-directories, by ``n``."""
     found = []
-    for child in path.glob(f"{REPLICA_PREFIX}*"):
+    for child in _children(path, f"{REPLICA_PREFIX}*", directories=True):
         number = child.name[len(REPLICA_PREFIX) :]
         if number.isascii() and number.isdigit() and child.is_dir():
             found.append((int(number), child.name, child))
-    return [child for *_, child in sorted(found)]
+    return [child for *_, child in sorted(found, key=lambda entry: entry[:2])]
 
 
-def log_files(path: str | Path) -> list[Path]:
+def _children(
+    directory: Path | Location, pattern: str, *, directories: bool = False
+) -> list[Path | Location]:
+    """The entries of ``directory`` whose names match ``pattern``, by name.
+
+    A local directory is globbed (any kind of entry); on a pyarrow file system only files, or
+    only directories with ``directories``, are listed.
+    """
+    if isinstance(directory, Path):
+        return sorted(directory.glob(pattern))
+    kind = pafs.FileType.Directory if directories else pafs.FileType.File
+    names = sorted(
+        info.base_name
+        for info in directory.children()
+        if info.type == kind and fnmatch.fnmatchcase(info.base_name, pattern)
+    )
+    return [directory / name for name in names]
+
+
+def log_files(path: str | Path | Location) -> list[Path | Location]:
     """The Parquet part files of a log directory (or the file itself), in order.
 
     A directory written by several feedback sinks holds its parts in ``replica-<n>/logs/``: they
     follow the directory's own parts (if any), replica by replica (by ``n``), each in part order.
+
+    Args:
+        path: A log directory, its ``logs/`` folder or a part file: a local path (its files are
+            returned as ``Path``), a URI or a :class:`Location` (files returned as
+            :class:`Location`).
     """
-    path = Path(path)
+    path = _resolve(path)
     if path.is_file():
         return [path]
     directory = path / LOGS_SUBDIR if (path / LOGS_SUBDIR).is_dir() else path
-    files = sorted(directory.glob("part-*.parquet"))
+    files = _children(directory, "part-*.parquet")
     for replica in _replica_dirs(path):
-        files += sorted((replica / LOGS_SUBDIR).glob("part-*.parquet"))
+        files += _children(replica / LOGS_SUBDIR, "part-*.parquet")
     if not files:
         raise LogFormatError(f"no log files (part-*.parquet) under {str(path)!r}")
     return files
 
 
-def log_input_files(path: str | Path) -> list[Path]:
+def log_root(path: str | Path | Location) -> Path | Location | None:
+    """The log directory holding the feature tables, if ``path`` is one (it has ``logs/``)."""
+    path = _resolve(path)
+    return path if path.is_dir() and (path / LOGS_SUBDIR).is_dir() else None
+
+
+def log_input_files(path: str | Path | Location) -> list[Path | Location]:
     """Every file :func:`read_logs` opens for ``path``: its part files and its feature tables."""
-    path = Path(path)
+    path = _resolve(path)
     files = log_files(path)
-    if path.is_dir() and (path / LOGS_SUBDIR).is_dir():
+    if log_root(path) is not None:
         files += [table for table in (path / USERS_FILE, path / ITEMS_FILE) if table.is_file()]
     return files
 
 
-def read_log_column(path: str | Path, column: str) -> np.ndarray:
+def read_log_column(path: str | Path | Location, column: str) -> np.ndarray:
     """One column of a log's part files, without reading the rest of the log."""
     return np.concatenate(
         [
-            pq.read_table(file, columns=[column]).column(column).to_numpy()
+            (
+                _read_parquet(file, columns=[column])
+                if isinstance(file, Location)
+                else pq.read_table(file, columns=[column])
+            )
+            .column(column)
+            .to_numpy()
             for file in log_files(path)
         ]
     )
 
 
-def read_logs(path: str | Path) -> LoggedFeedback:
+def read_logs(path: str | Path | Location) -> LoggedFeedback:
     """Read a causalrec log into a :class:`LoggedFeedback`.
 
     Args:
         path: A log directory (as written by ``causalrec simulate``), its ``logs/`` folder, or
-            one Parquet part file.
+            one Parquet part file: a local path, a URI (``s3://bucket/run``, ``file:///...``)
+            or a :class:`Location`.
 
     Returns:
         The whole log in memory, with the user and item feature tables when present.
@@ -503,7 +804,7 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         LogFormatError: If a file is missing, truncated, corrupt, or of another schema version
             (the message names the file).
     """
-    path = Path(path)
+    path = _resolve(path)
     if not path.exists():
         raise LogFormatError(f"log path {str(path)!r} does not exist")
     tables, session_parts, metadata, slate_size = [], [], {}, 1
@@ -519,7 +820,7 @@ def read_logs(path: str | Path) -> LoggedFeedback:
         tables.append(table.select(v1_names).replace_schema_metadata(None))
         session_parts.append(_session_columns(table) if version >= 2 else table.num_rows)
     table = pa.concat_tables(tables)
-    root = path if path.is_dir() and (path / LOGS_SUBDIR).is_dir() else None
+    root = log_root(path)
 
     def column(name: str, dtype=None) -> np.ndarray:
         values = table.column(name).to_numpy()

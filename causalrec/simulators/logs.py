@@ -315,7 +315,7 @@ def _finish(
 
 def write_logs(
     simulator: ConfoundedRecSimulator,
-    out: str | Path,
+    out: str | Path | storage.Location,
     n_rounds: int,
     *,
     policy: Policy | None = None,
@@ -334,11 +334,13 @@ def write_logs(
     (:mod:`causalrec.simulators.shards`): in this process, or as Ray tasks on the local Ray or
     a cluster. The output is bit-identical whatever runs the shards. It is built in a staging
     directory and swapped into ``out`` only when complete; a non-empty ``out`` is refused
-    before any work unless ``overwrite``.
+    before any work unless ``overwrite``. A URI ``out`` (``s3://bucket/run``) is written in
+    place instead, ``summary.json`` last (:func:`~causalrec.platform.storage.output_dir`).
 
     Args:
         simulator: The world.
-        out: Output directory.
+        out: Output directory: a path, a URI (every shard task writes its parts there) or a
+            :class:`~causalrec.platform.storage.Location`.
         n_rounds: Number of rounds.
         policy: The logging policy; defaults to ``simulator.logging_policy()``.
         seed: Seed of the draws.
@@ -371,7 +373,7 @@ def write_logs(
         raise ConfigError(f"rows_per_file must be >= 1; got {rows_per_file}")
     metadata = log_metadata(simulator, policy, n_rounds, seed, fraction, chunk_rounds)
     with (
-        storage.atomic_output_dir(out, overwrite=overwrite) as staging,
+        storage.output_dir(out, overwrite=overwrite) as root,
         tqdm(total=n_rounds, unit="round", disable=not progress, unit_scale=True) as bar,
     ):
         work = ShardWork(
@@ -381,7 +383,7 @@ def write_logs(
             chunk_rounds=chunk_rounds,
             uniform_fraction=fraction,
             metadata=metadata,
-            directory=str(staging / storage.LOGS_SUBDIR),
+            directory=storage.portable(root / storage.LOGS_SUBDIR),
             rows_per_file=rows_per_file,
         )
         run = run_shards(
@@ -401,16 +403,16 @@ def write_logs(
         if metadata.get("pscore") == "estimated":
             metadata = {**metadata, "pscore_max_relative_se": relative_se}
         storage.write_feature_tables(
-            staging, simulator.user_features, simulator.item_features, simulator.popularity
+            root, simulator.user_features, simulator.item_features, simulator.popularity
         )
         payload = {"summary": summary.to_dict(), "metadata": metadata, "run": run.to_dict()}
-        storage.write_json_atomic(staging / storage.SUMMARY_FILE, payload)
+        storage.write_json_atomic(root / storage.SUMMARY_FILE, payload)  # last: run complete
     return summary
 
 
 def stream_log_directory(
     simulator: ConfoundedRecSimulator,
-    out: str | Path,
+    out: str | Path | storage.Location,
     chunks: Iterable[LoggedFeedback],
     metadata: dict[str, Any],
     *,
@@ -421,11 +423,12 @@ def stream_log_directory(
 ) -> Any:
     """Write ``chunks`` as a log directory in a staging folder swapped into ``out`` when complete.
 
-    Writes the Parquet parts, the world's feature tables and ``summary.json``.
+    Writes the Parquet parts, the world's feature tables and ``summary.json`` (last). A URI
+    ``out`` is written in place (:func:`~causalrec.platform.storage.output_dir`).
 
     Args:
         simulator: The world (its feature tables and popularity are written beside the log).
-        out: Output directory.
+        out: Output directory (a path, a URI or a :class:`~causalrec.platform.storage.Location`).
         chunks: The log, chunk by chunk.
         metadata: Stored in every part file.
         written: Called with each chunk once it is written.
@@ -437,9 +440,9 @@ def stream_log_directory(
     Returns:
         The summary ``summarise`` returned.
     """
-    with storage.atomic_output_dir(out, overwrite=overwrite) as staging:
+    with storage.output_dir(out, overwrite=overwrite) as root:
         with storage.LogWriter(
-            staging / storage.LOGS_SUBDIR,
+            root / storage.LOGS_SUBDIR,
             n_user_features=simulator.user_features.shape[1],
             metadata=metadata,
             rows_per_file=rows_per_file,
@@ -448,8 +451,8 @@ def stream_log_directory(
                 writer.write(chunk)
                 written(chunk)
         storage.write_feature_tables(
-            staging, simulator.user_features, simulator.item_features, simulator.popularity
+            root, simulator.user_features, simulator.item_features, simulator.popularity
         )
         summary, payload = summarise(writer.n_files)
-        storage.write_json_atomic(staging / storage.SUMMARY_FILE, payload)
+        storage.write_json_atomic(root / storage.SUMMARY_FILE, payload)
     return summary

@@ -11,7 +11,10 @@ once, on one machine or across a cluster (``tests/simulators/test_shards.py``).
 
 The driver holds one small record per shard, never the rows: its memory does not grow with the
 log. The shards of a cluster run write into the output's staging directory beside ``OUT``, so
-every node must see ``OUT`` at the same path (a shared file system; see the README's "Scaling").
+every node must see ``OUT`` at the same path (a shared file system; see the README's "Scaling"),
+or ``OUT`` is a URI (``s3://bucket/run``): every task then gets the URI, resolves it with
+``pyarrow.fs`` on its own node and uploads each part whole under its final name
+(:func:`causalrec.platform.storage.output_dir`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,9 @@ class ShardWork:
         chunk_rounds: Rounds per shard.
         uniform_fraction: Share of uniform-random rounds.
         metadata: Stored in every part file.
-        directory: Folder of the part files (the staging directory's ``logs/``).
+        directory: Folder of the part files (the staging directory's ``logs/``, or the
+            output's ``logs/`` as a URI, or a :class:`~causalrec.platform.storage.Location`
+            without one).
         rows_per_file: Largest part file, in rows.
     """
 
@@ -55,7 +59,7 @@ class ShardWork:
     chunk_rounds: int
     uniform_fraction: float
     metadata: dict[str, Any]
-    directory: str
+    directory: str | storage.Location
     rows_per_file: int
 
 
@@ -222,7 +226,7 @@ def run_shards(
     Raises:
         ConfigError: ``workers`` is negative.
     """
-    Path(work.directory).mkdir(parents=True, exist_ok=True)
+    storage.ensure_dir(work.directory)
     if shard_executor(workers, address) == "in-process":
         outcomes = []
         for index, seed in enumerate(seeds):
@@ -259,5 +263,7 @@ def _run_on_ray(work, seeds, workers, address, done) -> ShardedRun:
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if pending:  # let them end before the caller deletes what the run wrote
+            ray.wait(list(pending), num_returns=len(pending), timeout=60)
         raise
     return ShardedRun(outcomes, "ray", workers)
