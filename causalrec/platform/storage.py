@@ -248,16 +248,31 @@ def write_csv_atomic(path: str | Path | Location, frame: pd.DataFrame) -> None:
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def check_output_dir(out: str | Path | Location, *, overwrite: bool) -> Path | Location:
+def check_output_dir(
+    out: str | Path | Location, *, overwrite: bool, uri: bool = False
+) -> Path | Location:
     """Refuse a non-empty output directory unless ``overwrite``; nothing is touched.
+
+    Args:
+        out: The output directory (a URI only where ``uri``).
+        overwrite: Whether a non-empty ``out`` may be replaced.
+        uri: Whether the caller writes through :func:`output_dir`, which accepts storage URIs
+            (``s3://``...); other writers take local directories only, and a URI is refused
+            here, before any work.
 
     Returns:
         ``out`` as a ``Path``, or as a :class:`Location` for a URI.
 
     Raises:
+        ConfigError: ``out`` is a URI and ``uri`` is false.
         OutputExistsError: If ``out`` is a file, or a non-empty directory without ``overwrite``.
     """
     location = as_location(out)
+    if location is not None and not uri:
+        raise ConfigError(
+            f"output {str(out)!r}: this command writes to local directories only (storage "
+            "URIs are supported by `causalrec simulate` / write_logs); write locally and copy"
+        )
     if location is not None:
         info = location.info()
         if info.type not in (pafs.FileType.NotFound, pafs.FileType.Directory):
@@ -344,7 +359,7 @@ def output_dir(out: str | Path | Location, *, overwrite: bool = False) -> Iterat
         with atomic_output_dir(out, overwrite=overwrite) as staging:
             yield staging
         return
-    check_output_dir(location, overwrite=overwrite)
+    check_output_dir(location, overwrite=overwrite, uri=True)
     existed = location.is_dir()
     if existed:
         location.filesystem.delete_dir_contents(location.path)

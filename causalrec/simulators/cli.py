@@ -122,7 +122,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from causalrec.methods.policy_spec import resolve_policy
 
     config = _load_config(args)
-    check_output_dir(args.out, overwrite=args.overwrite)  # refuse before any work
+    check_output_dir(args.out, overwrite=args.overwrite, uri=True)  # before any work
     started = time.perf_counter()
     simulator = ConfoundedRecSimulator(config)
     seed = config.seed if args.seed is None else args.seed

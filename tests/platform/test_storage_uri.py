@@ -13,6 +13,8 @@ or if an error stopped naming the URI.
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -254,3 +256,17 @@ def test_a_non_local_file_system_holds_the_same_log(small_simulator, tmp_path, m
     finally:
         if memory.exists(root):
             memory.rm(root, recursive=True)
+
+
+def test_writers_of_local_directories_refuse_a_uri_before_any_work(tmp_path):
+    """Only write_logs writes to storage URIs; the other commands say so before they start."""
+    uri = (tmp_path / "out").as_uri()
+    with pytest.raises(ConfigError, match="local directories only"):
+        storage.check_output_dir(uri, overwrite=False)
+    assert storage.check_output_dir(uri, overwrite=False, uri=True) is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "causalrec.platform.cli", "pipeline", "--out", uri],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "local directories only" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
