@@ -16,7 +16,7 @@ from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, OfflineEvaluator, Overlap
 from causalrec.ope.evaluate_sessions import evaluate_sessions
 from causalrec.ope.reward_model import RewardModelConfig
 from causalrec.ope.sensitivity import SensitivityBounds, sensitivity_bounds
-from causalrec.ope.sharded import REWARD_SAMPLE_ROUNDS
+from causalrec.ope.sharded import BATCH_ROWS, REWARD_SAMPLE_ROUNDS
 from causalrec.platform.cli_help import DefaultsHelpFormatter
 from causalrec.platform.config import list_presets
 from causalrec.platform.errors import ConfigError
@@ -85,10 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=None, help="batches at once (default: the cluster's CPUs)"
     )
     sharded.add_argument(
-        "--blocks",
+        "--batch-rows",
         type=int,
-        default=None,
-        help="Ray Data blocks to read the log as (default: one per part file)",
+        default=BATCH_ROWS,
+        help="rows a task reads from its part file at a time",
     )
     sharded.add_argument(
         "--reward-sample-rounds",
@@ -257,7 +257,7 @@ def _run_evaluate_sharded(args: argparse.Namespace) -> int:
         reward_sample_rounds=args.reward_sample_rounds,
         alpha=args.alpha,
         n_bootstrap=args.n_bootstrap if args.interval == "bootstrap" else 0,
-        blocks=args.blocks,
+        batch_rows=args.batch_rows,
         workers=args.workers,
         address=args.address,
     )
@@ -274,8 +274,8 @@ def _run_evaluate_sharded(args: argparse.Namespace) -> int:
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     first = table.iloc[0]
     print(
-        f"\nrows: {first['n_rows']:,}   rounds: {first['n_rounds']:,}   blocks: "
-        f"{first['n_blocks']} on {first['nodes']} node(s)   unit: clicks per round"
+        f"\nrows: {first['n_rows']:,}   rounds: {first['n_rounds']:,}   part files: "
+        f"{first['n_parts']} on {first['nodes']} node(s)   unit: clicks per round"
     )
     if first["reward_sample_rounds"]:
         print(f"reward model: {args.reward_model}, fitted on {first['reward_sample_rounds']:,} "

@@ -4,17 +4,19 @@ Every estimator of :func:`causalrec.ope.evaluate` reduces to per-round columns: 
 a correction ``b`` and a normaliser ``d``, with estimate = mean(a) + mean(b) / mean(d) and a
 delta-method interval (:class:`~causalrec.ope.intervals.EstimatorTerms`). Both are functions of
 the columns' count, means and centred cross-products, which merge exactly across shards (Chan,
-Golub & LeVeque's pairwise update), so :func:`evaluate_dataset` computes them batch by batch in
-``map_batches`` and merges them on the driver. The estimate and the normal interval equal the
-in-memory ones (same estimators, same reward model) to floating-point rounding: 1e-12 in
-``tests/ope/test_sharded.py``. The driver holds one record per batch, never the rows.
+Golub & LeVeque's pairwise update), so :func:`evaluate_dataset` computes them part file by part
+file in ``map_batches`` and merges them on the driver. The estimate and the normal interval
+equal the in-memory ones (same estimators, same reward model) to floating-point rounding: 1e-12
+in ``tests/ope/test_sharded.py``.
 
-Each batch is a block: a contiguous run of a part file's rows. Only a block's first and last
-rounds can continue in another block (a part file may end in the middle of a slate), so their
-rows go back to the driver, which finishes them together; any partition of the files into
-blocks gives the same sums. Every causalrec writer keeps a round's rows together, and every
-round must have the same number of rows (K for simulated slates, 1 for Open Bandit logs),
-which the merge checks.
+One Ray Data task evaluates one part file, reading it ``batch_rows`` rows at a time, and
+sends back its merged sums; the driver merges the files' sums as they arrive, so it holds one
+record at a time, never a list of the parts and never the rows. A file's batches are
+contiguous, so a round split between two batches is whole again in the file; only a file's
+first and last rounds can continue in another file (a part may end in the middle of a slate),
+and their rows go back to the driver, which finishes them together. Every causalrec writer
+keeps a round's rows together, and every round must have the same number of rows (K for
+simulated slates, 1 for Open Bandit logs), which the merge checks.
 
 The bootstrap is a Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy, Muralidharan, Najmi &
 Naidu 2012): replicate ``j`` weighs round ``r`` by an independent Poisson(1) count drawn from a
@@ -84,6 +86,8 @@ COLUMNS = ("round_id", "user_id", "position", "item_id", "click", "pscore", "psc
            "user_features")  # fmt: skip
 #: Default most rounds the reward model is fitted on.
 REWARD_SAMPLE_ROUNDS = 200_000
+#: Default rows a task reads from its part file at a time.
+BATCH_ROWS = 262_144
 #: Poisson(1) counts above this have probability < 1e-17 per draw.
 _POISSON_MAX = 20
 _POISSON_CDF = stats.poisson.cdf(np.arange(_POISSON_MAX + 1), 1.0)
@@ -325,17 +329,95 @@ class _Context:
         )
 
 
-def _batch_sums(table: pa.Table, context: _Context) -> dict[str, np.ndarray]:
-    """``map_batches`` function: one batch of rows to one serialized :class:`_BatchResult`.
+class _Totals:
+    """Sums of many :class:`_BatchResult` s, merged as they come (a file's, then the log's)."""
 
-    A task, not an actor: Ray Data fuses it with the Parquet read, so the read never waits for
-    CPUs that evaluating actors hold.
+    def __init__(self) -> None:
+        self.moments: MomentSums | None = None
+        self.layout: _Layout | None = None
+        self.weight_sum = self.weight_sq_sum = self.weight_max = 0.0
+        self.rows = 0
+        self.round_rows: set[int] = set()
+        self.pending: list[pa.Table] = []
+        self.nodes: set[str] = set()
+        self.parts = 0
+
+    def add(self, result: _BatchResult) -> None:
+        """Merge one batch's (or one part file's) sums; keep its edge rows."""
+        if result.pending is not None and result.pending.num_rows:
+            self.pending.append(result.pending)
+        if not result.rows:
+            return
+        if self.layout is not None and result.layout != self.layout:
+            raise DataError("an estimator's terms changed form between parts of the log")
+        self.layout = result.layout
+        self._merge_moments(result.moments)
+        self.weight_sum += result.weight_sum
+        self.weight_sq_sum += result.weight_sq_sum
+        self.weight_max = max(self.weight_max, result.weight_max)
+        self.rows += result.rows
+        self.round_rows.add(result.round_rows)
+
+    def _merge_moments(self, moments: MomentSums) -> None:
+        self.moments = moments if self.moments is None else self.moments.merge(moments)
+
+    def absorb(self, other: _Totals) -> None:
+        """Merge another part file's totals."""
+        self.pending += other.pending
+        self.nodes |= other.nodes
+        self.parts += other.parts
+        if not other.rows:
+            return
+        if self.layout is not None and other.layout != self.layout:
+            raise DataError("an estimator's terms changed form between parts of the log")
+        self.layout = other.layout
+        self._merge_moments(other.moments)
+        self.weight_sum += other.weight_sum
+        self.weight_sq_sum += other.weight_sq_sum
+        self.weight_max = max(self.weight_max, other.weight_max)
+        self.rows += other.rows
+        self.round_rows |= other.round_rows
+
+
+def _part_sums(
+    batch: dict[str, np.ndarray], context: _Context, batch_rows: int, filesystem: Any
+) -> dict[str, np.ndarray]:
+    """``map_batches`` function: one part file, read batch by batch, to its pickled totals.
+
+    The batches of a file are contiguous, so the rounds one batch boundary splits are whole
+    again in the file's set-aside rows; only the file's first and last rounds go back to the
+    driver (a part may end in the middle of a slate).
     """
     import ray
 
-    result = context.process(table)
-    result.node_id = ray.get_runtime_context().get_node_id()
-    return {"result": np.array([pickle.dumps(result)], dtype=object)}
+    from causalrec.platform import storage as storage_module
+
+    (file,) = batch["file"]
+    source = storage_module.Location(filesystem, str(file)) if filesystem else str(file)
+    parquet = storage_module.open_parquet(source)
+    totals = _Totals()
+    totals.parts = 1
+    totals.nodes.add(ray.get_runtime_context().get_node_id())
+    for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
+        totals.add(context.process(pa.Table.from_batches([record_batch])))
+    if totals.pending:  # the file's rounds split between batches, and its two edge rounds
+        edges = context.process(pa.concat_tables(totals.pending))
+        totals.pending = []
+        totals.add(edges)
+    return {"totals": np.array([pickle.dumps(totals)], dtype=object)}
+
+
+def _part_sample(
+    batch: dict[str, np.ndarray], share: float, seed: int, filesystem: Any
+) -> pa.Table:
+    """``map_batches`` function: the rows of one part file's rounds in the model's sample."""
+    from causalrec.platform import storage as storage_module
+
+    (file,) = batch["file"]
+    source = storage_module.Location(filesystem, str(file)) if filesystem else str(file)
+    table = storage_module.open_parquet(source).read(columns=list(COLUMNS))
+    chosen = _sampled_rounds(table.column("round_id").to_numpy(), share, seed)
+    return table.filter(pa.array(chosen))
 
 
 def _parse(estimators: str | Sequence[str | Estimator] | None, slate_size: int) -> list[Estimator]:
@@ -398,17 +480,19 @@ def _log_shape(path: str | Path | storage.Location) -> _LogShape:
 
 
 def _fit_reward_model(
-    dataset, shape: _LogShape, config: RewardModelConfig, sample_rounds: int, seed: int
+    parts, shape: _LogShape, config: RewardModelConfig, sample_rounds: int, seed: int
 ) -> tuple[RewardModel, int]:
-    """A reward model fitted on a hash-chosen sample of at most ``sample_rounds`` rounds."""
+    """A reward model fitted on a hash-chosen sample of at most ``sample_rounds`` rounds.
+
+    ``parts`` is the Ray dataset of the log's part files (one row per file).
+    """
     share = min(1.0, sample_rounds / max(1, shape.n_rows // shape.slate_size))
-
-    def sample(table: pa.Table) -> pa.Table:
-        return table.filter(
-            pa.array(_sampled_rounds(table.column("round_id").to_numpy(), share, seed))
-        )
-
-    sampled = dataset.map_batches(sample, batch_format="pyarrow")
+    sampled = parts.map_batches(
+        _part_sample,
+        fn_kwargs={"share": share, "seed": seed, "filesystem": shape.filesystem},
+        batch_size=1,
+        batch_format="numpy",
+    )
     tables = list(sampled.iter_batches(batch_format="pyarrow", batch_size=None))
     table = pa.concat_tables(tables) if tables else None
     if table is None or table.num_rows == 0:
@@ -439,7 +523,7 @@ def evaluate_dataset(
     alpha: float = 0.05,
     n_bootstrap: int = 0,
     seed: int = 0,
-    blocks: int | None = None,
+    batch_rows: int = BATCH_ROWS,
     workers: int | None = None,
     address: str | None = None,
 ) -> pd.DataFrame:
@@ -460,11 +544,9 @@ def evaluate_dataset(
         alpha: 1 - confidence level of the intervals.
         n_bootstrap: Poisson bootstrap replicates (0: normal intervals only).
         seed: Seed of the reward model's sample and of the bootstrap.
-        blocks: Blocks to read the log as (each a contiguous run of a part file's rows, and
-            one ``map_batches`` batch); default: one per part file, so a worker's memory is
-            bounded by the largest part (``rows_per_file`` of the writer). Ray Data takes it
-            as a hint: it does not cut a part file into more blocks than its row groups.
-        workers: Batches evaluated at once (Ray Data tasks); default: every CPU of the cluster.
+        batch_rows: Rows a task reads from its part file at a time (its memory grows with it).
+        workers: Part files evaluated at once (Ray Data tasks); default: every CPU of the
+            cluster.
         address: Ray cluster (default ``RAY_ADDRESS``, else a local Ray).
 
     Returns:
@@ -472,7 +554,8 @@ def evaluate_dataset(
         ``se``, ``boot_low``, ``boot_high`` (percentile, NaN without replicates), ``unit``
         (clicks per round), ``ess``, ``ess_share``, ``max_weight``, ``mean_weight``,
         ``reward_model``, ``reward_sample_rounds`` (rounds it was fitted on), ``n_rows``,
-        ``n_rounds``, ``n_blocks`` and ``nodes`` (Ray nodes that evaluated blocks).
+        ``n_rounds``, ``n_parts`` (part files, one task each) and ``nodes`` (Ray nodes that
+        evaluated them).
 
     Raises:
         ConfigError: An estimator that cannot be sharded, or a bad option (named).
@@ -489,7 +572,7 @@ def evaluate_dataset(
                 raise ConfigError(f"alpha must be in (0, 1); got {alpha}")
         elif not isinstance(value, int | np.integer) or value < low:
             raise ConfigError(f"{name} must be an integer >= {low}; got {value!r}")
-    for name, value in (("workers", workers), ("blocks", blocks)):
+    for name, value in (("workers", workers), ("batch_rows", batch_rows)):
         if value is not None and (not isinstance(value, int | np.integer) or value < 1):
             raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
     shape = _log_shape(path)
@@ -503,56 +586,49 @@ def evaluate_dataset(
     needs_model = any(e.needs_reward_model for e in parsed)
     cluster = init_ray(address)
     workers = workers or max(1, int(cluster.get("CPU", 1)))
-    # One block per part file at least: the files are the shards the batches start from.
-    dataset = ray.data.read_parquet(
-        shape.files, filesystem=shape.filesystem, override_num_blocks=blocks or len(shape.files)
+    # One row, and one task, per part file: a file's rows are contiguous whatever Ray Data
+    # would make of them (it may read several small files as one block).
+    parts = ray.data.from_items(
+        [{"file": file} for file in shape.files], override_num_blocks=len(shape.files)
     )
-    dataset = dataset.select_columns(list(COLUMNS))
     sample_size = 0
     if needs_model and fitted is None:
-        fitted, sample_size = _fit_reward_model(dataset, shape, config, reward_sample_rounds, seed)
+        fitted, sample_size = _fit_reward_model(parts, shape, config, reward_sample_rounds, seed)
     context = _Context(
         policy, parsed, fitted if needs_model else None, shape.n_items, shape.slate_size,
         shape.item_table, n_bootstrap, seed,
     )  # fmt: skip
-    sums = dataset.map_batches(
-        _batch_sums,
-        fn_kwargs={"context": context},
-        batch_size=None,  # whole blocks: only a block's first and last rounds can be split
-        batch_format="pyarrow",
+    sums = parts.map_batches(
+        _part_sums,
+        fn_kwargs={"context": context, "batch_rows": batch_rows, "filesystem": shape.filesystem},
+        batch_size=1,
+        batch_format="numpy",
         concurrency=workers,
     )
+    totals = _Totals()
     with warnings.catch_warnings():
-        # A log of fewer blocks than workers runs fewer tasks; Ray Data warns, nothing is wrong.
+        # A log of fewer files than workers runs fewer tasks; Ray Data warns, nothing is wrong.
         warnings.filterwarnings("ignore", "The maximum number of concurrent tasks", UserWarning)
-        results = [pickle.loads(row["result"]) for row in sums.iter_rows()]
-    return _finish(context, parsed, results, shape, alpha, config, sample_size)
+        for row in sums.iter_rows():  # merged as they come: the driver holds no list of parts
+            totals.absorb(pickle.loads(row["totals"]))
+    return _finish(context, parsed, totals, shape, alpha, config, sample_size)
 
 
-def _finish(context, parsed, results, shape, alpha, config, sample_size) -> pd.DataFrame:
-    """Merge the batches' sums (and finish the split rounds) into the estimator table."""
-    n_blocks = len(results)
-    pending = [r.pending for r in results if r.pending is not None and r.pending.num_rows]
-    if pending:  # the blocks' edge rounds, whole again
-        results = [*results, context.process(pa.concat_tables(pending), finish=True)]
-    results = [r for r in results if r.rows]
-    if not results:
+def _finish(context, parsed, totals: _Totals, shape, alpha, config, sample_size) -> pd.DataFrame:
+    """Finish the part files' edge rounds, then turn the merged sums into the estimator table."""
+    if totals.pending:  # the parts' edge rounds, whole again
+        totals.add(context.process(pa.concat_tables(totals.pending), finish=True))
+        totals.pending = []
+    if not totals.rows:
         raise DataError("the log has no rounds")
-    sizes = sorted({r.round_rows for r in results})
+    sizes = sorted(totals.round_rows)
     if len(sizes) > 1:
         raise DataError(
             f"rounds of {sizes[0]} and of {sizes[-1]} rows: sharded evaluation needs every "
             "round of the log to have the same number of rows"
         )
-    moments, layout = results[0].moments, results[0].layout
-    for result in results[1:]:
-        if result.layout != layout:
-            raise DataError("an estimator's terms changed form between blocks")
-        moments = moments.merge(result.moments)
-    weight_sum = sum(r.weight_sum for r in results)
-    weight_sq = sum(r.weight_sq_sum for r in results)
-    rows = sum(r.rows for r in results)
-    nodes = sorted({r.node_id for r in results if r.node_id})
+    moments, layout, rows = totals.moments, totals.layout, totals.rows
+    weight_sum, weight_sq = totals.weight_sum, totals.weight_sq_sum
     z = stats.norm.ppf(1 - alpha / 2)
     records = []
     for estimator, columns in zip(parsed, layout.columns, strict=True):
@@ -574,14 +650,14 @@ def _finish(context, parsed, results, shape, alpha, config, sample_size) -> pd.D
                 "unit": CLICKS_PER_ROUND,
                 "ess": ess,
                 "ess_share": ess / rows,
-                "max_weight": max(r.weight_max for r in results),
+                "max_weight": totals.weight_max,
                 "mean_weight": weight_sum / rows,
                 "reward_model": config.kind if config and estimator.needs_reward_model else "none",
                 "reward_sample_rounds": sample_size // shape.slate_size if sample_size else 0,
                 "n_rows": rows,
                 "n_rounds": moments.n,
-                "n_blocks": n_blocks,
-                "nodes": len(nodes),
+                "n_parts": totals.parts,
+                "nodes": len(totals.nodes),
             }
         )
     return pd.DataFrame.from_records(records)

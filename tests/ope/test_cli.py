@@ -121,7 +121,7 @@ def test_sharded_evaluate_on_real_logs_equals_the_in_memory_one():
               f"empirical:{SAMPLE_DIR / 'bts'}", "--estimators", "ips,snips",
               "--reward-model", "none", "--json")  # fmt: skip
     memory = run_cli(*common)
-    sharded = run_cli(*common, "--sharded", "--blocks", "4", "--workers", "1")
+    sharded = run_cli(*common, "--sharded", "--batch-rows", "3001", "--workers", "1")
     assert memory.returncode == 0 and sharded.returncode == 0, sharded.stderr[-2000:]
     rows = {"memory": json.loads(memory.stdout)["results"],
             "sharded": json.loads(sharded.stdout)["results"]}  # fmt: skip
@@ -129,7 +129,7 @@ def test_sharded_evaluate_on_real_logs_equals_the_in_memory_one():
     for mine, theirs in zip(rows["sharded"], rows["memory"], strict=True):
         for column in ("estimate", "low", "high"):
             assert abs(mine[column] - theirs[column]) < 1e-12, (column, mine, theirs)
-        assert mine["n_blocks"] == 1 and mine["nodes"] == 1  # one part file of one row group
+        assert mine["n_parts"] == 1 and mine["nodes"] == 1  # one part file, read in 4 batches
 
 
 def test_sharded_evaluate_refuses_what_it_cannot_do():

@@ -63,14 +63,14 @@ def _close(sharded: pd.DataFrame, memory: pd.DataFrame) -> None:
     assert (sharded.n_rows == memory.n_rows).all() and (sharded.n_rounds == memory.n_rounds).all()
 
 
-@pytest.mark.parametrize("blocks", [None, 13])
+@pytest.mark.parametrize("batch_rows", [262_144, 500])
 def test_slate_estimates_and_intervals_equal_the_in_memory_ones(slate_simulator, slate_log,
-                                                                ray_session, blocks):  # fmt: skip
+                                                                ray_session, batch_rows):  # fmt: skip
     policy = SoftmaxPolicy(slate_simulator.relevance_scorer, temperature=2.0, slate_size=3)
     model = _fitted(storage.read_logs(slate_log))
     estimators = ESTIMATORS + SLATE
     sharded = evaluate_dataset(slate_log, policy, estimators, reward_model=model,
-                               blocks=blocks, workers=2)  # fmt: skip
+                               batch_rows=batch_rows, workers=2)  # fmt: skip
     _close(sharded, _in_memory(slate_log, policy, estimators, model))
     assert (sharded.n_rounds == 3_000).all()
 
@@ -80,7 +80,7 @@ def test_single_item_estimates_equal_the_in_memory_ones_with_one_worker(small_si
     policy = SoftmaxPolicy(small_simulator.relevance_scorer, temperature=1.0)
     model = _fitted(storage.read_logs(single_log))
     sharded = evaluate_dataset(single_log, policy, ESTIMATORS, reward_model=model,
-                               blocks=7, workers=1)  # fmt: skip
+                               batch_rows=999, workers=1)  # fmt: skip
     _close(sharded, _in_memory(single_log, policy, ESTIMATORS, model))
 
 
@@ -89,7 +89,7 @@ def test_the_reward_model_is_fitted_on_the_sampled_rounds(small_simulator, singl
     """With a sample as large as the log, the model is the one fitted on the whole log."""
     policy = SoftmaxPolicy(small_simulator.relevance_scorer, temperature=1.0)
     whole = evaluate_dataset(single_log, policy, ["dm", "dr"], reward_sample_rounds=10**6,
-                             blocks=5)  # fmt: skip
+                             batch_rows=1_300)  # fmt: skip
     model = _fitted(storage.read_logs(single_log))
     _close(whole, _in_memory(single_log, policy, ["dm", "dr"], model))
     assert (whole.reward_sample_rounds == 4_000).all()
@@ -104,8 +104,8 @@ def test_the_poisson_bootstrap_does_not_depend_on_the_partition(slate_simulator,
     policy = SoftmaxPolicy(slate_simulator.relevance_scorer, temperature=2.0, slate_size=3)
     runs = [
         evaluate_dataset(slate_log, policy, ["ips", "snips", "sips"], reward_model=None,
-                         n_bootstrap=400, seed=3, blocks=blocks, workers=workers)
-        for blocks, workers in ((None, 2), (11, 1))
+                         n_bootstrap=400, seed=3, batch_rows=rows, workers=workers)
+        for rows, workers in ((262_144, 2), (700, 1))
     ]  # fmt: skip
     for column in ("boot_low", "boot_high"):
         np.testing.assert_allclose(runs[0][column], runs[1][column], rtol=0, atol=EXACT)
@@ -142,7 +142,7 @@ def test_estimators_that_need_the_whole_log_are_refused(slate_simulator, slate_l
 @pytest.mark.parametrize(
     ("options", "field"),
     [({"workers": 0}, "workers"), ({"n_bootstrap": -1}, "n_bootstrap"),
-     ({"blocks": 0}, "blocks"), ({"alpha": 1.5}, "alpha")],
+     ({"batch_rows": 0}, "batch_rows"), ({"alpha": 1.5}, "alpha")],
 )  # fmt: skip
 def test_bad_options_are_refused_naming_them(slate_simulator, slate_log, options, field):
     policy = SoftmaxPolicy(slate_simulator.relevance_scorer, temperature=2.0, slate_size=3)

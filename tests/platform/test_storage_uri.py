@@ -113,7 +113,7 @@ def test_sharded_evaluation_of_a_uri_equals_that_of_the_local_path(slate_simulat
     # path differ in the last bit too): the same rows, the same feature tables, the same model.
     uri, local = results
     exact = ["estimator", "unit", "max_weight", "reward_model", "reward_sample_rounds", "n_rows",
-             "n_rounds", "n_blocks", "nodes"]  # fmt: skip
+             "n_rounds", "n_parts", "nodes"]  # fmt: skip
     pd.testing.assert_frame_equal(uri[exact], local[exact], check_exact=True)
     pd.testing.assert_frame_equal(uri, local, check_exact=False, rtol=1e-12, atol=1e-12)
     assert (uri.n_rounds == ROUNDS).all() and (uri.reward_sample_rounds == ROUNDS).all()
