@@ -88,6 +88,7 @@ class CausalNet(TorchRecommender):
     name: ClassVar[str] = "causalnet"
     supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
     supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
+    stream_columns: ClassVar[tuple[str, ...] | None] = ()
 
     def __init__(
         self,

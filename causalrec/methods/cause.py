@@ -58,6 +58,7 @@ class CausE(TorchRecommender):
     name: ClassVar[str] = "cause"
     supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
     supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
+    stream_columns: ClassVar[tuple[str, ...] | None] = ("policy",)
 
     def __init__(
         self,
@@ -110,14 +111,20 @@ class CausE(TorchRecommender):
     def _build_network(self, n_users, n_items, generator):
         return CausENetwork(n_users, n_items, self.dim, generator)
 
-    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
-        uniform = logs.policy == "uniform"
-        if not uniform.any():
+    def _row_arrays(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"uniform": (np.asarray(columns["policy"]) == "uniform").astype(np.float32)}
+
+    def _check_row_means(self, means: dict[str, float]) -> None:
+        if not means["uniform"] > 0:
             raise DataError(
                 "cause needs a uniform-exposure slice (rows with policy 'uniform'); simulate "
                 "with --uniform-fraction > 0 (e.g. 0.05)"
             )
-        return {"uniform": uniform.astype(np.float32)}
+
+    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
+        arrays = self._row_arrays({"policy": logs.policy})
+        self._check_row_means({key: float(value.mean()) for key, value in arrays.items()})
+        return arrays
 
     def _losses(self, batch, networks):
         network = networks["main"]

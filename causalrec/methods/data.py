@@ -93,6 +93,34 @@ class InteractionData:
             exposure_counts=exposure,
         )
 
+    @classmethod
+    def catalogue(
+        cls,
+        n_users: int,
+        n_items: int,
+        feedback: Feedback,
+        user_features: np.ndarray | None = None,
+        item_features: np.ndarray | None = None,
+    ) -> InteractionData:
+        """The users, items and feature tables of a log, without its examples.
+
+        What training from a stream of log rows (:mod:`causalrec.methods.streaming`) builds its
+        networks and draws its samples from; the examples arrive batch by batch.
+        """
+        empty = np.zeros(0, dtype=np.int64)
+        return cls(
+            users=empty,
+            items=empty,
+            labels=np.zeros(0, dtype=np.float32),
+            pscore=np.zeros(0),
+            n_users=int(n_users),
+            n_items=int(n_items),
+            feedback=feedback,
+            user_features=_table(user_features),
+            item_features=_table(item_features),
+            exposure_counts=np.zeros(int(n_items)),
+        )
+
     @property
     def n_examples(self) -> int:
         """Number of (positive or exposed) examples."""

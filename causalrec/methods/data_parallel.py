@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from causalrec.methods.torch_base import TorchRecommender
     from causalrec.platform.feedback import LoggedFeedback
 
-__all__ = ["WorkerShard", "fit_data_parallel"]
+__all__ = ["WorkerShard", "adopt_trained", "fit_data_parallel", "report_trained", "uses_gpu"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,14 @@ class WorkerShard:
             parameter.grad = flat[offset : offset + size].view_as(grad).clone()
             offset += size
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any worker (one all-reduce)."""
+        import torch.distributed as dist
+
+        tensor = torch.tensor([int(flag)], dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def mean(self, values: list[float]) -> list[float]:
         """Element-wise mean of ``values`` over the workers."""
         import torch.distributed as dist
@@ -90,16 +98,44 @@ def _worker_loop(config: dict) -> None:
     logs = ray.get(config["logs"])
     validation = ray.get(config["validation"]) if config["validation"] is not None else None
     model.fit(logs, validation=validation)
+    report_trained(model, context.get_world_rank())
+
+
+def report_trained(model: TorchRecommender, rank: int) -> None:
+    """Report a worker's epoch losses; rank 0 adds the trained model as a checkpoint."""
+    import ray.train
+
     metrics = {
         "history": list(model.history_),
         "validation_history": list(model.validation_history_),
     }
-    if context.get_world_rank() != 0:
+    if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
         model.save(Path(directory) / "model")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def uses_gpu(model: TorchRecommender, resources: dict, workers: int) -> bool:
+    """Whether Ray Train workers get a GPU each (``device`` cuda, or auto and enough GPUs)."""
+    gpus = resources.get("GPU", 0)
+    return model.device == "cuda" or (model.device == "auto" and gpus >= workers)
+
+
+def adopt_trained(model: TorchRecommender, result, workers: int) -> TorchRecommender:
+    """Make ``model`` the one rank 0 checkpointed in a Ray Train ``result``."""
+    from causalrec.methods.artifact import SavedModel
+
+    if result.checkpoint is None:
+        raise CausalRecError("data-parallel training reported no checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        trained = SavedModel.open(Path(directory) / "model").load()
+    model._set_state(trained._get_state(), trained.n_users_, trained.n_items_)
+    model.history_ = [float(v) for v in result.metrics["history"]]
+    model.validation_history_ = [float(v) for v in result.metrics["validation_history"]]
+    model.trained_workers_ = workers
+    return model
 
 
 def fit_data_parallel(
@@ -119,14 +155,12 @@ def fit_data_parallel(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from causalrec.methods.artifact import SavedModel
     from causalrec.methods.base import TrainingError
     from causalrec.platform.runtime import init_ray
 
     resources = init_ray()
     workers = int(model.num_workers)
-    gpus = resources.get("GPU", 0)
-    use_gpu = model.device == "cuda" or (model.device == "auto" and gpus >= workers)
+    use_gpu = uses_gpu(model, resources, workers)
     worker_model = type(model)(**{**model.get_params(deep=False), "num_workers": 1})
     if not use_gpu:
         worker_model.device = "cpu"
@@ -148,12 +182,4 @@ def fit_data_parallel(
             raise TrainingError(
                 f"data-parallel training with num_workers={workers} failed: {exc}"
             ) from exc
-        if result.checkpoint is None:
-            raise CausalRecError("data-parallel training reported no checkpoint")
-        with result.checkpoint.as_directory() as directory:
-            trained = SavedModel.open(Path(directory) / "model").load()
-    model._set_state(trained._get_state(), trained.n_users_, trained.n_items_)
-    model.history_ = [float(v) for v in result.metrics["history"]]
-    model.validation_history_ = [float(v) for v in result.metrics["validation_history"]]
-    model.trained_workers_ = workers
-    return model
+        return adopt_trained(model, result, workers)

@@ -99,6 +99,10 @@ class DICE(TorchRecommender):
     name: ClassVar[str] = "dice"
     supported_feedback: ClassVar[tuple[str, ...]] = ("implicit",)
     supported_backbones: ClassVar[tuple[str, ...]] = ("mf",)
+    stream_refusal: ClassVar[str] = (
+        "its BPR triples are split by each item's click count over the whole log, and its "
+        "positives are the log's distinct clicked pairs"
+    )
 
     def __init__(
         self,

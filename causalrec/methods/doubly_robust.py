@@ -25,11 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from causalrec.methods.data import Feedback, InteractionData
+from causalrec.methods.data import Feedback
 from causalrec.methods.ips import IPSMF
 from causalrec.methods.networks import MatrixFactorization
 from causalrec.platform.errors import ConfigError
-from causalrec.platform.feedback import LoggedFeedback
 
 __all__ = ["DRJointLearning", "MoreRobustDR"]
 
@@ -53,6 +52,7 @@ class DRJointLearning(IPSMF):
 
     name: ClassVar[str] = "dr_jl"
     supported_feedback: ClassVar[tuple[str, ...]] = ("exposed",)
+    mean_normalised: ClassVar[tuple[str, ...]] = ("weight", "imputation_weight")
 
     def __init__(
         self,
@@ -109,13 +109,9 @@ class DRJointLearning(IPSMF):
     def _imputation_weight(self, p: np.ndarray) -> np.ndarray:
         return 1.0 / p
 
-    def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
-        p = self._propensities(logs, data)
-        weight, imputation = 1.0 / p, self._imputation_weight(p)
-        return {
-            "weight": weight / weight.mean(),
-            "imputation_weight": imputation / imputation.mean(),
-        }
+    def _weights(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        # Each normalised by its mean (IPSMF._prepare in memory, the stream's sums when streamed).
+        return {"weight": 1.0 / p, "imputation_weight": self._imputation_weight(p)}
 
     def _build_networks(self, data, generator):
         return {

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from causalrec.methods.data import Feedback, InteractionData
-from causalrec.methods.propensity import propensities
+from causalrec.methods.propensity import clip_propensities, propensities
 from causalrec.methods.robust import worst_case_weights
 from causalrec.methods.torch_base import TorchRecommender
 from causalrec.platform.errors import ConfigError
@@ -82,6 +82,7 @@ class NaiveMF(TorchRecommender):
 
     name: ClassVar[str] = "naive"
     supported_backbones: ClassVar[tuple[str, ...]] = TRANSFORMER_READY
+    stream_columns: ClassVar[tuple[str, ...] | None] = ()
 
     def _loss(self, batch):
         if self.feedback == "implicit":
@@ -114,6 +115,8 @@ class IPSMF(TorchRecommender):
 
     name: ClassVar[str] = "ips"
     supported_backbones: ClassVar[tuple[str, ...]] = TRANSFORMER_READY
+    stream_columns: ClassVar[tuple[str, ...] | None] = ("pscore",)
+    mean_normalised: ClassVar[tuple[str, ...]] = ("weight",)
 
     def __init__(
         self,
@@ -180,12 +183,41 @@ class IPSMF(TorchRecommender):
                 "backbone='transformer'"
             )
 
-    def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
-        """Clipped propensity of every training example, shape (n_examples,)."""
+    def _floor(self) -> float:
         floor = self.propensity_floor
         if floor is None:
             floor = IMPLICIT_FLOOR if self.feedback == "implicit" else 0.0
-        return propensities(self.propensity, logs, data, floor=floor)
+        return floor
+
+    def _propensities(self, logs: LoggedFeedback, data: InteractionData) -> np.ndarray:
+        """Clipped propensity of every training example, shape (n_examples,)."""
+        return propensities(self.propensity, logs, data, floor=self._floor())
+
+    def _weights(self, p: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-example weights before their normalisation by the mean (exposed setting)."""
+        return {"weight": 1.0 / p}
+
+    def streaming_refusal(self) -> str | None:
+        """Streaming needs the logged propensities and no imputation model fitted first."""
+        reason = super().streaming_refusal()
+        if reason is None and self.propensity not in ("auto", "logged"):
+            reason = (
+                f"propensity={self.propensity!r} is estimated from the whole log; streaming "
+                "reads each row's logged pscore (propensity='logged')"
+            )
+        if reason is None and self.augment:
+            reason = "augment > 0 fits an imputation model on the whole log first"
+        return reason
+
+    def _row_arrays(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._weights(clip_propensities(columns["pscore"], self._floor()))
+
+    def _check_row_means(self, means: dict[str, float]) -> None:
+        if not all(np.isfinite(value) for value in means.values()):
+            raise ConfigError(
+                "propensity='logged' needs the log's pscore, which this log does not record on "
+                "every row; use an estimated propensity ('popularity' or 'logistic') in memory"
+            )
 
     def _prepare(self, logs: LoggedFeedback, data: InteractionData) -> dict[str, np.ndarray]:
         p = self._propensities(logs, data)
@@ -201,8 +233,7 @@ class IPSMF(TorchRecommender):
                 seed=self.seed + 1,
             )
             self.imputation_network_ = imputation.fit(logs).network_
-        weights = 1.0 / p
-        return {"weight": weights / weights.mean()}
+        return {key: weights / weights.mean() for key, weights in self._weights(p).items()}
 
     def _sample(self, data, size, rng, device):
         samples = super()._sample(data, size, rng, device)

@@ -18,7 +18,7 @@ from causalrec.platform.errors import ConfigError
 from causalrec.platform.feedback import LoggedFeedback
 from causalrec.platform.validation import unknown_name_error
 
-__all__ = ["EXPOSED_PROPENSITIES", "IMPLICIT_PROPENSITIES", "propensities"]
+__all__ = ["EXPOSED_PROPENSITIES", "IMPLICIT_PROPENSITIES", "clip_propensities", "propensities"]
 
 EXPOSED_PROPENSITIES = ("auto", "logged", "popularity", "logistic")
 IMPLICIT_PROPENSITIES = ("auto", "popularity")
@@ -55,4 +55,9 @@ def propensities(
         from causalrec.ope.propensity import estimate_pscore
 
         values = estimate_pscore(logs)
+    return clip_propensities(values, floor)
+
+
+def clip_propensities(values: np.ndarray, floor: float) -> np.ndarray:
+    """``values`` as float64, clipped below at ``floor`` (and at 1e-12); NaN stays NaN."""
     return np.maximum(np.asarray(values, dtype=np.float64), max(floor, 1e-12))

@@ -248,6 +248,46 @@ class TorchRecommender(Recommender):
         """Per-example arrays the loss needs beyond users, items, labels (e.g. weights)."""
         return {}
 
+    # -- streaming hooks (causalrec.methods.streaming) -----------------------------------------
+    #: Log columns, beyond ``user_id``, ``item_id`` and ``click``, that :meth:`_row_arrays`
+    #: reads. ``None``: the method cannot train from a stream of log rows
+    #: (:attr:`stream_refusal` says why).
+    stream_columns: ClassVar[tuple[str, ...] | None] = None
+    #: Why a method without :attr:`stream_columns` cannot train from a stream of log rows.
+    stream_refusal: ClassVar[str] = (
+        "its training reads more of the log than each row and a few sums over it"
+    )
+    #: Keys of :meth:`_row_arrays` divided by their mean over the training rows.
+    mean_normalised: ClassVar[tuple[str, ...]] = ()
+
+    def _row_arrays(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The per-row arrays the loss reads, before normalisation, from the rows' log columns.
+
+        ``columns`` holds :attr:`stream_columns` of any subset of the log's rows (a mini-batch
+        of a stream, or the whole log in memory); the arrays have one entry per row. Those
+        named in :attr:`mean_normalised` are then divided by their mean over the training rows.
+        """
+        return {}
+
+    def _check_row_means(self, means: dict[str, float]) -> None:
+        """Refuse a log by the means of :meth:`_row_arrays` over its rows (default: accept)."""
+
+    def streaming_refusal(self) -> str | None:
+        """Why this configuration cannot train from a stream of log rows; ``None`` if it can."""
+        if self.stream_columns is None:
+            return self.stream_refusal
+        if self.feedback != "exposed":
+            return (
+                f"feedback={self.feedback!r} trains on the log's distinct clicked pairs, a "
+                "de-duplication over the whole log"
+            )
+        if self.backbone == "transformer":
+            return (
+                "backbone='transformer' reads each round's history, built from the whole log in "
+                "time order"
+            )
+        return None
+
     def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Loss of one mini-batch (keys: users, items, labels, logits, and what _prepare gave).
 
@@ -359,15 +399,7 @@ class TorchRecommender(Recommender):
         if self.backbone == "transformer":
             data = self._with_round_contexts(logs, data)
         device = self._torch_device()
-        generator = torch.Generator().manual_seed(self.seed)
-        networks = {
-            name: module.to(device)
-            for name, module in self._build_networks(data, generator).items()
-        }
-        optimizers = {
-            name: torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            for name, module in networks.items()
-        }
+        networks, optimizers = self._training_networks(data, device)
         tensors = {
             "users": _tensor(data.users, device),
             "items": _tensor(data.items, device),
@@ -408,37 +440,88 @@ class TorchRecommender(Recommender):
                     # A worker takes its share of the global mini-batch.
                     rows = slice(start, stop) if shard is None else shard.rows(start, stop)
                     batch = {key: value[rows] for key, value in shuffled.items()}
-                    for optimizer in optimizers.values():
-                        optimizer.zero_grad()
-                    if len(batch["users"]):  # a worker can get no row of a short last batch
-                        batch.update(self._sample(data, len(batch["users"]), sample_rng, device))
-                        with self._autocast(device):
-                            losses = self._losses(batch, networks)
-                        for name, loss in losses.items():
-                            if not torch.isfinite(loss):
-                                raise TrainingError(
-                                    f"non-finite {name} loss {loss.item()} at epoch {epoch}, step "
-                                    f"{step} with lr={self.lr}; lower lr or check the propensities"
-                                )
-                        # The losses' graphs are disjoint (detached), so one backward pass.
-                        sum(losses.values()).backward()
-                        total += float(losses["main"].detach())
+                    loss = self._train_step(
+                        batch, networks, optimizers, data, sample_rng, device, shard, (epoch, step)
+                    )
+                    if loss is not None:
+                        total += loss
                         steps += 1
-                    if shard is not None:
-                        shard.average_gradients(list(networks.values()))
-                    for optimizer in optimizers.values():
-                        optimizer.step()
-            if shard is not None:
-                total, steps = shard.mean([total, steps])
-            self.history_.append(total / steps)
-            if validation is not None:
-                self.validation_history_.append(
-                    _validation_loss(networks["main"], validation, device)
-                )
-            self.network_ = networks["main"].eval()
-            self.n_users_, self.n_items_, self.device_ = n_users, data.n_items, device
-            self._snapshot = (epoch + 1, networks, optimizers, rng)
+            self._end_epoch(
+                epoch, total, steps, networks, optimizers, rng, validation, device, shard,
+                n_users, data.n_items,
+            )  # fmt: skip
             yield epoch + 1
+
+    def _training_networks(
+        self, data: InteractionData, device: torch.device
+    ) -> tuple[dict[str, torch.nn.Module], dict[str, torch.optim.Optimizer]]:
+        """The networks, built from the seed on ``device``, and an Adam optimiser for each."""
+        generator = torch.Generator().manual_seed(self.seed)
+        networks = {
+            name: module.to(device)
+            for name, module in self._build_networks(data, generator).items()
+        }
+        optimizers = {
+            name: torch.optim.Adam(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            for name, module in networks.items()
+        }
+        return networks, optimizers
+
+    def _train_step(
+        self,
+        batch: dict[str, torch.Tensor],
+        networks: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        data: InteractionData,
+        rng: np.random.Generator,
+        device: torch.device,
+        shard,
+        where: tuple[int, int],
+    ) -> float | None:
+        """One optimiser step on a mini-batch of tensors; returns its main loss.
+
+        ``batch`` holds ``users``, ``items``, ``labels`` and the method's per-row arrays, from
+        the in-memory examples or from a stream of log rows
+        (:mod:`causalrec.methods.streaming`); ``data`` gives the catalogue the samples are drawn
+        from. A data-parallel worker whose share of the mini-batch is empty still joins the
+        gradient all-reduce (with zero gradients) and returns ``None``.
+        """
+        for optimizer in optimizers.values():
+            optimizer.zero_grad()
+        loss = None
+        if len(batch["users"]):  # a worker can get no row of a short last batch
+            batch.update(self._sample(data, len(batch["users"]), rng, device))
+            with self._autocast(device):
+                losses = self._losses(batch, networks)
+            for name, value in losses.items():
+                if not torch.isfinite(value):
+                    epoch, step = where
+                    raise TrainingError(
+                        f"non-finite {name} loss {value.item()} at epoch {epoch}, step "
+                        f"{step} with lr={self.lr}; lower lr or check the propensities"
+                    )
+            # The losses' graphs are disjoint (detached), so one backward pass.
+            sum(losses.values()).backward()
+            loss = float(losses["main"].detach())
+        if shard is not None:
+            shard.average_gradients(list(networks.values()))
+        for optimizer in optimizers.values():
+            optimizer.step()
+        return loss
+
+    def _end_epoch(
+        self, epoch, total, steps, networks, optimizers, rng, validation, device, shard,
+        n_users: int, n_items: int,
+    ) -> None:  # fmt: skip
+        """Record an epoch's mean loss (and validation loss); the model is usable after it."""
+        if shard is not None:
+            total, steps = shard.mean([total, steps])
+        self.history_.append(total / steps)
+        if validation is not None:
+            self.validation_history_.append(_validation_loss(networks["main"], validation, device))
+        self.network_ = networks["main"].eval()
+        self.n_users_, self.n_items_, self.device_ = n_users, n_items, device
+        self._snapshot = (epoch + 1, networks, optimizers, rng)
 
     def training_state(self) -> dict | None:
         """Networks, optimizer moments, random stream and histories after the last epoch.

@@ -87,7 +87,9 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.tracking is not None:
         config = config.replace(tracking=args.tracking)
     validate_space(config, RECOMMENDERS)  # before reading the log or starting Ray
-    logs = read_logs(args.logs)
+    # Above data.stream_above_rows the search reads the log's files itself (only the validation
+    # rounds into memory): hand it the path.
+    logs = args.logs if config.data.stream_above_rows is not None else read_logs(args.logs)
     try:
         result = tune_recommenders(
             logs,

@@ -38,6 +38,7 @@ __all__ = [
     "ResourcesConfig",
     "SchedulerConfig",
     "SearchConfig",
+    "TrainingDataConfig",
     "TuningConfig",
 ]
 
@@ -200,6 +201,29 @@ class ResourcesConfig(StrictConfig):
     gpus_per_trial: float = pydantic.Field(default=0.0, ge=0)
 
 
+class TrainingDataConfig(StrictConfig):
+    """Where trials read their training split from.
+
+    Attributes:
+        stream_above_rows: When the training split has more rows than this, it does not go
+            into Ray's object store: trials receive a description of it (the log's Parquet part
+            files and the training rounds, those below the validation cut) and read their rows
+            from the files. Torch methods that can stream (naive, ips, snips, dr_jl, mrdr,
+            causalnet, cause; exposed feedback, ``mf``/``two_tower``, logged propensities: see
+            :mod:`causalrec.methods.streaming`) train from mini-batches of a Ray Data stream
+            in the trial's process; every other method (gboost, dice, a transformer, estimated
+            propensities, ...) materialises the training rounds alone in the trial, part file
+            by part file. A log passed in memory (not as a path) is first written to
+            ``OUT/train_split/``. ``None`` (the default): the split always travels in memory.
+        reserved_cpus: CPUs of the cluster left free for Ray Data's read tasks while trials
+            read from the files (those tasks run outside the trials' reservations): at most
+            ``(cluster CPUs - reserved_cpus) / resources.cpus_per_trial`` trials run at once.
+    """
+
+    stream_above_rows: pydantic.StrictInt | None = pydantic.Field(default=None, ge=0)
+    reserved_cpus: float = pydantic.Field(default=1.0, gt=0)
+
+
 class TuningConfig(StrictConfig):
     """A complete search (see the module docstring for the ``methods`` format).
 
@@ -209,6 +233,8 @@ class TuningConfig(StrictConfig):
         objective: Selection metric.
         scheduler: Early stopping.
         resources: Per-trial resources.
+        data: Where trials read their training split from (in memory, or from the log's
+            files above a size).
         max_failures: Retries of a failing trial, each from its latest checkpoint.
         export_candidates: Also export the best trial of every method (by the selection
             metric) to ``OUT/candidates/METHOD/``, in the same format as ``OUT/best/``.
@@ -222,6 +248,7 @@ class TuningConfig(StrictConfig):
     objective: ObjectiveConfig = ObjectiveConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    data: TrainingDataConfig = TrainingDataConfig()
     max_failures: int = pydantic.Field(default=2, ge=0)
     export_candidates: bool = False
     tracking: Literal["mlflow", "none"] = "none"

@@ -31,6 +31,7 @@ __all__ = [
     "BEST_DIR",
     "CANDIDATES_DIR",
     "METRICS",
+    "SearchData",
     "TuningResult",
     "export_models",
     "results_frame",
@@ -57,6 +58,31 @@ SELECTION_RULES = ("ope_dr", "ope_dr_low", "ope_auto", "ope_auto_low")
 
 
 @dataclass(frozen=True)
+class SearchData:
+    """What the summary and the exported models record of the data a search used.
+
+    Attributes:
+        logs_fingerprint: :meth:`LoggedFeedback.fingerprint` of the whole log.
+        train_fingerprint: The same of the training split.
+        train_rows: Rows of the training split.
+        feature_tables: The log's user and item feature tables (``None`` if it has none).
+    """
+
+    logs_fingerprint: str
+    train_fingerprint: str
+    train_rows: int
+    feature_tables: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(cls, logs: LoggedFeedback, train: LoggedFeedback) -> SearchData:
+        """The record of a log and its training split in memory."""
+        tables = None
+        if logs.user_table is not None and logs.item_table is not None:
+            tables = (logs.user_table, logs.item_table)
+        return cls(logs.fingerprint(), train.fingerprint(), train.n_rows, tables)
+
+
+@dataclass(frozen=True)
 class TuningResult:
     """The outcome of a search.
 
@@ -66,7 +92,8 @@ class TuningResult:
         best: The selected trial's saved model, ``OUT/best`` (``None`` when no trial produced
             a model).
         candidates: Each method's best trial's saved model by method (``export_candidates``).
-        train: The rounds the trials trained on.
+        train: The rounds the trials trained on (``None`` when they read them from the log's
+            files, ``data.stream_above_rows``).
         validation: The held-out rounds the trials were measured on.
     """
 
@@ -118,6 +145,7 @@ def results_frame(grid, registry) -> tuple[pd.DataFrame, dict[str, Any]]:
                 "finished_at": float(metrics.get("timestamp", math.nan)),
                 "device": str(metrics.get("device", "")),
                 "node_id": str(metrics.get("node_id", "")),
+                "train_source": str(metrics.get("train_source", "")),
                 "ope_auto_estimator": str(metrics.get("ope_auto_estimator", "")),
                 "status": status,
                 "error": "" if result.error is None else str(result.error).splitlines()[0][:500],
@@ -150,7 +178,7 @@ def _finite_or_none(value: float) -> float | None:
 def summarize(
     results: pd.DataFrame,
     config: TuningConfig,
-    logs: LoggedFeedback,
+    data: SearchData,
     simulator: ConfoundedRecSimulator | None,
     oracle: float | None,
     k: int,
@@ -180,7 +208,7 @@ def summarize(
             if simulator is not None
             else None
         ),
-        "logs_fingerprint": logs.fingerprint(),
+        "logs_fingerprint": data.logs_fingerprint,
         "causalrec_version": causalrec.__version__,
     }
 
@@ -223,8 +251,7 @@ def export_models(
     results: pd.DataFrame,
     checkpoints: dict[str, Any],
     summary: dict[str, Any],
-    logs: LoggedFeedback,
-    train: LoggedFeedback,
+    data: SearchData,
     *,
     candidates: bool,
 ) -> tuple[SavedModel | None, dict[str, SavedModel]]:
@@ -232,7 +259,7 @@ def export_models(
     best = None
     if summary["selected"] is not None:
         best = _export_trial(
-            out / BEST_DIR, summary["selected"], results, checkpoints, summary, logs, train
+            out / BEST_DIR, summary["selected"], results, checkpoints, summary, data
         )
     exported: dict[str, SavedModel] = {}
     if candidates and not results.empty:
@@ -241,23 +268,21 @@ def export_models(
         for method, trials in usable.groupby("method", sort=True):
             trial = _row_summary(trials.loc[trials[metric].idxmax()])
             saved = _export_trial(
-                out / CANDIDATES_DIR / method, trial, results, checkpoints, summary, logs, train
+                out / CANDIDATES_DIR / method, trial, results, checkpoints, summary, data
             )
             if saved is not None:
                 exported[method] = saved
     return best, exported
 
 
-def _export_trial(dest, trial, results, checkpoints, summary, logs, train) -> SavedModel | None:
+def _export_trial(dest, trial, results, checkpoints, summary, data) -> SavedModel | None:
     """A trial's model with its training record and the log's feature tables, in ``dest``."""
     checkpoint = checkpoints.get(trial["trial_id"])
     if checkpoint is None:
         return None
     row = results.set_index("trial_id").loc[trial["trial_id"]]
-    tables = None
-    if logs.user_table is not None and logs.item_table is not None:
-        # Serve logs its traffic with these user features (so it can be evaluated later).
-        tables = (logs.user_table, logs.item_table)
+    # Serve logs its traffic with these user features (so it can be evaluated later).
+    tables = data.feature_tables
     record = {
         "method": trial["method"],
         "params": trial["params"],
@@ -267,8 +292,8 @@ def _export_trial(dest, trial, results, checkpoints, summary, logs, train) -> Sa
         "epochs": int(row["epochs"]),
         "trial_id": trial["trial_id"],
         "logs_fingerprint": summary["logs_fingerprint"],
-        "train_fingerprint": train.fingerprint(),
-        "train_rows": train.n_rows,
+        "train_fingerprint": data.train_fingerprint,
+        "train_rows": data.train_rows,
         "causalrec_version": causalrec.__version__,
     }
     with checkpoint.as_directory() as directory:

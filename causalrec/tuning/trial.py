@@ -4,7 +4,8 @@
 Ray's object store in a :class:`TrialContext` (``tune.with_parameters``): the training split of
 the log, an :class:`~causalrec.ope.OfflineEvaluator` whose reward models were fitted on the
 validation split in the driver, and, when the log is simulated, the simulator itself and the
-oracle's value. Trials never read Parquet and never rebuild the world.
+oracle's value. Trials never rebuild the world, and never read Parquet unless the training split
+is over ``data.stream_above_rows`` (below).
 
 After every epoch the trial reports ``ope_dr`` (DR estimate of its top-k policy on the validation
 split, with a 95% interval), ``ope_auto`` (the estimate, with its interval, of the estimator
@@ -15,6 +16,13 @@ on (``cuda`` when Ray assigned it a GPU), and a checkpoint holding the
 model as a saved model (:class:`~causalrec.methods.artifact.SavedModel`) plus its resumable
 training state. A retried or resumed
 trial continues from that checkpoint.
+
+Above ``data.stream_above_rows`` the context holds no training rows but a
+:class:`~causalrec.platform.log_dataset.LogDataset` (the log's part files and the training
+rounds): a torch method that can stream trains from a Ray Data stream of those rounds in the
+trial's process (:func:`causalrec.methods.streaming.stream_epochs`), any other method reads the
+training rounds alone into memory (:meth:`LogDataset.read`). Every report says which in
+``train_source``: ``memory`` (the context's split), ``stream`` or ``dataset``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from causalrec.methods.base import Recommender
 from causalrec.ope.estimators import DR
 from causalrec.ope.evaluate import OfflineEvaluator
 from causalrec.platform.feedback import LoggedFeedback
+from causalrec.platform.log_dataset import LogDataset
 from causalrec.simulators.scm import ConfoundedRecSimulator
 from causalrec.tuning.space import trial_params
 
@@ -51,7 +60,7 @@ class TrialContext:
     """What every trial shares, put in Ray's object store once.
 
     Attributes:
-        train: Training split of the log.
+        train: Training split of the log (``None`` when trials read it from ``train_source``).
         evaluator: Evaluator of the validation split with the ``"auto"`` candidates (reward
             models already fitted).
         simulator: The world behind simulated logs (``None`` for real logs): trials measure
@@ -61,15 +70,18 @@ class TrialContext:
         k: Slate size of the evaluated policy.
         registry: Recommender classes by method name.
         cpus_per_trial: CPUs Ray reserved per trial (the torch thread count).
+        train_source: The training split as a description of the log's files and rounds, which
+            each trial reads itself (``None``: the split is ``train``).
     """
 
-    train: LoggedFeedback
+    train: LoggedFeedback | None
     evaluator: OfflineEvaluator
     simulator: ConfoundedRecSimulator | None
     oracle_value: float | None
     k: int
     registry: Mapping[str, type[Recommender]]
     cpus_per_trial: float
+    train_source: LogDataset | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,17 @@ def _restore(checkpoint) -> tuple[dict | None, dict[str, Any]]:
     return state, progress
 
 
+def _epochs(model: Recommender, context: TrialContext, state: dict | None):
+    """The model's epochs on the context's training split, and where it read the split from."""
+    from causalrec.methods.streaming import is_streamable, stream_epochs
+
+    if context.train_source is None:
+        return "memory", model.fit_epochs(context.train, state=state)
+    if is_streamable(model):
+        return "stream", stream_epochs(model, context.train_source, state=state, in_process=True)
+    return "dataset", model.fit_epochs(context.train_source.read(), state=state)
+
+
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Ray Tune function trainable (see the module docstring)."""
     import ray
@@ -157,7 +180,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     # Recorded in the results: which Ray node ran the trial (node IPs repeat on one machine).
     node = ray.get_runtime_context().get_node_id()
     clock = time.perf_counter()
-    for epoch in model.fit_epochs(context.train, state=state):
+    source, epochs = _epochs(model, context, state)
+    for epoch in epochs:
         now = time.perf_counter()
         train_seconds += now - clock
         metrics = measure(model, context).to_dict()
@@ -176,7 +200,14 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
                 torch.save(training_state, staging / _STATE_FILE)
             (staging / _PROGRESS_FILE).write_text(json.dumps(counters))
             tune.report(
-                {**metrics, **counters, "method": method, "device": device, "node_id": node},
+                {
+                    **metrics,
+                    **counters,
+                    "method": method,
+                    "device": device,
+                    "node_id": node,
+                    "train_source": source,
+                },
                 checkpoint=tune.Checkpoint.from_directory(str(staging)),
             )
         clock = time.perf_counter()
