@@ -152,34 +152,72 @@ def fit_data_parallel(
         TrainingError: If a worker failed (its error is in the message).
     """
     import ray
+
+    from causalrec.platform.runtime import init_ray
+
+    resources = init_ray()
+    config = {
+        "logs": ray.put(logs),
+        "validation": ray.put(validation) if validation is not None else None,
+    }
+    return train_on_workers(
+        model, _worker_loop, config, resources=resources, what="data-parallel training"
+    )
+
+
+def train_on_workers(
+    model: TorchRecommender,
+    loop,
+    config: dict,
+    *,
+    resources: dict[str, float],
+    what: str,
+    cpus_per_worker: float | None = None,
+    datasets: dict | None = None,
+) -> TorchRecommender:
+    """Run ``loop`` in ``model.num_workers`` Ray Train workers; returns ``model``, trained.
+
+    Every worker gets ``config`` plus ``"model"`` (a one-worker copy of ``model``, on CPU unless
+    the workers use GPUs) and ``"use_gpu"``; rank 0 reports the trained model, which
+    :func:`adopt_trained` copies into ``model``.
+
+    Args:
+        model: The recommender (its ``num_workers`` and ``device`` decide the workers).
+        loop: The worker function (``TorchTrainer``'s ``train_loop_per_worker``).
+        config: The rest of the worker's ``train_loop_config``.
+        resources: The cluster's resources (``init_ray()``).
+        what: Names the run in a failure's message.
+        cpus_per_worker: CPUs each worker reserves (default: Ray Train's, 1).
+        datasets: Ray Data datasets for ``get_dataset_shard``.
+
+    Raises:
+        TrainingError: If a worker failed (its error is in the message).
+    """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from causalrec.methods.base import TrainingError
-    from causalrec.platform.runtime import init_ray
 
-    resources = init_ray()
     workers = int(model.num_workers)
     use_gpu = uses_gpu(model, resources, workers)
     worker_model = type(model)(**{**model.get_params(deep=False), "num_workers": 1})
     if not use_gpu:
         worker_model.device = "cpu"
+    per_worker = None
+    if cpus_per_worker is not None:
+        per_worker = {"CPU": float(cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
     with tempfile.TemporaryDirectory(prefix="causalrec-train-") as storage:
         trainer = TorchTrainer(
-            _worker_loop,
-            train_loop_config={
-                "model": worker_model,
-                "logs": ray.put(logs),
-                "validation": ray.put(validation) if validation is not None else None,
-                "use_gpu": use_gpu,
-            },
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            loop,
+            train_loop_config={"model": worker_model, "use_gpu": use_gpu, **config},
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker
+            ),
             run_config=RunConfig(storage_path=storage, name="fit"),
+            datasets=datasets,
         )
         try:
             result = trainer.fit()
         except Exception as exc:  # Ray Train wraps the worker's error
-            raise TrainingError(
-                f"data-parallel training with num_workers={workers} failed: {exc}"
-            ) from exc
+            raise TrainingError(f"{what} with num_workers={workers} failed: {exc}") from exc
         return adopt_trained(model, result, workers)

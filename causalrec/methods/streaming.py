@@ -55,7 +55,6 @@ machine), or the reads wait for ever.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,40 +388,18 @@ def stream_epochs(
 
 def _train_on_workers(model, dataset, stream_plan, validation, resources, cpus_per_worker):
     import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
-    from causalrec.methods.base import TrainingError
-    from causalrec.methods.data_parallel import adopt_trained, uses_gpu
+    from causalrec.methods.data_parallel import train_on_workers
 
-    workers = int(model.num_workers)
-    use_gpu = uses_gpu(model, resources, workers)
-    worker_model = type(model)(**{**model.get_params(deep=False), "num_workers": 1})
-    if not use_gpu:
-        worker_model.device = "cpu"
-    per_worker = {"CPU": float(cpus_per_worker), **({"GPU": 1.0} if use_gpu else {})}
-    with tempfile.TemporaryDirectory(prefix="causalrec-stream-") as storage_path:
-        trainer = TorchTrainer(
-            _worker_loop,
-            train_loop_config={
-                "model": worker_model,
-                "plan": stream_plan,
-                "validation": ray.put(validation) if validation is not None else None,
-                "use_gpu": use_gpu,
-            },
-            scaling_config=ScalingConfig(
-                num_workers=workers, use_gpu=use_gpu, resources_per_worker=per_worker
-            ),
-            run_config=RunConfig(storage_path=storage_path, name="stream"),
-            datasets={"train": dataset},
-        )
-        try:
-            result = trainer.fit()
-        except Exception as exc:  # Ray Train wraps the worker's error
-            raise TrainingError(
-                f"streaming training of {model.name} with num_workers={workers} failed: {exc}"
-            ) from exc
-        return adopt_trained(model, result, workers)
+    config = {
+        "plan": stream_plan,
+        "validation": ray.put(validation) if validation is not None else None,
+    }
+    return train_on_workers(
+        model, _worker_loop, config, resources=resources,
+        what=f"streaming training of {model.name}", cpus_per_worker=cpus_per_worker,
+        datasets={"train": dataset},
+    )  # fmt: skip
 
 
 def fit_streaming(

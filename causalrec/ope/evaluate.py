@@ -304,7 +304,7 @@ class OfflineEvaluator:
         logs = self.logs
         inputs, diagnostics = self.policy_inputs(policy)
         config = self.reward_model_config
-        all_terms = self._all_terms(inputs)
+        all_terms = self.all_terms(inputs)
         selection = self._select(inputs, all_terms) if self.selection else None
         cv_table = selection.table.set_index("candidate") if selection else None
         records = []
@@ -355,9 +355,9 @@ class OfflineEvaluator:
         The validator is DR with the log's cross-fitted reward model, or IPS without one.
         """
         inputs, _ = self.policy_inputs(policy)
-        return self._select(inputs, self._all_terms(inputs))
+        return self._select(inputs, self.all_terms(inputs))
 
-    def _all_terms(self, inputs: EvaluationInputs) -> list[EstimatorTerms]:
+    def all_terms(self, inputs: EvaluationInputs) -> list[EstimatorTerms]:
         """Each estimator's terms, in the order of ``self.estimators`` (repeats included)."""
         terms = []
         for estimator in self.estimators:

@@ -43,7 +43,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 from collections.abc import Sequence
@@ -62,7 +61,6 @@ from causalrec.ope.evaluate import DEFAULT_ESTIMATORS, SLATE_ESTIMATORS, Offline
 from causalrec.ope.intervals import EstimatorTerms
 from causalrec.ope.registry import parse_estimators
 from causalrec.ope.reward_model import RewardModel, RewardModelConfig, make_reward_model
-from causalrec.platform import schema as log_schema
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, LogFormatError
 from causalrec.platform.feedback import LoggedFeedback
@@ -283,7 +281,7 @@ class _Context:
         )
         inputs, _ = evaluator.policy_inputs(self.policy)
         rounds = np.unique(logs.round_id)
-        return rounds, inputs.impressions.weight, evaluator._all_terms(inputs)
+        return rounds, inputs.impressions.weight, evaluator.all_terms(inputs)
 
     def process(self, table: pa.Table, *, finish: bool = False) -> _BatchResult:
         """The sums of a block's rounds; its first and last rounds' rows are set aside.
@@ -343,40 +341,31 @@ class _Totals:
         self.parts = 0
 
     def add(self, result: _BatchResult) -> None:
-        """Merge one batch's (or one part file's) sums; keep its edge rows."""
+        """Merge one batch's sums; keep its edge rows."""
         if result.pending is not None and result.pending.num_rows:
             self.pending.append(result.pending)
-        if not result.rows:
-            return
-        if self.layout is not None and result.layout != self.layout:
-            raise DataError("an estimator's terms changed form between parts of the log")
-        self.layout = result.layout
-        self._merge_moments(result.moments)
-        self.weight_sum += result.weight_sum
-        self.weight_sq_sum += result.weight_sq_sum
-        self.weight_max = max(self.weight_max, result.weight_max)
-        self.rows += result.rows
-        self.round_rows.add(result.round_rows)
-
-    def _merge_moments(self, moments: MomentSums) -> None:
-        self.moments = moments if self.moments is None else self.moments.merge(moments)
+        if result.rows:
+            self._merge_sums(result, {result.round_rows})
 
     def absorb(self, other: _Totals) -> None:
         """Merge another part file's totals."""
         self.pending += other.pending
         self.nodes |= other.nodes
         self.parts += other.parts
-        if not other.rows:
-            return
-        if self.layout is not None and other.layout != self.layout:
+        if other.rows:
+            self._merge_sums(other, other.round_rows)
+
+    def _merge_sums(self, sums: _BatchResult | _Totals, round_rows: set[int]) -> None:
+        """Add the sums both record types share (their field names are the same)."""
+        if self.layout is not None and sums.layout != self.layout:
             raise DataError("an estimator's terms changed form between parts of the log")
-        self.layout = other.layout
-        self._merge_moments(other.moments)
-        self.weight_sum += other.weight_sum
-        self.weight_sq_sum += other.weight_sq_sum
-        self.weight_max = max(self.weight_max, other.weight_max)
-        self.rows += other.rows
-        self.round_rows |= other.round_rows
+        self.layout = sums.layout
+        self.moments = sums.moments if self.moments is None else self.moments.merge(sums.moments)
+        self.weight_sum += sums.weight_sum
+        self.weight_sq_sum += sums.weight_sq_sum
+        self.weight_max = max(self.weight_max, sums.weight_max)
+        self.rows += sums.rows
+        self.round_rows |= round_rows
 
 
 def _part_sums(
@@ -461,12 +450,8 @@ def _log_shape(path: str | Path | storage.Location) -> _LogShape:
     for file in files:
         parquet = storage.open_parquet(file)
         n_rows += parquet.metadata.num_rows
-        raw = (parquet.schema_arrow.metadata or {}).get(log_schema.METADATA_KEY, b"{}")
-        metadata = json.loads(raw)
-        simulated = metadata.get("simulator", {})
-        slate_size = max(
-            slate_size, int(metadata.get("slate_size", simulated.get("slate_size", 1)))
-        )
+        metadata = storage.log_file_metadata(file, parquet)
+        slate_size = max(slate_size, storage.metadata_slate_size(metadata))
     n_items = int(metadata.get("n_items", metadata.get("simulator", {}).get("n_items", 0)))
     if n_items < 1:
         raise LogFormatError(f"{str(files[-1])!r} does not record n_items in its metadata")

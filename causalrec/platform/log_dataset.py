@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +31,6 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from causalrec.platform import schema as log_schema
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, DataError, LogFormatError
 from causalrec.platform.feedback import LoggedFeedback
@@ -51,23 +49,6 @@ FINGERPRINT_COLUMNS = (
     ("click", np.int8),
     ("pscore", np.float64),
 )
-
-
-def _file_metadata(file: str) -> dict:
-    """A part file's self-description, after checking that it is a readable causalrec log."""
-    try:
-        metadata = pq.read_schema(file).metadata or {}
-    except (OSError, ValueError) as exc:
-        raise LogFormatError(f"cannot read Parquet file {file!r}: {exc}") from None
-    version = metadata.get(log_schema.SCHEMA_VERSION_KEY)
-    if version is None:
-        raise LogFormatError(f"{file!r} is not a causalrec log (no schema version metadata)")
-    if int(version) not in log_schema.READABLE_SCHEMA_VERSIONS:
-        raise LogFormatError(
-            f"{file!r} has log schema version {int(version)}; this causalrec reads versions "
-            f"{', '.join(map(str, log_schema.READABLE_SCHEMA_VERSIONS))}"
-        )
-    return json.loads(metadata.get(log_schema.METADATA_KEY, b"{}"))
 
 
 @dataclass(frozen=True)
@@ -113,11 +94,8 @@ class LogDataset:
         files = [str(Path(file).absolute()) for file in storage.log_files(path)]
         metadata, slate_size = {}, 1
         for file in files:
-            metadata = _file_metadata(file)
-            simulated = metadata.get("simulator", {})
-            slate_size = max(
-                slate_size, int(metadata.get("slate_size", simulated.get("slate_size", 1)))
-            )
+            metadata = storage.log_file_metadata(file)
+            slate_size = max(slate_size, storage.metadata_slate_size(metadata))
         simulator = metadata.get("simulator", {})
         n_items = int(metadata.get("n_items", simulator.get("n_items", 0)))
         if not n_items:

@@ -658,6 +658,27 @@ def open_parquet(path: str | Path | Location) -> pq.ParquetFile:
         raise LogFormatError(f"cannot read Parquet file {str(path)!r}: {exc}") from None
 
 
+def log_file_metadata(
+    path: str | Path | Location, parquet: pq.ParquetFile | None = None
+) -> dict[str, Any]:
+    """A part file's self-description (its ``causalrec.metadata``), schema checked, rows unread.
+
+    Args:
+        path: The part file.
+        parquet: The file already opened (:func:`open_parquet`), to read its footer once.
+
+    Raises:
+        LogFormatError: The file is missing, not Parquet, or not a readable causalrec log.
+    """
+    parquet = parquet if parquet is not None else open_parquet(path)
+    return _check_version(path, parquet.schema_arrow)[0]
+
+
+def metadata_slate_size(metadata: dict[str, Any]) -> int:
+    """The slate size a part file's metadata records (1 when it records none)."""
+    return int(metadata.get("slate_size", metadata.get("simulator", {}).get("slate_size", 1)))
+
+
 def _check_version(path: Path | Location, schema: pa.Schema) -> tuple[dict[str, Any], int]:
     """The file's self-description and schema version, after checking both."""
     metadata = schema.metadata or {}
@@ -828,10 +849,7 @@ def read_logs(path: str | Path | Location) -> LoggedFeedback:
         table = _read_parquet(file)
         metadata, version = _check_version(file, table.schema)
         # Files appended over time (served traffic) may differ in slate size: take the largest.
-        simulated = metadata.get("simulator", {})
-        slate_size = max(
-            slate_size, int(metadata.get("slate_size", simulated.get("slate_size", 1)))
-        )
+        slate_size = max(slate_size, metadata_slate_size(metadata))
         tables.append(table.select(v1_names).replace_schema_metadata(None))
         session_parts.append(_session_columns(table) if version >= 2 else table.num_rows)
     table = pa.concat_tables(tables)

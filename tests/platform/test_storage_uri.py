@@ -26,8 +26,10 @@ from causalrec.ope.sharded import evaluate_dataset
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError, LogFormatError, OutputExistsError
 from causalrec.platform.feedback import LoggedFeedback
-from causalrec.platform.policy import Policy, SoftmaxPolicy
+from causalrec.platform.policy import SoftmaxPolicy
 from causalrec.simulators.logs import write_logs
+
+from ..policies import FailsOnSecondShard
 
 #: 1,500 rounds of slates of 3 in shards of 700 rounds and parts of 1,000 rows (parts end in the
 #: middle of a slate; the last shard is short).
@@ -138,25 +140,6 @@ def test_a_non_empty_uri_is_refused_and_overwrite_replaces_it(small_simulator, t
         write_logs(small_simulator, _uri(tmp_path / "file"), 200, seed=2, workers=0)
 
 
-class _FailsOnSecondShard(Policy):
-    """The logging policy, except that it raises on the rounds of the second shard."""
-
-    def __init__(self, inner: Policy):
-        self.inner, self.name = inner, inner.name
-        self.n_items, self.slate_size = inner.n_items, inner.slate_size
-
-    def action_distribution(self, users):
-        return self.inner.action_distribution(users)
-
-    def prefix_probability(self, users, slates):
-        return self.inner.prefix_probability(users, slates)
-
-    def sample(self, users, rng):
-        if len(users) == 300:  # the second shard is the only one of 300 rounds
-            raise RuntimeError("shard 1 failed")
-        return self.inner.sample(users, rng)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_failed_run_leaves_no_objects_behind(small_simulator, ray_session, tmp_path, workers,
                                                monkeypatch):  # fmt: skip
@@ -164,7 +147,7 @@ def test_a_failed_run_leaves_no_objects_behind(small_simulator, ray_session, tmp
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
     out = tmp_path / "run"
-    policy = _FailsOnSecondShard(small_simulator.logging_policy())
+    policy = FailsOnSecondShard(small_simulator.logging_policy())
     with pytest.raises(RuntimeError, match="shard 1 failed"):
         # Shard 0 (500 rounds) writes its part before shard 1 fails (in this process).
         write_logs(small_simulator, _uri(out), 800, seed=2, policy=policy, chunk_rounds=500,
@@ -248,7 +231,7 @@ def test_a_non_local_file_system_holds_the_same_log(small_simulator, tmp_path, m
         _assert_same_log(storage.read_logs(location), storage.read_logs(tmp_path / "local"))
         with pytest.raises(OutputExistsError, match=re.escape(f"'{location}'")):
             write_logs(small_simulator, location, 900, seed=3, workers=0)
-        policy = _FailsOnSecondShard(small_simulator.logging_policy())
+        policy = FailsOnSecondShard(small_simulator.logging_policy())
         with pytest.raises(RuntimeError, match="shard 1 failed"):
             write_logs(small_simulator, location, 800, seed=2, policy=policy, chunk_rounds=500,
                        workers=0, overwrite=True)  # fmt: skip

@@ -14,8 +14,9 @@ import pytest
 
 from causalrec.platform import storage
 from causalrec.platform.errors import ConfigError
-from causalrec.platform.policy import Policy
 from causalrec.simulators.logs import generate_logs, write_logs
+
+from ..policies import FailsOnSecondShard
 
 ROUNDS, CHUNK = 5_000, 1_200  # five shards, the last one short
 
@@ -104,32 +105,13 @@ def test_bad_options_are_refused_before_anything_is_written(small_simulator, tmp
     assert not out.exists()
 
 
-class _FailsOnSecondShard(Policy):
-    """The logging policy, except that it raises on the rounds of the second shard."""
-
-    def __init__(self, inner: Policy):
-        self.inner, self.name = inner, inner.name
-        self.n_items, self.slate_size = inner.n_items, inner.slate_size
-
-    def action_distribution(self, users):
-        return self.inner.action_distribution(users)
-
-    def prefix_probability(self, users, slates):
-        return self.inner.prefix_probability(users, slates)
-
-    def sample(self, users, rng):
-        if len(users) == 300:  # the second shard is the only one of 300 rounds
-            raise RuntimeError("shard 1 failed")
-        return self.inner.sample(users, rng)
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_failed_shard_leaves_the_previous_output_as_it_was(small_simulator, ray_session,
                                                              tmp_path, workers):  # fmt: skip
     out = tmp_path / "run"
     write_logs(small_simulator, out, 500, seed=1)
     before = _digests(out)
-    policy = _FailsOnSecondShard(small_simulator.logging_policy())
+    policy = FailsOnSecondShard(small_simulator.logging_policy())
     with pytest.raises(RuntimeError, match="shard 1 failed"):
         write_logs(small_simulator, out, 800, seed=2, policy=policy, chunk_rounds=500,
                    workers=workers, overwrite=True)  # fmt: skip
